@@ -1,0 +1,460 @@
+//! Node configuration (PROTOCOL.md §1): every setting is a flag, an environment variable
+//! `SWITCHBOARD_<NAME>` and a key of an optional TOML file (`--config FILE`). Flags beat env
+//! beat file beat defaults.
+//!
+//! # Layout
+//!
+//! - this file: [`ServeArgs`] (the raw flags/env, every one optional), [`Config`] (the checked
+//!   result) and [`ConfigErrors`] (every problem at once, one per line).
+//! - `config/build.rs`: merges the sources and checks every value.
+//! - `config/file.rs`: reads the TOML file.
+//! - `config/values.rs`: parsers of single values (addresses, origins, patterns, …).
+//!
+//! Values stay raw strings until [`Config::load`] so that one run reports every bad value
+//! (clap would stop at the first) and the process can exit 64 before binding any port.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use switchboard_router::HistoryPolicies;
+
+use crate::auth::Authenticator;
+
+mod build;
+mod file;
+#[cfg(test)]
+mod tests;
+mod values;
+
+pub(crate) use values::channel_pattern;
+
+/// Settings with one value, by TOML key. The flag is the key with dashes (`--admin-listen`),
+/// the variable `SWITCHBOARD_` + the key in capitals (`SWITCHBOARD_ADMIN_LISTEN`).
+const SCALAR_KEYS: &[&str] = &[
+    "listen",
+    "admin_listen",
+    "redis_url",
+    "node_id",
+    "jwt_secret",
+    "jwt_public_key",
+    "jwt_algorithm",
+    "jwt_audience",
+    "jwt_issuer",
+    "drain_seconds",
+    "lease_seconds",
+    "max_message_bytes",
+    "heartbeat_ms",
+    "handshake_timeout_ms",
+    "idle_timeout_ms",
+    "max_connections",
+    "max_subscriptions",
+    "outbound_queue_frames",
+    "outbound_queue_bytes",
+    "rate_limit",
+    "rate_limit_burst",
+    "bad_frame_limit",
+    "bad_frame_window_seconds",
+    "log_format",
+    "log_level",
+    "demo",
+];
+
+/// Settings that take a list: comma-separated text, a repeated flag or a TOML array.
+const LIST_KEYS: &[&str] = &["api_key", "allowed_origins", "namespaces"];
+
+/// How to run a gateway node. Every value is optional and raw: [`Config::load`] applies the
+/// file and the defaults and checks everything.
+#[derive(clap::Args, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML file with settings; keys are the setting names in snake_case (listen,
+    /// admin_listen, jwt_secret, …, plus [[history]] tables). Flags and env beat the file.
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Public address (GET /ws). Port 0 = any free port. Default: 0.0.0.0:8080.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Internal address (server API /v1, /metrics, /healthz, /readyz). Port 0 = any free port.
+    /// Default: 0.0.0.0:9090.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Redis backplane, redis://host:port/db (also rediss://, redis+sentinel://).
+    /// Default: none = embedded in-process backplane (single node).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+    /// Unique node name, [A-Za-z0-9_.-]{1,64}. Default: hostname + "-" + 6 random characters.
+    #[arg(long, env = "SWITCHBOARD_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+    /// HMAC key for client JWTs (HS256/384/512). Prefer the env variable: flags are visible
+    /// in the process list. Exactly one of --jwt-secret and --jwt-public-key is required.
+    /// Default: none.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// PEM file with the public key for RS*/ES*/EdDSA JWTs (the PEM text itself is accepted
+    /// too). Requires --jwt-algorithm. Default: none.
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY", value_name = "PEM_FILE")]
+    pub jwt_public_key: Option<String>,
+    /// JWT algorithm. Default: HS256 with --jwt-secret; required with --jwt-public-key
+    /// (RS256, RS384, RS512, ES256, ES384 or EdDSA).
+    #[arg(long, env = "SWITCHBOARD_JWT_ALGORITHM", value_name = "ALG")]
+    pub jwt_algorithm: Option<String>,
+    /// When set, tokens must carry this `aud`. Default: none (aud not checked).
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// When set, tokens must carry this `iss`. Default: none (iss not checked).
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    /// Bearer key of the server API /v1/* (repeatable or comma-separated, for rotation).
+    /// Default: none = the server API is closed, every /v1 request gets 401. Use long random
+    /// keys (32+ characters).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_KEY",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_key: Option<Vec<String>>,
+    /// Comma-separated exact browser origins allowed to open /ws, like
+    /// https://app.example.com, or "*" alone for any. Default: unset = requests without
+    /// Origin, and those whose Origin is the request's own host (same origin).
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_name = "ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// How long a SIGTERM drain spreads its closes over, 0..=3600. Default: 10.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_SECONDS", value_name = "SECONDS")]
+    pub drain_seconds: Option<String>,
+    /// Registry/presence lease of this node, 2..=300; a dead node's users are gone after at
+    /// most this + 1 s. Default: 10.
+    #[arg(long, env = "SWITCHBOARD_LEASE_SECONDS", value_name = "SECONDS")]
+    pub lease_seconds: Option<String>,
+    /// Largest client message, all fragments together, 16..=67108864 bytes (bigger closes
+    /// with 1009). Default: 65536.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<String>,
+    /// Interval of server pings, 1000..=600000 ms. Default: 25000.
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_MS", value_name = "MS")]
+    pub heartbeat_ms: Option<String>,
+    /// Time allowed for the HTTP upgrade request, 100..=600000 ms. Default: 10000.
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    pub handshake_timeout_ms: Option<String>,
+    /// A connection that sends nothing (not even a pong) for this long is closed; 0 or
+    /// heartbeat..=3600000 ms. Default: 0 = 2 × heartbeat.
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub idle_timeout_ms: Option<String>,
+    /// Most WebSocket connections on this node; more get 503 before the upgrade,
+    /// 1..=10000000. Default: 100000.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Most room subscriptions per connection, 1..=100000. Default: 256.
+    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", value_name = "N")]
+    pub max_subscriptions: Option<String>,
+    /// Most frames waiting to be written to one client before it is closed as a slow
+    /// consumer (4008), 1..=1000000. Default: 1024.
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_FRAMES", value_name = "N")]
+    pub outbound_queue_frames: Option<String>,
+    /// Most bytes waiting to be written to one client (4008 beyond), at least
+    /// --max-message-bytes and at most 1073741824. Default: 4194304.
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES", value_name = "BYTES")]
+    pub outbound_queue_bytes: Option<String>,
+    /// Sustained client messages per second per connection (4029 beyond), 0..=1000000;
+    /// 0 = no limit. Default: 100.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT", value_name = "PER_SEC")]
+    pub rate_limit: Option<String>,
+    /// Client messages a connection may send in a burst above the rate, 0..=10000000
+    /// (at least 1 when the rate limit is on). Default: 200.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_BURST", value_name = "N")]
+    pub rate_limit_burst: Option<String>,
+    /// Bad frames tolerated per window; one more closes with 4400, 1..=100000. Default: 10.
+    #[arg(long, env = "SWITCHBOARD_BAD_FRAME_LIMIT", value_name = "N")]
+    pub bad_frame_limit: Option<String>,
+    /// The window of --bad-frame-limit, 1..=3600 s. Default: 60.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BAD_FRAME_WINDOW_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub bad_frame_window_seconds: Option<String>,
+    /// Channel history rules, first match wins: pattern=max_messages/max_age_seconds,
+    /// comma-separated (e.g. "room:chat*=100/3600"); replaces the file's [[history]] tables.
+    /// Default: user channels keep 1000 messages or 24 h, other channels none.
+    #[arg(long, env = "SWITCHBOARD_HISTORY", value_name = "RULES")]
+    pub history: Option<String>,
+    /// Extra channel namespaces besides user and room, comma-separated [a-z0-9_-]+.
+    /// Default: none.
+    #[arg(long, env = "SWITCHBOARD_NAMESPACES", value_name = "LIST")]
+    pub namespaces: Option<String>,
+    /// Log format: text or json. Default: text.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or switchboard=debug,warn.
+    /// Default: info.
+    #[arg(long, env = "SWITCHBOARD_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Serve the static demo page on the public port. Default: false.
+    #[arg(long, env = "SWITCHBOARD_DEMO", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    pub demo: Option<String>,
+    // RPC forwarding routes (PROTOCOL.md §4b) will go here: TOML-only `[[routes]]` tables
+    // (method pattern, upstreams, timeout, retries), checked in `config/build.rs`.
+}
+
+impl fmt::Debug for ServeArgs {
+    /// Like a derived `Debug`, but secrets show as `<redacted>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("ServeArgs");
+        s.field("config", &self.config);
+        for key in SCALAR_KEYS.iter().chain(LIST_KEYS).chain(&["history"]) {
+            let value = cli_value(self, key);
+            match *key {
+                "jwt_secret" | "api_key" | "redis_url" => {
+                    s.field(key, &value.map(|_| "<redacted>"))
+                }
+                _ => s.field(key, &value),
+            };
+        }
+        s.finish()
+    }
+}
+
+/// The raw flag/env value of setting `key`, if given.
+fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
+    let one = |v: &Option<String>| v.clone().map(|v| vec![v]);
+    match key {
+        "listen" => one(&args.listen),
+        "admin_listen" => one(&args.admin_listen),
+        "redis_url" => one(&args.redis_url),
+        "node_id" => one(&args.node_id),
+        "jwt_secret" => one(&args.jwt_secret),
+        "jwt_public_key" => one(&args.jwt_public_key),
+        "jwt_algorithm" => one(&args.jwt_algorithm),
+        "jwt_audience" => one(&args.jwt_audience),
+        "jwt_issuer" => one(&args.jwt_issuer),
+        "api_key" => args.api_key.clone(),
+        "allowed_origins" => one(&args.allowed_origins),
+        "drain_seconds" => one(&args.drain_seconds),
+        "lease_seconds" => one(&args.lease_seconds),
+        "max_message_bytes" => one(&args.max_message_bytes),
+        "heartbeat_ms" => one(&args.heartbeat_ms),
+        "handshake_timeout_ms" => one(&args.handshake_timeout_ms),
+        "idle_timeout_ms" => one(&args.idle_timeout_ms),
+        "max_connections" => one(&args.max_connections),
+        "max_subscriptions" => one(&args.max_subscriptions),
+        "outbound_queue_frames" => one(&args.outbound_queue_frames),
+        "outbound_queue_bytes" => one(&args.outbound_queue_bytes),
+        "rate_limit" => one(&args.rate_limit),
+        "rate_limit_burst" => one(&args.rate_limit_burst),
+        "bad_frame_limit" => one(&args.bad_frame_limit),
+        "bad_frame_window_seconds" => one(&args.bad_frame_window_seconds),
+        "history" => one(&args.history),
+        "namespaces" => one(&args.namespaces),
+        "log_format" => one(&args.log_format),
+        "log_level" => one(&args.log_level),
+        "demo" => one(&args.demo),
+        _ => None,
+    }
+}
+
+/// Largest `--config` file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads at most `limit` bytes of `path`; a longer file is an error (never a hang on
+/// `/dev/zero`).
+fn read_limited(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The checked configuration of a node. Built once by [`Config::load`], before any port is
+/// bound; cheap to clone (the authenticator is shared).
+#[derive(Clone)]
+pub struct Config {
+    /// Public address (`GET /ws`, demo assets).
+    pub listen: SocketAddr,
+    /// Internal address (server API, metrics, health).
+    pub admin_listen: SocketAddr,
+    /// Redis backplane URL; `None` = the embedded in-process backplane (single node).
+    pub redis_url: Option<String>,
+    /// This node's unique name.
+    pub node_id: String,
+    /// Verifies client JWTs (PROTOCOL.md §3).
+    pub auth: Arc<Authenticator>,
+    /// The HMAC secret, kept so `switchboard token` can sign; `None` with a public key.
+    pub jwt_secret: Option<String>,
+    /// The configured JWT algorithm.
+    pub jwt_algorithm: Algorithm,
+    /// Required `aud` of tokens, if configured.
+    pub jwt_audience: Option<String>,
+    /// Required `iss` of tokens, if configured.
+    pub jwt_issuer: Option<String>,
+    /// Accepted bearer keys of the server API. Empty = the API is closed: every `/v1`
+    /// request gets 401.
+    pub api_keys: Vec<String>,
+    /// Allowed browser origins (lowercase `scheme://host[:port]`, or `["*"]`). `None` =
+    /// no `Origin` header or same origin only.
+    pub allowed_origins: Option<Vec<String>>,
+    /// How long a drain spreads its closes over.
+    pub drain: Duration,
+    /// Registry/presence lease of this node.
+    pub lease: Duration,
+    /// Largest client message, all fragments together.
+    pub max_message_bytes: usize,
+    /// Server ping interval.
+    pub heartbeat: Duration,
+    /// Time allowed for the upgrade request.
+    pub handshake_timeout: Duration,
+    /// As configured: zero means "2 × heartbeat"; use [`Config::idle_timeout()`].
+    pub idle_timeout: Duration,
+    /// Global connection cap of this node (503 before the upgrade beyond it).
+    pub max_connections: usize,
+    /// Room subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Outbound queue bound per connection, in frames (4008 beyond).
+    pub outbound_queue_frames: usize,
+    /// Outbound queue bound per connection, in bytes (4008 beyond).
+    pub outbound_queue_bytes: usize,
+    /// Sustained client messages per second per connection; 0 = no limit.
+    pub rate_limit_per_sec: u32,
+    /// Burst above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Bad frames tolerated per [`Config::bad_frame_window`]; one more closes with 4400.
+    pub bad_frame_limit: u32,
+    /// Window of the bad-frame count.
+    pub bad_frame_window: Duration,
+    /// Channel history rules (file order) over the built-in defaults.
+    pub history: HistoryPolicies,
+    /// Extra channel namespaces besides `user` and `room`.
+    pub namespaces: Vec<String>,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// `tracing_subscriber::EnvFilter` directive (checked).
+    pub log_level: String,
+    /// Serve the static demo assets on the public port.
+    pub demo: bool,
+    /// Legal but risky choices (short secrets, `*` origins, closed API) to log at startup.
+    pub warnings: Vec<String>,
+    // RPC forwarding routes (PROTOCOL.md §4b) will go here.
+}
+
+impl Config {
+    /// Reads the `--config` file (if any) and builds the configuration from it, the
+    /// flags/env in `args` and the defaults. Every problem is reported at once.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigErrors> {
+        let Some(path) = &args.config else {
+            return Config::from_parts(args, None);
+        };
+        let text = read_limited(path, MAX_CONFIG_BYTES)
+            .and_then(|bytes| String::from_utf8(bytes).map_err(std::io::Error::other));
+        match text {
+            Ok(text) => Config::from_parts(args, Some(&text)),
+            Err(e) => {
+                let problem = format!("--config {}: cannot read: {e}", path.display());
+                build::build(args, None, vec![problem])
+            }
+        }
+    }
+
+    /// Like [`Config::load`] with the file's text given (`args.config` only names it in
+    /// messages): tests use this to stay away from the process environment and disk.
+    pub fn from_parts(args: &ServeArgs, file: Option<&str>) -> Result<Config, ConfigErrors> {
+        build::build(args, file, Vec::new())
+    }
+
+    /// How long a silent connection lives: the configured idle timeout, or 2 × heartbeat.
+    pub fn idle_timeout(&self) -> Duration {
+        if self.idle_timeout.is_zero() {
+            self.heartbeat.saturating_mul(2)
+        } else {
+            self.idle_timeout
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    /// Every field but the secrets (the JWT secret and API keys show as `<redacted>`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |set: bool| if set { "<redacted>" } else { "<none>" };
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("node_id", &self.node_id)
+            .field("jwt_secret", &redacted(self.jwt_secret.is_some()))
+            .field("jwt_algorithm", &self.jwt_algorithm)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field(
+                "api_keys",
+                &format_args!("<{} redacted>", self.api_keys.len()),
+            )
+            .field("allowed_origins", &self.allowed_origins)
+            .field("drain", &self.drain)
+            .field("lease", &self.lease)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("heartbeat", &self.heartbeat)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("idle_timeout", &self.idle_timeout())
+            .field("max_connections", &self.max_connections)
+            .field("max_subscriptions", &self.max_subscriptions)
+            .field("outbound_queue_frames", &self.outbound_queue_frames)
+            .field("outbound_queue_bytes", &self.outbound_queue_bytes)
+            .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("rate_limit_burst", &self.rate_limit_burst)
+            .field("bad_frame_limit", &self.bad_frame_limit)
+            .field("bad_frame_window", &self.bad_frame_window)
+            .field("history", &self.history)
+            .field("namespaces", &self.namespaces)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .field("demo", &self.demo)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every configuration problem found, one per line (`Display`). The process prints them
+/// all and exits with status 64 before binding any port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(problem)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

@@ -1,0 +1,174 @@
+//! The optional TOML file (`--config FILE`): top-level keys are the setting names in
+//! snake_case. Scalars become the same text a flag would carry, so one parser serves flags,
+//! env and file. Unknown keys and wrong types are reported, never ignored.
+
+use std::collections::HashMap;
+
+use switchboard_router::HistoryPolicy;
+use toml::Value;
+
+use super::{values, LIST_KEYS, SCALAR_KEYS};
+
+/// The settings found in the file, not yet validated (except `history`).
+#[derive(Debug, Default)]
+pub(super) struct FileSettings {
+    /// Setting key → raw items (one item for scalars; lists may have several).
+    pub values: HashMap<&'static str, Vec<String>>,
+    /// `[[history]]` rules in file order, or the compact string form.
+    pub history: Option<Vec<(String, HistoryPolicy)>>,
+}
+
+/// Parses `text`; every problem is pushed to `errors` as `<label>: …`.
+pub(super) fn parse(text: &str, label: &str, errors: &mut Vec<String>) -> FileSettings {
+    let mut out = FileSettings::default();
+    let table = match text.parse::<toml::Table>() {
+        Ok(table) => table,
+        Err(e) => {
+            // The message without the source excerpt: one line, and no secret echoed.
+            let at = e
+                .span()
+                .map(|span| {
+                    let before = text.get(..span.start).unwrap_or(text);
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    format!(" at line {line}, column {column}")
+                })
+                .unwrap_or_default();
+            errors.push(format!("{label}: invalid TOML{at}: {}", e.message().trim()));
+            return out;
+        }
+    };
+    for (key, value) in &table {
+        if let Some(&known) = SCALAR_KEYS.iter().find(|k| **k == key) {
+            match scalar(value) {
+                Some(text) => {
+                    out.values.insert(known, vec![text]);
+                }
+                None => errors.push(format!(
+                    "{label}: {key}: expected a string, number or boolean, found {}",
+                    value.type_str()
+                )),
+            }
+        } else if let Some(&known) = LIST_KEYS.iter().find(|k| **k == key) {
+            match list(value) {
+                Some(items) => {
+                    out.values.insert(known, items);
+                }
+                None => errors.push(format!(
+                    "{label}: {key}: expected a string or an array of strings, found {}",
+                    value.type_str()
+                )),
+            }
+        } else if key == "history" {
+            out.history = Some(history(value, label, errors));
+        } else {
+            errors.push(format!("{label}: unknown key {key:?}{}", suggestion(key)));
+        }
+    }
+    out
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn list(value: &Value) -> Option<Vec<String>> {
+    match value {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => None,
+    }
+}
+
+/// `[[history]]` tables (`pattern`, `max_messages`, `max_age_seconds`) or the compact string.
+fn history(value: &Value, label: &str, errors: &mut Vec<String>) -> Vec<(String, HistoryPolicy)> {
+    let tables = match value {
+        Value::String(s) => {
+            return values::history_compact(s).unwrap_or_else(|e| {
+                errors.extend(e.into_iter().map(|e| format!("{label}: history: {e}")));
+                Vec::new()
+            })
+        }
+        Value::Array(tables) => tables,
+        other => {
+            errors.push(format!(
+                "{label}: history: expected [[history]] tables, found {}",
+                other.type_str()
+            ));
+            return Vec::new();
+        }
+    };
+    let mut rules = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        let at = format!("{label}: history[{i}]");
+        let Some(table) = table.as_table() else {
+            errors.push(format!(
+                "{at}: expected a table with pattern, max_messages and max_age_seconds"
+            ));
+            continue;
+        };
+        let mut problems = Vec::new();
+        for key in table.keys() {
+            if !matches!(key.as_str(), "pattern" | "max_messages" | "max_age_seconds") {
+                problems.push(format!(
+                    "unknown key {key:?} (expected pattern, max_messages, max_age_seconds)"
+                ));
+            }
+        }
+        let pattern = table.get("pattern").and_then(Value::as_str);
+        if pattern.is_none() {
+            problems.push("pattern must be a string like \"room:chat*\"".into());
+        }
+        let count = non_negative(table.get("max_messages"), "max_messages", &mut problems);
+        let age = non_negative(
+            table.get("max_age_seconds"),
+            "max_age_seconds",
+            &mut problems,
+        );
+        if let (Some(pattern), Some(count), Some(age), true) =
+            (pattern, count, age, problems.is_empty())
+        {
+            match values::history_rule(pattern, count, age) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => problems.push(e),
+            }
+        }
+        errors.extend(problems.into_iter().map(|p| format!("{at}: {p}")));
+    }
+    rules
+}
+
+fn non_negative(value: Option<&Value>, key: &str, problems: &mut Vec<String>) -> Option<u64> {
+    match value.and_then(Value::as_integer).map(u64::try_from) {
+        Some(Ok(n)) => Some(n),
+        _ => {
+            problems.push(format!("{key} must be a whole number >= 0"));
+            None
+        }
+    }
+}
+
+/// ` (did you mean "x"?)` for near misses: dashes for underscores, a plural `s`.
+fn suggestion(key: &str) -> String {
+    let normalized = key.trim().to_ascii_lowercase().replace('-', "_");
+    let candidates = [
+        normalized.clone(),
+        normalized.trim_end_matches('s').to_owned(),
+        format!("{normalized}s"),
+    ];
+    SCALAR_KEYS
+        .iter()
+        .chain(LIST_KEYS)
+        .chain(&["history"])
+        .find(|known| candidates.iter().any(|c| c == *known))
+        .map(|known| format!(" (did you mean {known:?}?)"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,511 @@
+//! Configuration tests: defaults, precedence, the TOML file and that every bad value is
+//! reported at once. They use [`Config::from_parts`] and parse flags with clap, never the
+//! process environment's own values.
+
+use clap::{Args, FromArgMatches};
+use switchboard_router::HistoryPolicy;
+
+use super::*;
+
+const SECRET: &str = "config-test-secret-0123456789abcdef";
+
+/// `ServeArgs` from `--key=value` flags (keys in snake_case), through clap.
+fn args(flags: &[(&str, &str)]) -> ServeArgs {
+    let argv = std::iter::once("switchboard".to_owned()).chain(
+        flags
+            .iter()
+            .map(|(k, v)| format!("--{}={v}", k.replace('_', "-"))),
+    );
+    let matches = ServeArgs::augment_args(clap::Command::new("switchboard"))
+        .try_get_matches_from(argv)
+        .expect("flags parse");
+    ServeArgs::from_arg_matches(&matches).expect("flags map to ServeArgs")
+}
+
+fn with_secret(flags: &[(&str, &str)]) -> ServeArgs {
+    let mut a = args(flags);
+    a.jwt_secret.get_or_insert_with(|| SECRET.to_owned());
+    a
+}
+
+fn load(flags: &[(&str, &str)], file: Option<&str>) -> Result<Config, ConfigErrors> {
+    Config::from_parts(&with_secret(flags), file)
+}
+
+fn errors(flags: &[(&str, &str)], file: Option<&str>) -> Vec<String> {
+    match load(flags, file) {
+        Ok(_) => panic!("expected errors for {flags:?} / {file:?}"),
+        Err(ConfigErrors(e)) => e,
+    }
+}
+
+fn key_path(name: &str) -> String {
+    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn defaults() {
+    let c = load(&[], None).expect("valid");
+    assert_eq!(c.listen, "0.0.0.0:8080".parse().expect("addr"));
+    assert_eq!(c.admin_listen, "0.0.0.0:9090".parse().expect("addr"));
+    assert_eq!(c.redis_url, None);
+    assert!(values::node_id(&c.node_id).is_ok());
+    assert_eq!(c.jwt_algorithm, Algorithm::HS256);
+    assert_eq!(c.jwt_secret.as_deref(), Some(SECRET));
+    assert!(c.api_keys.is_empty() && c.allowed_origins.is_none() && c.namespaces.is_empty());
+    assert_eq!(
+        (c.drain, c.lease),
+        (Duration::from_secs(10), Duration::from_secs(10))
+    );
+    assert_eq!(c.max_message_bytes, 65536);
+    assert_eq!(c.heartbeat, Duration::from_millis(25_000));
+    assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(c.idle_timeout, Duration::ZERO);
+    assert_eq!(c.idle_timeout(), Duration::from_secs(50));
+    assert_eq!((c.max_connections, c.max_subscriptions), (100_000, 256));
+    assert_eq!(
+        (c.outbound_queue_frames, c.outbound_queue_bytes),
+        (1024, 4 << 20)
+    );
+    assert_eq!((c.rate_limit_per_sec, c.rate_limit_burst), (100, 200));
+    assert_eq!(
+        (c.bad_frame_limit, c.bad_frame_window),
+        (10, Duration::from_secs(60))
+    );
+    assert_eq!(
+        c.history.for_channel("user:a"),
+        switchboard_router::policy::USER_DEFAULT
+    );
+    assert!(!c.history.for_channel("room:a").keeps_history());
+    assert_eq!(
+        (c.log_format, c.log_level.as_str(), c.demo),
+        (LogFormat::Text, "info", false)
+    );
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.contains("server API is closed")));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = Config::from_parts(
+        &args(&[("listen", "nope")]),
+        Some("drain_seconds = \"abc\"\n"),
+    )
+    .expect_err("three problems");
+    assert_eq!(e.0.len(), 3, "{e}");
+    assert!(
+        e.0[0].starts_with("--listen / SWITCHBOARD_LISTEN: \"nope\""),
+        "{e}"
+    );
+    assert!(
+        e.0.iter()
+            .any(|l| l.contains("set --jwt-secret or --jwt-public-key")),
+        "{e}"
+    );
+    assert!(
+        e.0.iter()
+            .any(|l| l.starts_with("config file: drain_seconds:")),
+        "{e}"
+    );
+    assert_eq!(e.to_string().lines().count(), 3);
+}
+
+#[test]
+fn flags_beat_the_file() {
+    let file =
+        "listen = \"127.0.0.1:1000\"\nadmin_listen = \"127.0.0.1:2000\"\nnode_id = \"from-file\"\n";
+    let c = load(&[("listen", "127.0.0.1:0")], Some(file)).expect("valid");
+    assert_eq!(c.listen.port(), 0);
+    assert_eq!(c.admin_listen.port(), 2000);
+    assert_eq!(c.node_id, "from-file");
+}
+
+#[test]
+fn empty_values_are_unset() {
+    let file = "listen = \"127.0.0.1:1000\"\nredis_url = \"\"\n";
+    let c = load(
+        &[("listen", ""), ("redis_url", " "), ("allowed_origins", "")],
+        Some(file),
+    )
+    .expect("valid");
+    assert_eq!(
+        (c.listen.port(), c.redis_url, c.allowed_origins),
+        (1000, None, None)
+    );
+}
+
+#[test]
+fn file_values_of_every_shape() {
+    let file = r#"
+        redis_url = "redis://localhost:6379/0"
+        api_key = ["key-one-0123456789", "key-two-0123456789"]
+        allowed_origins = "https://app.example.com,http://localhost:3000"
+        namespaces = ["chat", "game"]
+        max_message_bytes = 1024
+        heartbeat_ms = 5000
+        idle_timeout_ms = 7000
+        rate_limit = 0
+        demo = true
+        log_format = "json"
+        log_level = "switchboard=debug,warn"
+        jwt_audience = "sb"
+    "#;
+    let c = load(&[], Some(file)).expect("valid");
+    assert_eq!(c.redis_url.as_deref(), Some("redis://localhost:6379/0"));
+    assert_eq!(c.api_keys, ["key-one-0123456789", "key-two-0123456789"]);
+    assert_eq!(
+        c.allowed_origins,
+        Some(vec![
+            "https://app.example.com".into(),
+            "http://localhost:3000".into()
+        ])
+    );
+    assert_eq!(c.namespaces, ["chat", "game"]);
+    assert_eq!(
+        (c.max_message_bytes, c.heartbeat),
+        (1024, Duration::from_secs(5))
+    );
+    assert_eq!(c.idle_timeout(), Duration::from_secs(7));
+    assert_eq!(
+        (c.rate_limit_per_sec, c.demo, c.log_format),
+        (0, true, LogFormat::Json)
+    );
+    assert_eq!(c.jwt_audience.as_deref(), Some("sb"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // Flags replace the file's list rather than adding to it.
+    let c = load(&[("api_key", "cli-key-0123456789")], Some(file)).expect("valid");
+    assert_eq!(c.api_keys, ["cli-key-0123456789"]);
+}
+
+#[test]
+fn file_mistakes_are_reported() {
+    let e = errors(
+        &[],
+        Some("max-connections = 5\napi_keys = [\"k\"]\nlisten = [1]\napi_key = [1]\nbogus = 1\n"),
+    );
+    assert_eq!(e.len(), 5, "{e:?}");
+    assert!(
+        e.iter()
+            .any(|l| l
+                .contains("unknown key \"max-connections\" (did you mean \"max_connections\"?)")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("unknown key \"api_keys\" (did you mean \"api_key\"?)")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("unknown key \"bogus\"") && !l.contains("did you mean")),
+        "{e:?}"
+    );
+    let e = errors(
+        &[],
+        Some("listen = \"0.0.0.0:1\"\njwt_secret = \"hunter2\nx\"\n"),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("config file: invalid TOML at line "),
+        "{e:?}"
+    );
+    assert!(!e[0].contains("hunter2") && !e[0].contains('\n'), "{e:?}");
+}
+
+#[test]
+fn history_rules() {
+    let file = r#"
+        [[history]]
+        pattern = "room:chat*"
+        max_messages = 100
+        max_age_seconds = 3600
+
+        [[history]]
+        pattern = "room:*"
+        max_messages = 5
+        max_age_seconds = 60
+    "#;
+    let c = load(&[], Some(file)).expect("valid");
+    let chat = HistoryPolicy {
+        max_len: 100,
+        max_age: Duration::from_secs(3600),
+    };
+    assert_eq!(c.history.for_channel("room:chat-1"), chat);
+    assert_eq!(c.history.for_channel("room:lobby").max_len, 5);
+    // The flag's compact form replaces the file's rules.
+    let c = load(&[("history", "room:lobby=7/70")], Some(file)).expect("valid");
+    assert_eq!(c.history.for_channel("room:lobby").max_len, 7);
+    assert!(!c.history.for_channel("room:chat-1").keeps_history());
+    let c = load(&[], Some("history = \"room:x=1/2\"")).expect("valid");
+    assert_eq!(c.history.for_channel("room:x").max_len, 1);
+
+    let bad = r#"
+        [[history]]
+        pattern = "room chat"
+        max_messages = 1
+        max_age_seconds = 1
+        [[history]]
+        pattern = "room:*"
+        max_messages = -1
+        [[history]]
+        pattern = "room:*"
+        max_messages = 1
+        max_age_seconds = 1
+        extra = 1
+    "#;
+    let e = errors(&[], Some(bad));
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(
+        e.iter().all(|l| l.starts_with("config file: history[")),
+        "{e:?}"
+    );
+    assert_eq!(errors(&[("history", "room:*=x")], None).len(), 1);
+}
+
+#[test]
+fn jwt_settings() {
+    let both = errors(
+        &[
+            ("jwt_public_key", &key_path("rsa.pub")),
+            ("jwt_algorithm", "RS256"),
+        ],
+        None,
+    );
+    assert!(both[0].contains("only one of"), "{both:?}");
+
+    let rs = |flags: &[(&str, &str)]| Config::from_parts(&args(flags), None);
+    let c = rs(&[
+        ("jwt_public_key", &key_path("rsa.pub")),
+        ("jwt_algorithm", "RS256"),
+    ])
+    .expect("valid");
+    assert_eq!(
+        (c.jwt_algorithm, c.jwt_secret.as_deref()),
+        (Algorithm::RS256, None)
+    );
+    let inline = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/ec256.pub"));
+    assert!(rs(&[("jwt_public_key", inline), ("jwt_algorithm", "ES256")]).is_ok());
+
+    let problems = [
+        (
+            vec![("jwt_public_key", key_path("rsa.pub"))],
+            "--jwt-algorithm is required",
+        ),
+        (
+            vec![
+                ("jwt_public_key", key_path("rsa.pub")),
+                ("jwt_algorithm", "HS256".into()),
+            ],
+            "needs --jwt-secret",
+        ),
+        (
+            vec![
+                ("jwt_public_key", key_path("missing.pub")),
+                ("jwt_algorithm", "RS256".into()),
+            ],
+            "cannot read",
+        ),
+        (
+            vec![
+                ("jwt_public_key", key_path("ec256.pub")),
+                ("jwt_algorithm", "RS256".into()),
+            ],
+            "SWITCHBOARD_JWT_PUBLIC_KEY: not a PEM RSA",
+        ),
+        (
+            vec![
+                ("jwt_secret", "s".into()),
+                ("jwt_algorithm", "RS256".into()),
+            ],
+            "needs --jwt-public-key",
+        ),
+        (
+            vec![("jwt_secret", "s".into()), ("jwt_algorithm", "none".into())],
+            "not a supported algorithm",
+        ),
+        (
+            vec![("jwt_secret", " ".into())],
+            "set --jwt-secret or --jwt-public-key",
+        ),
+    ];
+    for (flags, expected) in problems {
+        let flags: Vec<(&str, &str)> = flags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let e = rs(&flags).expect_err("invalid");
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].contains(expected), "{flags:?}: {e}");
+    }
+    let file = format!(
+        "jwt_public_key = {:?}\njwt_algorithm = \"EdDSA\"\n",
+        key_path("rsa.pub")
+    );
+    let e = Config::from_parts(&args(&[]), Some(&file)).expect_err("invalid");
+    assert_eq!(
+        e.0,
+        ["config file: jwt_public_key: not a PEM Ed25519 public key"]
+    );
+    let c =
+        Config::from_parts(&args(&[]), Some(&format!("jwt_secret = {SECRET:?}"))).expect("valid");
+    assert_eq!(c.jwt_secret.as_deref(), Some(SECRET));
+    let c = load(&[("jwt_secret", "short"), ("jwt_algorithm", "hs512")], None).expect("valid");
+    assert_eq!(c.jwt_algorithm, Algorithm::HS512);
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.contains("shorter than 32 bytes")));
+}
+
+#[test]
+fn ranges_and_cross_checks() {
+    let bad = [
+        ("drain_seconds", "3601"),
+        ("lease_seconds", "1"),
+        ("max_message_bytes", "15"),
+        ("max_message_bytes", "67108865"),
+        ("heartbeat_ms", "999"),
+        ("max_connections", "0"),
+        ("outbound_queue_frames", "-5"),
+        ("bad_frame_window_seconds", "0"),
+        ("redis_url", "localhost:6379"),
+        ("node_id", "bad id"),
+        ("allowed_origins", "https://a.com/"),
+        ("namespaces", "user"),
+        ("log_level", "info,[[["),
+        ("log_format", "xml"),
+        ("demo", "maybe"),
+        ("admin_listen", "8080"),
+    ];
+    for (key, value) in bad {
+        let e = errors(&[(key, value)], None);
+        assert_eq!(e.len(), 1, "{key}={value}: {e:?}");
+    }
+    let cross = [
+        vec![("idle_timeout_ms", "1000")],
+        vec![
+            ("outbound_queue_bytes", "1024"),
+            ("max_message_bytes", "2048"),
+        ],
+        vec![("rate_limit_burst", "0")],
+        vec![
+            ("listen", "0.0.0.0:7000"),
+            ("admin_listen", "127.0.0.1:7000"),
+        ],
+    ];
+    for flags in cross {
+        assert_eq!(errors(&flags, None).len(), 1, "{flags:?}");
+    }
+    assert!(load(
+        &[("listen", "127.0.0.1:0"), ("admin_listen", "127.0.0.1:0")],
+        None
+    )
+    .is_ok());
+    assert!(load(&[("rate_limit", "0"), ("rate_limit_burst", "0")], None).is_ok());
+    let star = load(&[("allowed_origins", "*")], None).expect("valid");
+    assert_eq!(star.allowed_origins, Some(vec!["*".to_owned()]));
+    assert!(star.warnings.iter().any(|w| w.contains("any web page")));
+}
+
+#[test]
+fn every_setting_is_a_flag_and_env_var() {
+    let cmd = ServeArgs::augment_args(clap::Command::new("switchboard"));
+    for key in SCALAR_KEYS
+        .iter()
+        .chain(LIST_KEYS)
+        .chain(&["history", "config"])
+    {
+        let long = key.replace('_', "-");
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+            .unwrap_or_else(|| panic!("no --{long}"));
+        let env = format!("SWITCHBOARD_{}", key.to_ascii_uppercase());
+        assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env.as_str()));
+        if *key != "config" {
+            let value = if *key == "demo" { "true" } else { "x" };
+            assert!(
+                cli_value(&args(&[(key, value)]), key).is_some(),
+                "{key} is not read"
+            );
+        }
+    }
+    assert_eq!(
+        cmd.get_arguments().count(),
+        SCALAR_KEYS.len() + LIST_KEYS.len() + 2
+    );
+}
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    let a = with_secret(&[
+        ("api_key", "api-key-0123456789"),
+        ("redis_url", "redis://:pw@h/0"),
+    ]);
+    let c = Config::from_parts(&a, None).expect("valid");
+    for text in [format!("{a:?}"), format!("{c:?}")] {
+        for secret in [SECRET, "api-key-0123456789", ":pw@"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+}
+
+#[test]
+fn unreadable_config_file_is_one_more_problem() {
+    let mut a = args(&[("listen", "bad")]);
+    a.config = Some("/nonexistent/switchboard.toml".into());
+    let e = Config::load(&a).expect_err("invalid");
+    assert_eq!(e.0.len(), 3, "{e}");
+    assert!(
+        e.0[0].starts_with("--config /nonexistent/switchboard.toml: cannot read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn no_input_panics() {
+    let nasty = [
+        "",
+        " ",
+        "é",
+        "\u{0}",
+        "*",
+        ",",
+        "=/,",
+        "-1",
+        "1e9",
+        "99999999999999999999999",
+        "[::1]",
+        "redis://",
+        "-----BEGIN",
+    ];
+    for key in SCALAR_KEYS.iter().chain(LIST_KEYS).chain(&["history"]) {
+        for value in nasty {
+            let mut argv = vec![
+                "switchboard".to_owned(),
+                format!("--{}={value}", key.replace('_', "-")),
+            ];
+            if *key != "jwt_secret" {
+                argv.push(format!("--jwt-secret={SECRET}"));
+            }
+            let matches = ServeArgs::augment_args(clap::Command::new("switchboard"))
+                .try_get_matches_from(argv);
+            if let Ok(a) = matches.and_then(|m| ServeArgs::from_arg_matches(&m)) {
+                let _ = Config::from_parts(&a, None);
+            }
+            let mut table = toml::Table::new();
+            table.insert((*key).to_owned(), toml::Value::String(value.to_owned()));
+            let file = toml::to_string(&table).expect("toml");
+            let _ = Config::from_parts(&ServeArgs::default(), Some(&file));
+        }
+    }
+    for file in [
+        "[[history]]\n",
+        "history = 5",
+        "history = [1, \"x\"]",
+        "[listen]\n",
+        "= =",
+        "\u{feff}x = 1",
+    ] {
+        let _ = Config::from_parts(&ServeArgs::default(), Some(file));
+    }
+}

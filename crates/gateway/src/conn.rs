@@ -1,0 +1,225 @@
+//! One connection as the rest of the node sees it: identity, outbound queue and the
+//! per-channel delivery cursors that keep every channel in offset order, without
+//! duplicates, across replay and live delivery.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use switchboard_proto::{Encoding, Message, ServerFrame, StreamPosition};
+
+use crate::metrics as m;
+use crate::ws::outbound::{Item, Outbound, Pushed};
+
+/// A message on its way to many connections, encoded at most once per encoding.
+pub struct Delivery {
+    pub message: Arc<Message>,
+    json: OnceLock<Bytes>,
+    proto: OnceLock<Bytes>,
+}
+
+impl Delivery {
+    pub fn new(message: Arc<Message>) -> Delivery {
+        Delivery {
+            message,
+            json: OnceLock::new(),
+            proto: OnceLock::new(),
+        }
+    }
+
+    pub fn encoded(&self, encoding: Encoding) -> Bytes {
+        let cell = match encoding {
+            Encoding::Json => &self.json,
+            Encoding::Proto => &self.proto,
+        };
+        cell.get_or_init(|| encoding.encode(&ServerFrame::Message(self.message.clone())))
+            .clone()
+    }
+}
+
+/// Live messages held per channel while a subscription is being set up.
+const MAX_PENDING: usize = 4096;
+
+/// Where a connection stands in one channel.
+struct Cursor {
+    epoch: String,
+    offset: u64,
+    /// While a subscription is being set up, live messages wait here so that they come
+    /// after the replayed history.
+    pending: Option<Vec<Arc<Message>>>,
+}
+
+pub struct ConnHandle {
+    /// Node-local numeric id (index keys).
+    pub id: u64,
+    /// The id clients and the API see (`c-…`).
+    pub conn_id: String,
+    pub user: String,
+    pub encoding: Encoding,
+    pub since_ms: u64,
+    pub outbound: Outbound,
+    /// Token expiry (seconds since the Unix epoch); a `refresh` moves it.
+    pub expires_at: AtomicU64,
+    cursors: Mutex<HashMap<String, Cursor>>,
+}
+
+impl ConnHandle {
+    pub fn new(
+        id: u64,
+        conn_id: String,
+        user: String,
+        encoding: Encoding,
+        since_ms: u64,
+        outbound: Outbound,
+        expires_at: u64,
+    ) -> ConnHandle {
+        ConnHandle {
+            id,
+            conn_id,
+            user,
+            encoding,
+            since_ms,
+            outbound,
+            expires_at: AtomicU64::new(expires_at),
+            cursors: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cursors(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cursor>> {
+        self.cursors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at.load(Ordering::Relaxed)
+    }
+
+    /// Queues an encoded control frame (reply, error, presence, welcome).
+    pub fn send(&self, frame: &ServerFrame) -> Pushed {
+        self.push(self.encoding.encode(frame), None)
+    }
+
+    /// Queues an already-encoded control frame (shared presence frames).
+    pub fn push_control(&self, data: Bytes) -> Pushed {
+        self.push(data, None)
+    }
+
+    fn push(&self, data: Bytes, published_ms: Option<u64>) -> Pushed {
+        let pushed = self.outbound.push(Item {
+            data,
+            published_ms,
+            pong: false,
+        });
+        if pushed == Pushed::Overflow {
+            metrics::counter!(m::SLOW_CONSUMER_DISCONNECTS).increment(1);
+        }
+        pushed
+    }
+
+    /// Closes the connection as a slow consumer (4008).
+    pub fn overflow(&self) {
+        let request = crate::ws::outbound::CloseRequest {
+            code: switchboard_proto::close::SLOW_CONSUMER,
+            reason: "slow consumer".into(),
+            send_frame: true,
+        };
+        if self.outbound.close(request, false) {
+            metrics::counter!(m::SLOW_CONSUMER_DISCONNECTS).increment(1);
+        }
+    }
+
+    /// Starts tracking `channel`; live messages are held until [`ConnHandle::open`].
+    pub fn begin(&self, channel: &str) {
+        self.cursors().insert(
+            channel.to_owned(),
+            Cursor {
+                epoch: String::new(),
+                offset: 0,
+                pending: Some(Vec::new()),
+            },
+        );
+    }
+
+    /// Whether the connection tracks `channel`.
+    pub fn tracks(&self, channel: &str) -> bool {
+        self.cursors().contains_key(channel)
+    }
+
+    /// Stops tracking `channel`; returns whether it was tracked.
+    pub fn end(&self, channel: &str) -> bool {
+        self.cursors().remove(channel).is_some()
+    }
+
+    /// Completes a subscription atomically with respect to live deliveries: queues
+    /// `first` (the reply or welcome), then `replay` in order, then the live messages
+    /// that arrived meanwhile, skipping anything at or before what was already sent.
+    pub fn open(
+        &self,
+        channel: &str,
+        start: &StreamPosition,
+        first: &ServerFrame,
+        replay: &[Arc<Message>],
+    ) {
+        let mut cursors = self.cursors();
+        let Some(cursor) = cursors.get_mut(channel) else {
+            return;
+        };
+        cursor.epoch.clone_from(&start.epoch);
+        cursor.offset = start.offset;
+        let pending = cursor.pending.take().unwrap_or_default();
+        self.push(self.encoding.encode(first), None);
+        for msg in replay.iter().chain(pending.iter()) {
+            self.accept(cursor, msg);
+        }
+    }
+
+    /// Delivers a live message of a channel this connection tracks.
+    pub fn deliver(&self, delivery: &Delivery) {
+        let msg = &delivery.message;
+        let mut cursors = self.cursors();
+        let Some(cursor) = cursors.get_mut(&msg.channel) else {
+            return;
+        };
+        if let Some(pending) = &mut cursor.pending {
+            if pending.len() >= MAX_PENDING {
+                drop(cursors);
+                self.overflow();
+                return;
+            }
+            pending.push(msg.clone());
+            return;
+        }
+        if self.admit(cursor, msg) {
+            self.push(delivery.encoded(self.encoding), Some(msg.ts));
+        }
+    }
+
+    fn accept(&self, cursor: &mut Cursor, msg: &Arc<Message>) {
+        if self.admit(cursor, msg) {
+            let data = self.encoding.encode(&ServerFrame::Message(msg.clone()));
+            self.push(data, Some(msg.ts));
+        }
+    }
+
+    /// Offset bookkeeping: drops duplicates, notes gaps, follows a new epoch.
+    fn admit(&self, cursor: &mut Cursor, msg: &Message) -> bool {
+        if msg.epoch == cursor.epoch {
+            if msg.offset <= cursor.offset {
+                return false;
+            }
+            if msg.offset > cursor.offset + 1 {
+                metrics::counter!(m::DELIVERY_GAPS).increment(1);
+                tracing::warn!(
+                    conn = %self.conn_id,
+                    expected = cursor.offset + 1,
+                    got = msg.offset,
+                    "offset gap on live delivery"
+                );
+            }
+        } else {
+            cursor.epoch.clone_from(&msg.epoch);
+        }
+        cursor.offset = msg.offset;
+        true
+    }
+}

@@ -1,0 +1,51 @@
+//! Small HTTP helpers shared by both listeners: JSON answers and errors.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::Full;
+
+pub type Body = Full<Bytes>;
+
+/// A JSON answer.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut res = Response::new(Full::new(body.into()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// A JSON answer from a serializable value.
+pub fn json_value<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => json(status, body),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "could not encode the answer",
+        ),
+    }
+}
+
+/// The error shape of every HTTP error: `{"error":"<code>","message":"..."}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_value_plain(status, code, message)
+}
+
+fn json_value_plain(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": code, "message": message });
+    json(status, body.to_string())
+}
+
+/// A protobuf answer.
+pub fn protobuf(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-protobuf"),
+    );
+    res
+}

@@ -1,0 +1,168 @@
+//! The node's index of its local connections: by id, by user and by room. It is the
+//! [`NodeSink`] the router delivers into; fan-out only queues, it never waits on a socket.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use switchboard_proto::channel::Channel;
+use switchboard_proto::frames::PresenceEvent;
+use switchboard_proto::{Encoding, Message, ServerFrame};
+use switchboard_router::NodeSink;
+
+use crate::conn::{ConnHandle, Delivery};
+use crate::metrics as m;
+use crate::ws::outbound::CloseRequest;
+
+type ConnMap = HashMap<u64, Arc<ConnHandle>>;
+
+#[derive(Default)]
+pub struct Hub {
+    conns: RwLock<ConnMap>,
+    users: RwLock<HashMap<String, ConnMap>>,
+    rooms: RwLock<HashMap<String, ConnMap>>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    /// Number of local connections.
+    pub fn len(&self) -> usize {
+        read(&self.conns).len()
+    }
+
+    /// Adds a connection to the id and user indexes.
+    pub fn add(&self, conn: &Arc<ConnHandle>) {
+        write(&self.conns).insert(conn.id, conn.clone());
+        write(&self.users)
+            .entry(conn.user.clone())
+            .or_default()
+            .insert(conn.id, conn.clone());
+    }
+
+    /// Removes a connection from every index.
+    pub fn remove(&self, conn: &ConnHandle) {
+        write(&self.conns).remove(&conn.id);
+        let mut users = write(&self.users);
+        if let Some(set) = users.get_mut(&conn.user) {
+            set.remove(&conn.id);
+            if set.is_empty() {
+                users.remove(&conn.user);
+            }
+        }
+    }
+
+    /// Adds `conn` to `room`; returns whether it is the room's first local subscriber.
+    pub fn join_room(&self, room: &str, conn: &Arc<ConnHandle>) -> bool {
+        let mut rooms = write(&self.rooms);
+        let set = rooms.entry(room.to_owned()).or_default();
+        set.insert(conn.id, conn.clone());
+        set.len() == 1
+    }
+
+    /// Removes `conn` from `room`; returns whether the room has no local subscriber left.
+    pub fn leave_room(&self, room: &str, conn: &ConnHandle) -> bool {
+        let mut rooms = write(&self.rooms);
+        let Some(set) = rooms.get_mut(room) else {
+            return false;
+        };
+        if set.remove(&conn.id).is_none() {
+            return false;
+        }
+        if set.is_empty() {
+            rooms.remove(room);
+            return true;
+        }
+        false
+    }
+
+    /// Every local connection (for a drain).
+    pub fn all(&self) -> Vec<Arc<ConnHandle>> {
+        read(&self.conns).values().cloned().collect()
+    }
+
+    fn targets(&self, channel: &str) -> Vec<Arc<ConnHandle>> {
+        let user = Channel::parse(channel).ok().and_then(|c| c.user());
+        match user {
+            Some(user) => read(&self.users)
+                .get(user)
+                .map(|s| s.values().cloned().collect())
+                .unwrap_or_default(),
+            None => read(&self.rooms)
+                .get(channel)
+                .map(|s| s.values().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl NodeSink for Hub {
+    fn deliver(&self, message: Arc<Message>) {
+        let targets = self.targets(&message.channel);
+        if targets.is_empty() {
+            return;
+        }
+        let delivery = Delivery::new(message);
+        for conn in targets {
+            conn.deliver(&delivery);
+        }
+    }
+
+    fn presence(&self, channel: &str, user: &str, event: PresenceEvent) {
+        let frame = ServerFrame::Presence {
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+            event,
+        };
+        let mut encoded: [Option<bytes::Bytes>; 2] = [None, None];
+        for conn in self.targets(channel) {
+            if !conn.tracks(channel) {
+                continue;
+            }
+            let slot = match conn.encoding {
+                Encoding::Json => 0,
+                Encoding::Proto => 1,
+            };
+            let data = encoded[slot]
+                .get_or_insert_with(|| conn.encoding.encode(&frame))
+                .clone();
+            conn.push_control(data);
+        }
+    }
+
+    fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> usize {
+        let conns: Vec<_> = read(&self.users)
+            .get(user)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        for conn in &conns {
+            conn.outbound.close(
+                CloseRequest {
+                    code,
+                    reason: reason.to_owned(),
+                    send_frame: true,
+                },
+                false,
+            );
+        }
+        conns.len()
+    }
+
+    fn backplane_state(&self, up: bool) {
+        metrics::gauge!(m::BACKPLANE_UP).set(if up { 1.0 } else { 0.0 });
+        if up {
+            tracing::info!("backplane up");
+        } else {
+            tracing::warn!("backplane down");
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The node's life: start the router, bind both listeners, serve, and drain on
+//! SIGTERM/SIGINT (readiness off, stop accepting, `goaway` + 1012 spread over the drain
+//! window, exit before the deadline).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rand::Rng as _;
+use switchboard_proto::{close, ServerFrame};
+use switchboard_router::memory::MemoryCluster;
+use switchboard_router::{NodeStatus, Router};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{error, json, Body};
+use crate::hub::Hub;
+use crate::metrics as m;
+use crate::node::Node;
+use crate::session::close_request;
+
+/// Listen backlog of both listeners (connect storms must not overflow it).
+const BACKLOG: u32 = 4096;
+
+/// Builds the router this configuration asks for.
+fn router(config: &Config) -> anyhow::Result<Arc<dyn Router>> {
+    match &config.redis_url {
+        None => Ok(MemoryCluster::standalone(
+            config.node_id.clone(),
+            config.history.clone(),
+            config.lease,
+        )),
+        Some(_) => anyhow::bail!(
+            "--redis-url: the Redis backplane is not part of this build yet; run without it for the embedded backplane"
+        ),
+    }
+}
+
+fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("cannot bind {addr}"))?;
+    Ok(socket.listen(BACKLOG)?)
+}
+
+/// Runs a node until it is told to stop and has drained.
+pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    let router = router(&config)?;
+    let hub = Arc::new(Hub::new());
+    router
+        .start(hub.clone())
+        .await
+        .context("cannot start the backplane")?;
+    metrics::gauge!(m::BACKPLANE_UP).set(1.0);
+    let public = bind(config.listen)?;
+    let internal = bind(config.admin_listen)?;
+    let node = Arc::new(Node::new(config, router, hub, metrics));
+    println!(
+        "listening public={} internal={}",
+        public.local_addr()?,
+        internal.local_addr()?
+    );
+    tracing::info!(node = %node.config.node_id, "node started");
+
+    let stop_public = CancellationToken::new();
+    let stop_internal = CancellationToken::new();
+    tokio::spawn(accept(
+        public,
+        node.clone(),
+        stop_public.clone(),
+        Listener::Public,
+    ));
+    tokio::spawn(accept(
+        internal,
+        node.clone(),
+        stop_internal.clone(),
+        Listener::Internal,
+    ));
+    tokio::spawn(heartbeat(node.clone()));
+
+    wait_for_signal().await;
+    drain(&node, &stop_public).await;
+    stop_internal.cancel();
+    node.router.shutdown().await;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Renews the node's registry lease and reports its status.
+async fn heartbeat(node: Arc<Node>) {
+    let every = (node.config.lease / 3).max(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        let status = NodeStatus {
+            connections: node.hub.len() as u64,
+            draining: node.is_draining(),
+        };
+        if let Err(e) = node.router.heartbeat(status).await {
+            tracing::warn!(error = %e, "registry heartbeat failed");
+        }
+    }
+}
+
+/// Closes every connection with `goaway` then 1012, spread evenly over most of the
+/// drain window, and waits for them to finish before the deadline.
+async fn drain(node: &Arc<Node>, stop_public: &CancellationToken) {
+    if !node.start_drain() {
+        return;
+    }
+    metrics::gauge!(m::DRAINING).set(1.0);
+    stop_public.cancel();
+    let window = node.config.drain;
+    let started = tokio::time::Instant::now();
+    let deadline = started + window.mul_f64(0.95);
+    let _ = node
+        .router
+        .heartbeat(NodeStatus {
+            connections: node.hub.len() as u64,
+            draining: true,
+        })
+        .await;
+    let conns = node.hub.all();
+    tracing::info!(
+        connections = conns.len(),
+        window_ms = window.as_millis() as u64,
+        "draining"
+    );
+    let spread = window.mul_f64(0.6);
+    let step = if conns.is_empty() {
+        Duration::ZERO
+    } else {
+        spread / conns.len() as u32
+    };
+    let max_reconnect_ms = (window.as_millis() as u64 / 4).clamp(500, 5000);
+    for (i, conn) in conns.iter().enumerate() {
+        if !step.is_zero() {
+            tokio::time::sleep_until(started + step * i as u32).await;
+        }
+        let reconnect_ms = rand::rng().random_range(100..=max_reconnect_ms);
+        conn.send(&ServerFrame::Goaway {
+            reason: "draining".into(),
+            reconnect_ms,
+        });
+        conn.outbound
+            .close(close_request(close::SERVICE_RESTART, "draining"), true);
+    }
+    // Wait for the sockets (hyper's graceful shutdown does not see upgraded ones).
+    while node.hub.len() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.shutdown.cancel();
+    node.tracker.close();
+    let rest = deadline.saturating_duration_since(tokio::time::Instant::now())
+        + Duration::from_millis(200);
+    if tokio::time::timeout(rest, node.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed with tasks still running");
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Listener {
+    Public,
+    Internal,
+}
+
+async fn accept(listener: TcpListener, node: Arc<Node>, stop: CancellationToken, kind: Listener) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let node2 = node.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let node = node2.clone();
+            async move {
+                Ok::<_, Infallible>(match kind {
+                    Listener::Public => public(&node, req),
+                    Listener::Internal => internal(&node, req).await,
+                })
+            }
+        });
+        let shutdown = node.shutdown.clone();
+        let timeout = node.config.handshake_timeout;
+        node.tracker.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+        });
+    }
+}
+
+fn public(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ws") => crate::ws::upgrade(node, req),
+        (_, "/ws") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the public port serves GET /ws",
+        ),
+    }
+}
+
+async fn internal(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    if path.starts_with("/v1/") {
+        return crate::api::handle(node, req).await;
+    }
+    if req.method() != Method::GET {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        );
+    }
+    match path {
+        "/healthz" => json(StatusCode::OK, r#"{"ok":true}"#),
+        "/readyz" => {
+            if node.is_draining() {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"ready":false,"reason":"draining"}"#,
+                )
+            } else if !node.router.is_up() {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"ready":false,"reason":"backplane down"}"#,
+                )
+            } else {
+                json(StatusCode::OK, r#"{"ready":true}"#)
+            }
+        }
+        "/metrics" => {
+            let mut res = Response::new(Body::from(node.metrics.render()));
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            res
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    }
+}

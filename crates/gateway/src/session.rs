@@ -1,0 +1,499 @@
+//! What a connection's frames mean: the protocol of PROTOCOL.md §4 for one client, from
+//! the welcome to the last unsubscribe. Socket I/O lives in `ws`; this file only decides.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_proto::channel::{user_channel, Channel, ROOM_NAMESPACE, USER_NAMESPACE};
+use switchboard_proto::frames::ReplyOk;
+use switchboard_proto::{
+    close, ClientFrame, ErrorCode, Payload, Reply, ServerFrame, StreamPosition, Welcome,
+};
+use switchboard_router::{ConnInfo, PublishRequest, RouterError};
+
+use crate::auth::{AuthError, Claims};
+use crate::conn::ConnHandle;
+use crate::metrics as m;
+use crate::node::Node;
+use crate::ws::outbound::CloseRequest;
+
+/// Most messages one replay returns (history is bounded well below this).
+const REPLAY_LIMIT: usize = 100_000;
+
+pub struct Session {
+    node: Arc<Node>,
+    conn: Arc<ConnHandle>,
+    claims: Claims,
+    rooms: HashSet<String>,
+    rate: TokenBucket,
+    bad_frames: Vec<Instant>,
+    registered: bool,
+}
+
+/// `Ok(None)`: the reply was already queued (in order with a replay).
+type Outcome = Result<Option<ReplyOk>, (ErrorCode, String)>;
+
+fn unavailable(e: RouterError) -> (ErrorCode, String) {
+    match e {
+        RouterError::BadRequest(m) => (ErrorCode::BadFrame, m),
+        RouterError::Unavailable(m) => (ErrorCode::Unavailable, m),
+    }
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>, conn: Arc<ConnHandle>, claims: Claims) -> Session {
+        let rate = TokenBucket::new(node.config.rate_limit_per_sec, node.config.rate_limit_burst);
+        Session {
+            node,
+            conn,
+            claims,
+            rooms: HashSet::new(),
+            rate,
+            bad_frames: Vec::new(),
+            registered: false,
+        }
+    }
+
+    /// Registers the connection and queues the welcome, then the inbox: everything after
+    /// `since` when resuming, else everything after the user's last ack.
+    pub async fn open(&mut self, since: Option<StreamPosition>) -> Result<(), RouterError> {
+        let node = self.node.clone();
+        let channel = user_channel(&self.conn.user);
+        self.conn.begin(&channel);
+        node.hub.add(&self.conn);
+        node.router
+            .register(ConnInfo {
+                conn_id: self.conn.conn_id.clone(),
+                user: self.conn.user.clone(),
+                node: node.config.node_id.clone(),
+                since_ms: self.conn.since_ms,
+            })
+            .await?;
+        self.registered = true;
+        let (start, replay, recovered) = match &since {
+            Some(since) => {
+                let read = node
+                    .router
+                    .read(&channel, Some(since), REPLAY_LIMIT)
+                    .await?;
+                count_recovery(read.recovered);
+                if read.recovered {
+                    (since.clone(), read.messages, Some(true))
+                } else {
+                    (
+                        StreamPosition::new(read.epoch, read.offset),
+                        Vec::new(),
+                        Some(false),
+                    )
+                }
+            }
+            None => {
+                let acked = node.router.acked(&self.conn.user).await?;
+                let read = node.router.read(&channel, None, REPLAY_LIMIT).await?;
+                let after = acked
+                    .filter(|a| a.epoch == read.epoch)
+                    .map(|a| a.offset)
+                    .unwrap_or(0);
+                let replay: Vec<_> = read
+                    .messages
+                    .into_iter()
+                    .filter(|m| m.offset > after)
+                    .collect();
+                (StreamPosition::new(read.epoch.clone(), after), replay, None)
+            }
+        };
+        let top = node.router.position(&channel).await?;
+        let welcome = ServerFrame::Welcome(Welcome {
+            conn_id: self.conn.conn_id.clone(),
+            user: self.conn.user.clone(),
+            node: node.config.node_id.clone(),
+            heartbeat_ms: node.config.heartbeat.as_millis() as u64,
+            channel: channel.clone(),
+            epoch: top.epoch,
+            offset: top.offset,
+            recovered,
+        });
+        self.conn.open(&channel, &start, &welcome, &replay);
+        Ok(())
+    }
+
+    /// Handles one complete client message. Returns a close request when the connection
+    /// must end.
+    pub async fn handle(&mut self, bytes: &[u8]) -> Option<CloseRequest> {
+        metrics::counter!(m::MESSAGES_RECEIVED).increment(1);
+        if !self.rate.take() {
+            self.error(ErrorCode::RateLimited, "message rate limit exceeded");
+            return Some(close_request(close::RATE_LIMITED, "rate limited"));
+        }
+        let frame = match self.conn.encoding.decode(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                self.error(e.code, &e.message);
+                return self.bad_frame();
+            }
+        };
+        let id = frame.id();
+        let outcome = match frame {
+            ClientFrame::Subscribe { channel, since, .. } => {
+                self.subscribe(id, channel, since).await
+            }
+            ClientFrame::Unsubscribe { channel, .. } => self.unsubscribe(&channel).await,
+            ClientFrame::Publish { channel, data, .. } => self.publish(channel, data).await,
+            ClientFrame::Ack {
+                channel,
+                offset,
+                epoch,
+            } => {
+                if let Err((code, message)) = self.ack(&channel, offset, epoch).await {
+                    self.error(code, &message);
+                }
+                return None;
+            }
+            ClientFrame::Refresh { token, .. } => self.refresh(&token),
+            ClientFrame::Ping { id } => {
+                self.conn.send(&ServerFrame::Pong { id });
+                return None;
+            }
+            ClientFrame::Rpc { method, .. } => self.rpc(&method),
+        };
+        let reply = match outcome {
+            Ok(None) => return None,
+            Ok(Some(ok)) => Reply::ok(id, ok),
+            Err((code, message)) => {
+                metrics::counter!(m::CLIENT_ERRORS, "code" => code.as_str()).increment(1);
+                Reply::err(id, code, message)
+            }
+        };
+        self.conn.send(&ServerFrame::Reply(reply));
+        None
+    }
+
+    /// Queues an `error` frame.
+    pub fn error(&self, code: ErrorCode, message: &str) {
+        metrics::counter!(m::CLIENT_ERRORS, "code" => code.as_str()).increment(1);
+        self.conn.send(&ServerFrame::error(code, message));
+    }
+
+    fn bad_frame(&mut self) -> Option<CloseRequest> {
+        let now = Instant::now();
+        let window = self.node.config.bad_frame_window;
+        self.bad_frames.retain(|t| now.duration_since(*t) < window);
+        self.bad_frames.push(now);
+        if self.bad_frames.len() > self.node.config.bad_frame_limit as usize {
+            return Some(close_request(
+                close::TOO_MANY_BAD_FRAMES,
+                "too many bad frames",
+            ));
+        }
+        None
+    }
+
+    /// Validates a channel name for this node's namespaces.
+    fn channel<'a>(&self, name: &'a str) -> Result<Channel<'a>, (ErrorCode, String)> {
+        let ch = Channel::parse(name).map_err(|e| (ErrorCode::BadChannel, e.to_string()))?;
+        let known = ch.namespace == USER_NAMESPACE
+            || ch.namespace == ROOM_NAMESPACE
+            || self
+                .node
+                .config
+                .namespaces
+                .iter()
+                .any(|n| n == ch.namespace);
+        if !known {
+            return Err((
+                ErrorCode::BadChannel,
+                format!("unknown namespace `{}`", ch.namespace),
+            ));
+        }
+        Ok(ch)
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: Option<u64>,
+        channel: String,
+        since: Option<StreamPosition>,
+    ) -> Outcome {
+        let ch = self.channel(&channel)?;
+        if ch.user().is_some() {
+            return Err((
+                ErrorCode::BadChannel,
+                "personal channels are delivered without subscribing".into(),
+            ));
+        }
+        if !self.claims.can_subscribe(&channel) {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("not allowed to subscribe to {channel}"),
+            ));
+        }
+        if self.rooms.contains(&channel) {
+            return Err((
+                ErrorCode::AlreadySubscribed,
+                format!("already subscribed to {channel}"),
+            ));
+        }
+        if self.rooms.len() >= self.node.config.max_subscriptions {
+            return Err((ErrorCode::LimitExceeded, "too many subscriptions".into()));
+        }
+        let node = self.node.clone();
+        {
+            let _guard = node.lock_room(&channel).await;
+            self.conn.begin(&channel);
+            if node.hub.join_room(&channel, &self.conn) {
+                if let Err(e) = node.router.subscribe_room(&channel).await {
+                    node.hub.leave_room(&channel, &self.conn);
+                    self.conn.end(&channel);
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        self.rooms.insert(channel.clone());
+        let result = self.replay(id, &channel, since).await;
+        let (start, replay, reply) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.drop_room(&channel).await;
+                return Err(e);
+            }
+        };
+        self.conn
+            .open(&channel, &start, &ServerFrame::Reply(reply), &replay);
+        if let Err(e) = node
+            .router
+            .join(&channel, &self.conn.user, &self.conn.conn_id)
+            .await
+        {
+            tracing::warn!(conn = %self.conn.conn_id, error = %e, "presence join failed");
+        }
+        // The reply was queued by `open`, in order with the replay.
+        Ok(None)
+    }
+
+    /// Reads what a subscription must replay, and builds its reply.
+    async fn replay(
+        &self,
+        id: Option<u64>,
+        channel: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<(StreamPosition, Vec<Arc<switchboard_proto::Message>>, Reply), (ErrorCode, String)>
+    {
+        let router = &self.node.router;
+        let ok = |top: StreamPosition, recovered| ReplyOk {
+            position: Some(top),
+            recovered,
+            data: None,
+        };
+        match since {
+            Some(since) => {
+                let read = router
+                    .read(channel, Some(&since), REPLAY_LIMIT)
+                    .await
+                    .map_err(unavailable)?;
+                count_recovery(read.recovered);
+                let top = StreamPosition::new(read.epoch, read.offset);
+                if read.recovered {
+                    Ok((since, read.messages, Reply::ok(id, ok(top, Some(true)))))
+                } else {
+                    Ok((top.clone(), Vec::new(), Reply::ok(id, ok(top, Some(false)))))
+                }
+            }
+            None => {
+                let top = router.position(channel).await.map_err(unavailable)?;
+                Ok((top.clone(), Vec::new(), Reply::ok(id, ok(top, None))))
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> Outcome {
+        self.channel(channel)?;
+        if !self.rooms.contains(channel) {
+            return Err((
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to {channel}"),
+            ));
+        }
+        self.drop_room(channel).await;
+        Ok(Some(ReplyOk::default()))
+    }
+
+    /// Leaves a room locally, on the backplane when last, and in presence.
+    async fn drop_room(&mut self, channel: &str) {
+        let node = self.node.clone();
+        self.rooms.remove(channel);
+        self.conn.end(channel);
+        {
+            let _guard = node.lock_room(channel).await;
+            if node.hub.leave_room(channel, &self.conn) {
+                if let Err(e) = node.router.unsubscribe_room(channel).await {
+                    tracing::warn!(error = %e, "backplane unsubscribe failed");
+                }
+            }
+        }
+        if let Err(e) = node
+            .router
+            .leave(channel, &self.conn.user, &self.conn.conn_id)
+            .await
+        {
+            tracing::warn!(conn = %self.conn.conn_id, error = %e, "presence leave failed");
+        }
+    }
+
+    async fn publish(&mut self, channel: String, data: Payload) -> Outcome {
+        self.channel(&channel)?;
+        if !self.claims.can_publish(&channel) {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("not allowed to publish to {channel}"),
+            ));
+        }
+        if data.len() > self.node.config.max_message_bytes {
+            return Err((ErrorCode::TooLarge, "message data is too large".into()));
+        }
+        let outcome = self
+            .node
+            .router
+            .publish(PublishRequest {
+                channel,
+                from: Some(self.conn.user.clone()),
+                data,
+            })
+            .await
+            .map_err(unavailable)?;
+        metrics::counter!(m::PUBLISHES).increment(1);
+        Ok(Some(ReplyOk {
+            position: Some(outcome.message.position()),
+            ..Default::default()
+        }))
+    }
+
+    async fn ack(
+        &mut self,
+        channel: &str,
+        offset: u64,
+        epoch: Option<String>,
+    ) -> Result<(), (ErrorCode, String)> {
+        let own = user_channel(&self.conn.user);
+        if channel != own {
+            return Err((ErrorCode::BadChannel, format!("only {own} can be acked")));
+        }
+        let router = &self.node.router;
+        let epoch = match epoch {
+            Some(e) => e,
+            None => router.position(channel).await.map_err(unavailable)?.epoch,
+        };
+        router
+            .ack(&self.conn.user, &StreamPosition::new(epoch, offset))
+            .await
+            .map_err(unavailable)
+    }
+
+    fn refresh(&mut self, token: &str) -> Outcome {
+        let claims = self.node.config.auth.verify(token).map_err(|e| {
+            let code = match e {
+                AuthError::Expired => ErrorCode::TokenExpired,
+                _ => ErrorCode::InvalidToken,
+            };
+            (code, e.to_string())
+        })?;
+        if claims.sub != self.conn.user {
+            return Err((
+                ErrorCode::Forbidden,
+                "a refresh token must be for the same user".into(),
+            ));
+        }
+        self.conn.expires_at.store(claims.exp, Ordering::Relaxed);
+        self.conn.outbound.wake();
+        self.claims = claims;
+        Ok(Some(ReplyOk::default()))
+    }
+
+    /// RPC forwarding (PROTOCOL.md §4b) plugs in here; until routes are configured every
+    /// permitted method answers `no_route`.
+    fn rpc(&mut self, method: &str) -> Outcome {
+        if method.is_empty() {
+            return Err((ErrorCode::BadFrame, "`method` is empty".into()));
+        }
+        if !self.claims.can_call(method) {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("not allowed to call {method}"),
+            ));
+        }
+        Err((ErrorCode::NoRoute, format!("no route for method {method}")))
+    }
+
+    /// Leaves every room and the registry. Called once when the connection ends.
+    pub async fn close(&mut self) {
+        let rooms: Vec<String> = self.rooms.iter().cloned().collect();
+        for room in rooms {
+            self.drop_room(&room).await;
+        }
+        self.node.hub.remove(&self.conn);
+        if self.registered {
+            if let Err(e) = self
+                .node
+                .router
+                .unregister(&self.conn.user, &self.conn.conn_id)
+                .await
+            {
+                tracing::warn!(conn = %self.conn.conn_id, error = %e, "unregister failed");
+            }
+        }
+    }
+}
+
+fn count_recovery(recovered: bool) {
+    let result = if recovered {
+        "recovered"
+    } else {
+        "not_recovered"
+    };
+    metrics::counter!(m::RECOVERY, "result" => result).increment(1);
+}
+
+pub fn close_request(code: u16, reason: &str) -> CloseRequest {
+    CloseRequest {
+        code,
+        reason: reason.to_owned(),
+        send_frame: true,
+    }
+}
+
+/// Per-connection message rate limit: `rate` per second sustained, `burst` at once.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> TokenBucket {
+        let burst = f64::from(burst.max(rate).max(1));
+        TokenBucket {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).min(Duration::from_secs(3600));
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! One WebSocket from the 101 to the last cleanup: splits the socket, runs the writer
+//! task and the reader (with the session) and unregisters everything at the end.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use fastwebsockets::{OpCode, Role};
+use hyper_util::rt::TokioIo;
+use switchboard_proto::{close, Encoding, ErrorCode, ServerFrame};
+use tokio::io::BufWriter;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::handshake::Accepted;
+use super::outbound::{CloseRequest, Outbound};
+use super::reader::{self, End};
+use super::writer::{self, Signals, WriterConfig};
+use crate::conn::ConnHandle;
+use crate::metrics as m;
+use crate::node::{now_ms, Node};
+use crate::session::Session;
+
+pub async fn run(
+    node: Arc<Node>,
+    upgrade: fastwebsockets::upgrade::UpgradeFut,
+    accepted: Accepted,
+) {
+    let Accepted {
+        claims,
+        encoding,
+        since,
+        admission,
+        ..
+    } = accepted;
+    let _admission = admission;
+    let cfg = &node.config;
+    let ws = match tokio::time::timeout(cfg.handshake_timeout, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("upgrade timed out");
+            return;
+        }
+    };
+    let io: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
+    let (r, w) = tokio::io::split(io);
+    let (mut rd, mut wr) = fastwebsockets::after_handshake_split(
+        r,
+        BufWriter::with_capacity(64 * 1024, w),
+        Role::Server,
+    );
+    rd.set_auto_close(false);
+    rd.set_auto_pong(false);
+    rd.set_max_message_size(cfg.max_message_bytes.saturating_add(1));
+    wr.set_writev(false);
+
+    let (id, conn_id) = node.next_conn_id();
+    let conn = Arc::new(ConnHandle::new(
+        id,
+        conn_id,
+        claims.sub.clone(),
+        encoding,
+        now_ms(),
+        Outbound::new(cfg.outbound_queue_frames, cfg.outbound_queue_bytes),
+        claims.exp,
+    ));
+    metrics::gauge!(m::CONNECTIONS).increment(1.0);
+    metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
+    tracing::debug!(conn = %conn.conn_id, user = %conn.user, "connected");
+
+    let base = Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let reader_done = CancellationToken::new();
+    let writer_done = CancellationToken::new();
+    let writer = {
+        let conn = conn.clone();
+        let cfg = WriterConfig {
+            opcode: match encoding {
+                Encoding::Json => OpCode::Text,
+                Encoding::Proto => OpCode::Binary,
+            },
+            heartbeat: cfg.heartbeat,
+            idle_timeout: cfg.idle_timeout(),
+            write_timeout: cfg.idle_timeout().max(std::time::Duration::from_secs(5)),
+        };
+        let sig = Signals {
+            last_seen: last_seen.clone(),
+            base,
+            reader_done: reader_done.clone(),
+            shutdown: node.shutdown.clone(),
+        };
+        let writer_done = writer_done.clone();
+        node.tracker.spawn(async move {
+            let code = writer::run(wr, conn, cfg, sig).await;
+            writer_done.cancel();
+            code
+        })
+    };
+
+    let mut session = Session::new(node.clone(), conn.clone(), claims);
+    let opened = tokio::select! {
+        r = session.open(since) => r,
+        _ = writer_done.cancelled() => Ok(()),
+    };
+    if let Err(e) = opened {
+        tracing::warn!(conn = %conn.conn_id, error = %e, "could not open the session");
+        conn.send(&ServerFrame::error(
+            ErrorCode::Unavailable,
+            "backplane unavailable",
+        ));
+        conn.outbound.close(
+            CloseRequest {
+                code: close::TRY_AGAIN_LATER,
+                reason: "backplane unavailable".into(),
+                send_frame: true,
+            },
+            true,
+        );
+    } else {
+        let end = tokio::select! {
+            end = reader::run(&mut rd, &mut session, &conn, cfg.max_message_bytes, &last_seen, base) => Some(end),
+            _ = writer_done.cancelled() => None,
+        };
+        if let Some(end) = end {
+            let request = match end {
+                End::PeerClose(code) => CloseRequest {
+                    code: if code == 1005 { close::NORMAL } else { code },
+                    reason: String::new(),
+                    send_frame: true,
+                },
+                End::Eof => CloseRequest {
+                    code: 1006,
+                    reason: String::new(),
+                    send_frame: false,
+                },
+                End::Close(req) => req,
+            };
+            conn.outbound.close(request, false);
+        }
+    }
+    reader_done.cancel();
+    let code = writer.await.unwrap_or(1006);
+    drop(rd);
+    session.close().await;
+    metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    metrics::counter!(m::DISCONNECTS, "code" => code.to_string()).increment(1);
+    tracing::debug!(conn = %conn.conn_id, code, "disconnected");
+}

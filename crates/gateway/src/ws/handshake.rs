@@ -1,0 +1,276 @@
+//! The upgrade of `GET /ws`: every check happens before the 101 (PROTOCOL.md §3, §4):
+//! draining, capacity, Origin, subprotocol, token, `since`.
+
+use std::sync::Arc;
+
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use switchboard_proto::{Encoding, StreamPosition, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTO};
+
+use crate::auth::{self, Claims};
+use crate::http::{error, Body};
+use crate::metrics as m;
+use crate::node::{Admission, Node};
+
+/// Why an upgrade was refused: status, `error` code and message.
+#[derive(Debug)]
+pub struct Rejected {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn reject(status: StatusCode, code: &'static str, message: impl Into<String>) -> Rejected {
+    Rejected {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+/// What a successful handshake hands to the connection.
+pub struct Accepted {
+    pub claims: Claims,
+    pub encoding: Encoding,
+    pub subprotocol: Option<&'static str>,
+    pub since: Option<StreamPosition>,
+    pub admission: Admission,
+}
+
+/// Answers `GET /ws`: either an error or the 101, with the connection spawned.
+pub fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body> {
+    let accepted = match check(node, &req) {
+        Ok(a) => a,
+        Err(r) => {
+            metrics::counter!(m::HANDSHAKE_REJECTED, "reason" => r.code).increment(1);
+            tracing::debug!(reason = r.code, "upgrade rejected");
+            return error(r.status, r.code, &r.message);
+        }
+    };
+    let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            metrics::counter!(m::HANDSHAKE_REJECTED, "reason" => "bad_request").increment(1);
+            return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
+        }
+    };
+    let (mut parts, _) = response.into_parts();
+    if let Some(p) = accepted.subprotocol {
+        parts.headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::HeaderValue::from_static(p),
+        );
+    }
+    let node2 = node.clone();
+    node.tracker
+        .spawn(async move { super::connection::run(node2, upgraded, accepted).await });
+    Response::from_parts(parts, Body::default())
+}
+
+fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Accepted, Rejected> {
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return Err(reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this endpoint only accepts WebSocket upgrades",
+        ));
+    }
+    if node.is_draining() {
+        return Err(reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is draining; connect to another",
+        ));
+    }
+    let headers = req.headers();
+    check_origin(&node.config.allowed_origins, headers)?;
+    let (encoding, subprotocol) = negotiate(headers)?;
+    let query = req.uri().query();
+    let since = match query_param(query, "since") {
+        None => None,
+        Some(s) => Some(StreamPosition::parse(&s).ok_or_else(|| {
+            reject(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`since` must be <epoch>:<offset>",
+            )
+        })?),
+    };
+    let admission = node.admit().ok_or_else(|| {
+        reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "over_capacity",
+            "this node is at its connection limit",
+        )
+    })?;
+    let token = auth::token_from_request(headers, query).ok_or_else(|| {
+        reject(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "pass a token as `Authorization: Bearer` or `?token=`",
+        )
+    })?;
+    let claims = node
+        .config
+        .auth
+        .verify(&token)
+        .map_err(|e| reject(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
+    Ok(Accepted {
+        claims,
+        encoding,
+        subprotocol,
+        since,
+        admission,
+    })
+}
+
+/// Picks the first subprotocol we speak, in the client's order. None offered: JSON.
+fn negotiate(headers: &HeaderMap) -> Result<(Encoding, Option<&'static str>), Rejected> {
+    let mut offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    if offered.peek().is_none() {
+        return Ok((Encoding::Json, None));
+    }
+    for p in offered {
+        if p == SUBPROTOCOL_JSON {
+            return Ok((Encoding::Json, Some(SUBPROTOCOL_JSON)));
+        }
+        if p == SUBPROTOCOL_PROTO {
+            return Ok((Encoding::Proto, Some(SUBPROTOCOL_PROTO)));
+        }
+    }
+    Err(reject(
+        StatusCode::BAD_REQUEST,
+        "unsupported_subprotocol",
+        format!("supported subprotocols: {SUBPROTOCOL_JSON}, {SUBPROTOCOL_PROTO}"),
+    ))
+}
+
+/// PROTOCOL.md §1: with an allow-list, an `Origin` must be listed (or the list is `*`);
+/// without one, an `Origin` must be the request's own host. No `Origin`: allowed.
+fn check_origin(allowed: &Option<Vec<String>>, headers: &HeaderMap) -> Result<(), Rejected> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let forbidden = || {
+        reject(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this Origin may not connect",
+        )
+    };
+    let origin = origin.to_str().map_err(|_| forbidden())?.trim();
+    let ok = match allowed {
+        Some(list) => list
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            same_origin(origin, host)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(forbidden())
+    }
+}
+
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let strip = |a: &str| -> String {
+        let a = a.trim_end_matches('/').to_ascii_lowercase();
+        a.strip_suffix(default_port).map(str::to_owned).unwrap_or(a)
+    };
+    !host.is_empty() && strip(authority) == strip(host)
+}
+
+/// The percent-decoded value of `name` in a query string.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_rules() {
+        assert!(same_origin("http://localhost:8080", "localhost:8080"));
+        assert!(same_origin("https://Example.com", "example.com:443"));
+        assert!(same_origin("http://example.com:80", "example.com"));
+        assert!(!same_origin("http://evil.com", "example.com"));
+        assert!(!same_origin("http://localhost:8081", "localhost:8080"));
+        assert!(!same_origin("null", "localhost"));
+        assert!(!same_origin("http://x", ""));
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param(Some("a=1&since=e1%3A5"), "since").as_deref(),
+            Some("e1:5")
+        );
+        assert_eq!(query_param(Some("since"), "since").as_deref(), Some(""));
+        assert_eq!(query_param(Some("x=%zz%"), "x").as_deref(), Some("%zz%"));
+        assert_eq!(query_param(None, "since"), None);
+    }
+
+    #[test]
+    fn subprotocols() {
+        let mut h = HeaderMap::new();
+        assert_eq!(negotiate(&h).unwrap().0, Encoding::Json);
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "x, switchboard.v1.proto".parse().unwrap(),
+        );
+        assert_eq!(
+            negotiate(&h).unwrap(),
+            (Encoding::Proto, Some(SUBPROTOCOL_PROTO))
+        );
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, "chat".parse().unwrap());
+        assert_eq!(negotiate(&h).unwrap_err().code, "unsupported_subprotocol");
+    }
+}

@@ -1,0 +1,11 @@
+//! WebSocket connections: the handshake (`handshake`), and per socket one reader task
+//! (`reader`, runs the session) and one writer task (`writer`, drains the `outbound`
+//! queue), wired together by `connection`.
+
+mod connection;
+mod handshake;
+pub mod outbound;
+mod reader;
+mod writer;
+
+pub use handshake::{percent_decode, query_param, upgrade};

@@ -1,0 +1,147 @@
+//! The reader side of a socket: reassembles fragmented messages under the size limit of
+//! the whole message, validates UTF-8, answers pings and hands each message to the
+//! session. Runs in its own task; `read_frame` is never raced inside a `select!` loop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::BytesMut;
+use fastwebsockets::{OpCode, WebSocketError, WebSocketRead};
+use switchboard_proto::{close, Encoding, ErrorCode};
+use tokio::io::AsyncRead;
+
+use super::outbound::{CloseRequest, Item};
+use crate::conn::ConnHandle;
+use crate::session::{close_request, Session};
+
+/// How the reader stopped.
+#[derive(Debug)]
+pub enum End {
+    /// The peer sent a close frame with this code (1005 when it had none).
+    PeerClose(u16),
+    /// The transport ended without a close frame.
+    Eof,
+    /// The server decided to close (protocol error, limits, session).
+    Close(CloseRequest),
+}
+
+/// Milliseconds since `base`, for the idle clock shared with the writer.
+pub fn mark(last_seen: &AtomicU64, base: tokio::time::Instant) {
+    last_seen.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+}
+
+pub async fn run<S: AsyncRead + Unpin>(
+    rd: &mut WebSocketRead<S>,
+    session: &mut Session,
+    conn: &ConnHandle,
+    max_bytes: usize,
+    last_seen: &AtomicU64,
+    base: tokio::time::Instant,
+) -> End {
+    let mut partial: Option<(OpCode, BytesMut)> = None;
+    let mut no_send = |_| async { Ok::<(), std::io::Error>(()) };
+    loop {
+        let frame = match rd.read_frame(&mut no_send).await {
+            Ok(f) => f,
+            Err(e) => return from_error(e),
+        };
+        mark(last_seen, base);
+        let message = match frame.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if partial.is_some() {
+                    return protocol("new message before the previous one ended");
+                }
+                if frame.fin {
+                    (frame.opcode, BytesMut::from(&frame.payload[..]))
+                } else {
+                    partial = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
+                    continue;
+                }
+            }
+            OpCode::Continuation => {
+                let Some((op, mut buf)) = partial.take() else {
+                    return protocol("continuation without a message");
+                };
+                if buf.len() + frame.payload.len() > max_bytes {
+                    return End::Close(close_request(close::MESSAGE_TOO_BIG, "message too big"));
+                }
+                buf.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    partial = Some((op, buf));
+                    continue;
+                }
+                (op, buf)
+            }
+            OpCode::Close => return peer_close(&frame.payload),
+            OpCode::Ping => {
+                conn.outbound.push(Item {
+                    data: bytes::Bytes::copy_from_slice(&frame.payload),
+                    published_ms: None,
+                    pong: true,
+                });
+                continue;
+            }
+            OpCode::Pong => continue,
+        };
+        let (op, bytes) = message;
+        if op == OpCode::Text && std::str::from_utf8(&bytes).is_err() {
+            return End::Close(close_request(close::INVALID_PAYLOAD, "invalid UTF-8"));
+        }
+        let expected = match conn.encoding {
+            Encoding::Json => OpCode::Text,
+            Encoding::Proto => OpCode::Binary,
+        };
+        if op != expected {
+            let what = if expected == OpCode::Text {
+                "text"
+            } else {
+                "binary"
+            };
+            session.error(
+                ErrorCode::BadFrame,
+                &format!("this subprotocol uses {what} frames"),
+            );
+            continue;
+        }
+        if let Some(close) = session.handle(&bytes).await {
+            return End::Close(close);
+        }
+    }
+}
+
+fn protocol(reason: &str) -> End {
+    End::Close(close_request(close::PROTOCOL_ERROR, reason))
+}
+
+fn from_error(e: WebSocketError) -> End {
+    match e {
+        WebSocketError::InvalidUTF8 => {
+            End::Close(close_request(close::INVALID_PAYLOAD, "invalid UTF-8"))
+        }
+        WebSocketError::FrameTooLarge => {
+            End::Close(close_request(close::MESSAGE_TOO_BIG, "message too big"))
+        }
+        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => End::Eof,
+        WebSocketError::ConnectionClosed => End::Eof,
+        other => protocol(&other.to_string()),
+    }
+}
+
+/// Validates a received close frame (RFC 6455 §5.5.1, §7.4).
+fn peer_close(payload: &[u8]) -> End {
+    match payload.len() {
+        0 => End::PeerClose(1005),
+        1 => protocol("close frame with a 1-byte payload"),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if std::str::from_utf8(&payload[2..]).is_err() {
+                return End::Close(close_request(close::INVALID_PAYLOAD, "invalid UTF-8"));
+            }
+            let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 1012..=1014 | 3000..=4999);
+            if allowed {
+                End::PeerClose(code)
+            } else {
+                protocol("invalid close code")
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Values that cross the router traits.
+
+use std::sync::Arc;
+
+use switchboard_proto::{Message, Payload};
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RouterError {
+    /// The backplane cannot take or answer the request now (maps to `unavailable`).
+    #[error("backplane unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself is wrong (maps to `bad_request`).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+/// One connection in the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub conn_id: String,
+    pub user: String,
+    pub node: String,
+    /// When the connection was accepted (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+/// What a node reports with its heartbeat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub connections: u64,
+    pub draining: bool,
+}
+
+/// A live node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node: String,
+    pub connections: u64,
+    pub draining: bool,
+    /// When the node started (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct PublishRequest {
+    pub channel: String,
+    /// The sender: set by the server from the token for client publishes.
+    pub from: Option<String>,
+    pub data: Payload,
+}
+
+#[derive(Clone, Debug)]
+pub struct PublishOutcome {
+    /// The message as stored and routed, with its id and position.
+    pub message: Arc<Message>,
+    /// For user channels: whether the user had a live connection.
+    pub online: bool,
+    /// How many nodes the message was routed to live.
+    pub nodes: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct HistoryRead {
+    /// The channel's current epoch.
+    pub epoch: String,
+    /// The channel's newest offset in that epoch.
+    pub offset: u64,
+    /// Messages after `since`, oldest first.
+    pub messages: Vec<Arc<Message>>,
+    /// False when the read could not return everything after `since`.
+    pub recovered: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PresenceInfo {
+    /// De-duplicated user ids, sorted.
+    pub users: Vec<String>,
+    /// Number of subscribed connections.
+    pub connections: u64,
+}
