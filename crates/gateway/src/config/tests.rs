@@ -459,6 +459,18 @@ fn unreadable_config_file_is_one_more_problem() {
         e.0[0].starts_with("--config /nonexistent/switchboard.toml: cannot read"),
         "{e}"
     );
+    #[cfg(unix)]
+    {
+        a.config = Some("/dev/zero".into());
+        let e = Config::load(&a).expect_err("endless file");
+        assert_eq!(
+            e.0[0],
+            "--config /dev/zero: cannot read: larger than 1048576 bytes"
+        );
+        let pem = args(&[("jwt_public_key", "/dev/zero"), ("jwt_algorithm", "EdDSA")]);
+        let e = Config::from_parts(&pem, None).expect_err("endless key");
+        assert!(e.0[0].contains("larger than"), "{e}");
+    }
 }
 
 #[test]

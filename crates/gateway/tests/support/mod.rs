@@ -1,0 +1,358 @@
+//! Test support: spawns the real `switchboard` binary on port 0, mints tokens, and
+//! drives it with real WebSocket and HTTP clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "test-secret-0123456789-abcdefghij";
+pub const API_KEY: &str = "test-api-key-0123456789";
+/// How long any single expected event may take.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A running gateway process; killed on drop.
+pub struct Node {
+    pub child: Child,
+    pub public: SocketAddr,
+    pub internal: SocketAddr,
+    pub node_id: String,
+}
+
+/// Starts a node with the test secret and API key plus `args`.
+pub async fn start(args: &[&str]) -> Node {
+    start_env(args, &[]).await
+}
+
+/// Starts a node with extra environment variables.
+pub async fn start_env(args: &[&str], env: &[(&str, &str)]) -> Node {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let node_id = format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--node-id", &node_id, "--log-level", "warn"])
+        .args(args)
+        .env_clear()
+        .env("SWITCHBOARD_JWT_SECRET", SECRET)
+        .env("SWITCHBOARD_API_KEY", API_KEY)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn switchboard");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.contains("listening public=") {
+                return line;
+            }
+        }
+        panic!("switchboard exited before listening");
+    })
+    .await
+    .expect("switchboard did not print its listening line in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addr = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .expect("address in listening line")
+            .parse()
+            .expect("socket address")
+    };
+    Node {
+        public: addr("public="),
+        internal: addr("internal="),
+        child,
+        node_id,
+    }
+}
+
+/// Runs the binary to completion with `args` (for config errors and `token`).
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run switchboard")
+}
+
+/// Signs `claims` with the test secret (HS256).
+pub fn sign(claims: &Value) -> String {
+    sign_with(claims, jsonwebtoken::Algorithm::HS256, SECRET.as_bytes())
+}
+
+pub fn sign_with(claims: &Value, alg: jsonwebtoken::Algorithm, secret: &[u8]) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), claims, &key).expect("sign")
+}
+
+/// A token for `sub` that may subscribe to and publish on `room:*` and DM `user:*`.
+pub fn token(sub: &str) -> String {
+    sign(&json!({
+        "sub": sub,
+        "exp": now_secs() + 3600,
+        "channels": ["room:*"],
+        "publish": ["room:*", "user:*"],
+    }))
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking JSON or protobuf.
+pub struct Client {
+    pub ws: Ws,
+    pub proto: bool,
+}
+
+/// The answer to an upgrade that was refused.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Node {
+    pub fn ws_url(&self, query: &str) -> String {
+        if query.is_empty() {
+            format!("ws://{}/ws", self.public)
+        } else {
+            format!("ws://{}/ws?{query}", self.public)
+        }
+    }
+
+    /// Connects as `sub` (JSON) and returns the client with its welcome frame.
+    pub async fn connect(&self, sub: &str) -> (Client, Value) {
+        let mut c = self.connect_query(&format!("token={}", token(sub)), &[]).await.expect("connect");
+        let welcome = c.recv().await;
+        assert_eq!(welcome["type"], "welcome", "first frame must be welcome: {welcome}");
+        (c, welcome)
+    }
+
+    /// Connects with `query` and extra headers; `Err` holds a refused upgrade.
+    pub async fn connect_query(&self, query: &str, headers: &[(&str, &str)]) -> Result<Client, Refused> {
+        let mut req = self.ws_url(query).into_client_request().expect("request");
+        let mut proto = false;
+        for (k, v) in headers {
+            if k.eq_ignore_ascii_case("sec-websocket-protocol") && v.contains("switchboard.v1.proto") {
+                proto = !v.contains("switchboard.v1.json") || v.find("proto") < v.find("json");
+            }
+            req.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(Client { ws, proto }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                let status = res.status().as_u16();
+                let body = res
+                    .body()
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                Err(Refused { status, body })
+            }
+            Err(e) => panic!("websocket connect failed: {e}"),
+        }
+    }
+
+    /// Connects with the protobuf subprotocol as `sub`.
+    pub async fn connect_proto(&self, sub: &str) -> Client {
+        self.connect_query(
+            &format!("token={}", token(sub)),
+            &[("sec-websocket-protocol", "switchboard.v1.proto")],
+        )
+        .await
+        .expect("connect proto")
+    }
+
+    /// Calls the server API with the test key. Returns status and JSON body.
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, bytes) = self
+            .http(
+                self.internal,
+                method,
+                path,
+                &[("authorization", &format!("Bearer {API_KEY}")), ("content-type", "application/json")],
+                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+            )
+            .await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// A raw HTTP request to `addr`.
+    pub async fn http(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> (u16, Bytes) {
+        let client: HttpClient<_, Full<Bytes>> =
+            HttpClient::builder(TokioExecutor::new()).build_http();
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = tokio::time::timeout(WAIT, client.request(req.body(Full::new(body)).unwrap()))
+            .await
+            .expect("http request timed out")
+            .expect("http request");
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        (status, body)
+    }
+
+    /// GET on the internal port without the API key (healthz, readyz, metrics).
+    pub async fn get_internal(&self, path: &str) -> (u16, String) {
+        let (s, b) = self.http(self.internal, "GET", path, &[], Bytes::new()).await;
+        (s, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY-free: use the kill command to avoid a libc dependency.
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+    }
+}
+
+impl Client {
+    /// Sends a JSON frame (text).
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("send");
+    }
+
+    /// The next data frame, as JSON (JSON clients) — panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Some(Message::Text(t)) => serde_json::from_str(&t).expect("server sent invalid JSON"),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next binary frame (protobuf clients).
+    pub async fn recv_binary(&mut self) -> Bytes {
+        match self.next().await {
+            Some(Message::Binary(b)) => b,
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    /// The next non-control message, or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Message> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match msg {
+                Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+                Some(Ok(m)) => return Some(m),
+                Some(Err(e)) => panic!("websocket error: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// Skips frames until one matches `pred` (JSON).
+    pub async fn recv_until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.recv().await;
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// The reply to request `id` (skipping other frames).
+    pub async fn reply(&mut self, id: u64) -> Value {
+        self.recv_until(|v| v["type"] == "reply" && v["id"] == id).await
+    }
+
+    /// Subscribes and returns the reply.
+    pub async fn subscribe(&mut self, id: u64, channel: &str) -> Value {
+        self.send(json!({"type": "subscribe", "id": id, "channel": channel})).await;
+        self.reply(id).await
+    }
+
+    /// Waits for the server's close frame; returns its code and reason. Data frames
+    /// before it are returned too.
+    pub async fn expect_close(&mut self) -> (u16, String, Vec<Message>) {
+        let mut before = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match msg {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (u16::from(f.code), f.reason.to_string(), before)
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new(), before),
+                Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => {}
+                Some(Ok(m)) => before.push(m),
+                Some(Err(e)) => panic!("connection ended without a close frame: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Asserts that no data frame arrives within `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        loop {
+            match tokio::time::timeout(d, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_)))) | Ok(Some(Ok(Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
