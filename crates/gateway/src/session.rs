@@ -380,12 +380,15 @@ impl Session {
             return Err((ErrorCode::BadChannel, format!("only {own} can be acked")));
         }
         let router = &self.node.router;
-        let epoch = match epoch {
-            Some(e) => e,
-            None => router.position(channel).await.map_err(unavailable)?.epoch,
-        };
+        let top = router.position(channel).await.map_err(unavailable)?;
+        if epoch.as_ref().is_some_and(|e| *e != top.epoch) || offset > top.offset {
+            return Err((
+                ErrorCode::BadFrame,
+                "ack names a position the channel does not have".into(),
+            ));
+        }
         router
-            .ack(&self.conn.user, &StreamPosition::new(epoch, offset))
+            .ack(&self.conn.user, &StreamPosition::new(top.epoch, offset))
             .await
             .map_err(unavailable)
     }

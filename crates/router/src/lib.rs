@@ -23,6 +23,7 @@ pub mod types;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use memory::{MemoryCluster, MemoryRouter};
 pub use policy::{HistoryPolicies, HistoryPolicy};
 pub use types::{
     ConnInfo, HistoryRead, NodeInfo, NodeStatus, PresenceInfo, PublishOutcome, PublishRequest,
@@ -77,8 +78,10 @@ pub trait Backplane: Send + Sync {
 /// Maps users to the nodes and connections that hold them.
 ///
 /// Guarantees: an entry is visible to every node as soon as `register` returns; the
-/// entries of a node whose lease expired (no `heartbeat` for the lease time) are gone
-/// within the lease plus one second.
+/// entries of a node whose lease expired (no `heartbeat` for the lease time) — its
+/// connections and its presence entries — are gone within the lease plus one second.
+/// `ConnInfo::node` must be the registering node. Calls on a node that was not started
+/// (or was shut down) fail with `Unavailable`.
 #[async_trait]
 pub trait Registry: Send + Sync {
     async fn register(&self, conn: ConnInfo) -> Result<()>;
@@ -102,7 +105,8 @@ pub trait History: Send + Sync {
     async fn position(&self, channel: &str) -> Result<StreamPosition>;
     /// Messages after `since` (all retained ones when `None`), oldest first, at most
     /// `limit`. `recovered` is false when `since` is in another epoch or older than what
-    /// is retained.
+    /// is retained; the messages are then what is retained (after `since` when it is in
+    /// the current epoch, else from the oldest), and callers decide whether to use them.
     async fn read(
         &self,
         channel: &str,

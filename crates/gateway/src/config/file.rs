@@ -172,3 +172,91 @@ fn suggestion(key: &str) -> String {
         .map(|known| format!(" (did you mean {known:?}?)"))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> (FileSettings, Vec<String>) {
+        let mut errors = Vec::new();
+        let settings = parse(text, "f.toml", &mut errors);
+        (settings, errors)
+    }
+
+    #[test]
+    fn mistakes_are_reported_exactly() {
+        let text =
+            "max-connections = 5\napi_keys = [\"k\"]\nlisten = [1]\napi_key = [1]\nbogus = 1\n";
+        let (settings, errors) = problems(text);
+        assert!(settings.values.is_empty());
+        assert_eq!(
+            errors,
+            [
+                "f.toml: api_key: expected a string or an array of strings, found array",
+                "f.toml: unknown key \"api_keys\" (did you mean \"api_key\"?)",
+                "f.toml: unknown key \"bogus\"",
+                "f.toml: listen: expected a string, number or boolean, found array",
+                "f.toml: unknown key \"max-connections\" (did you mean \"max_connections\"?)",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_toml_is_one_line_without_the_source() {
+        let (_, errors) = problems("listen = \"0.0.0.0:1\"\njwt_secret = \"hunter2\nx\"\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("f.toml: invalid TOML at line "),
+            "{errors:?}"
+        );
+        assert!(!errors[0].contains("hunter2") && !errors[0].contains('\n'));
+    }
+
+    #[test]
+    fn values_and_history_tables() {
+        let text = "listen = \"127.0.0.1:0\"\nmax_connections = 5\ndemo = true\nnamespaces = [\"a\", \"b\"]\n\
+                    [[history]]\npattern = \"room:*\"\nmax_messages = 3\nmax_age_seconds = 4\n";
+        let (settings, errors) = problems(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(settings.values["max_connections"], ["5"]);
+        assert_eq!(settings.values["demo"], ["true"]);
+        assert_eq!(settings.values["namespaces"], ["a", "b"]);
+        let history = settings.history.unwrap_or_default();
+        assert_eq!(history.len(), 1);
+        assert_eq!((history[0].0.as_str(), history[0].1.max_len), ("room:*", 3));
+    }
+
+    #[test]
+    fn bad_history_tables() {
+        let text = r#"
+            [[history]]
+            pattern = "room chat"
+            max_messages = 1
+            max_age_seconds = 1
+            [[history]]
+            pattern = "room:*"
+            max_messages = -1
+            [[history]]
+            pattern = "room:*"
+            max_messages = 1
+            max_age_seconds = 1
+            extra = 1
+        "#;
+        let (settings, errors) = problems(text);
+        assert_eq!(settings.history.map(|h| h.len()), Some(0));
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].starts_with("f.toml: history[0]: \"room chat\" is not a channel pattern"));
+        assert_eq!(
+            errors[1],
+            "f.toml: history[1]: max_messages must be a whole number >= 0"
+        );
+        assert_eq!(
+            errors[2],
+            "f.toml: history[1]: max_age_seconds must be a whole number >= 0"
+        );
+        assert!(errors[3].starts_with("f.toml: history[2]: unknown key \"extra\""));
+        for text in ["history = 5", "history = [1]", "history = \"room:x=1\""] {
+            assert_eq!(problems(text).1.len(), 1, "{text}");
+        }
+    }
+}

@@ -26,7 +26,10 @@ pub const API_KEY: &str = "test-api-key-0123456789";
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A running gateway process; killed on drop.
@@ -148,18 +151,30 @@ impl Node {
 
     /// Connects as `sub` (JSON) and returns the client with its welcome frame.
     pub async fn connect(&self, sub: &str) -> (Client, Value) {
-        let mut c = self.connect_query(&format!("token={}", token(sub)), &[]).await.expect("connect");
+        let mut c = self
+            .connect_query(&format!("token={}", token(sub)), &[])
+            .await
+            .expect("connect");
         let welcome = c.recv().await;
-        assert_eq!(welcome["type"], "welcome", "first frame must be welcome: {welcome}");
+        assert_eq!(
+            welcome["type"], "welcome",
+            "first frame must be welcome: {welcome}"
+        );
         (c, welcome)
     }
 
     /// Connects with `query` and extra headers; `Err` holds a refused upgrade.
-    pub async fn connect_query(&self, query: &str, headers: &[(&str, &str)]) -> Result<Client, Refused> {
+    pub async fn connect_query(
+        &self,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, Refused> {
         let mut req = self.ws_url(query).into_client_request().expect("request");
         let mut proto = false;
         for (k, v) in headers {
-            if k.eq_ignore_ascii_case("sec-websocket-protocol") && v.contains("switchboard.v1.proto") {
+            if k.eq_ignore_ascii_case("sec-websocket-protocol")
+                && v.contains("switchboard.v1.proto")
+            {
                 proto = !v.contains("switchboard.v1.json") || v.find("proto") < v.find("json");
             }
             req.headers_mut().insert(
@@ -199,11 +214,17 @@ impl Node {
                 self.internal,
                 method,
                 path,
-                &[("authorization", &format!("Bearer {API_KEY}")), ("content-type", "application/json")],
+                &[
+                    ("authorization", &format!("Bearer {API_KEY}")),
+                    ("content-type", "application/json"),
+                ],
                 body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
             )
             .await;
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// A raw HTTP request to `addr`.
@@ -234,7 +255,9 @@ impl Node {
 
     /// GET on the internal port without the API key (healthz, readyz, metrics).
     pub async fn get_internal(&self, path: &str) -> (u16, String) {
-        let (s, b) = self.http(self.internal, "GET", path, &[], Bytes::new()).await;
+        let (s, b) = self
+            .http(self.internal, "GET", path, &[], Bytes::new())
+            .await;
         (s, String::from_utf8_lossy(&b).into_owned())
     }
 
@@ -305,12 +328,14 @@ impl Client {
 
     /// The reply to request `id` (skipping other frames).
     pub async fn reply(&mut self, id: u64) -> Value {
-        self.recv_until(|v| v["type"] == "reply" && v["id"] == id).await
+        self.recv_until(|v| v["type"] == "reply" && v["id"] == id)
+            .await
     }
 
     /// Subscribes and returns the reply.
     pub async fn subscribe(&mut self, id: u64, channel: &str) -> Value {
-        self.send(json!({"type": "subscribe", "id": id, "channel": channel})).await;
+        self.send(json!({"type": "subscribe", "id": id, "channel": channel}))
+            .await;
         self.reply(id).await
     }
 
