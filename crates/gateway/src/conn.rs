@@ -38,6 +38,9 @@ impl Delivery {
     }
 }
 
+/// Room for a message's envelope when pacing a replay.
+const REPLAY_OVERHEAD: usize = 512;
+
 /// Live messages held per channel while a subscription is being set up.
 const MAX_PENDING: usize = 4096;
 
@@ -150,25 +153,46 @@ impl ConnHandle {
         self.cursors().remove(channel).is_some()
     }
 
-    /// Completes a subscription atomically with respect to live deliveries: queues
-    /// `first` (the reply or welcome), then `replay` in order, then the live messages
-    /// that arrived meanwhile, skipping anything at or before what was already sent.
-    pub fn open(
+    /// Completes a subscription: queues `first` (the reply or welcome), then `replay` in
+    /// order — paced by the outbound queue, so a replay larger than the queue is not a
+    /// slow consumer — then the live messages that arrived meanwhile, skipping anything
+    /// at or before what was already sent.
+    pub async fn open(
         &self,
         channel: &str,
         start: &StreamPosition,
         first: &ServerFrame,
         replay: &[Arc<Message>],
     ) {
+        {
+            let mut cursors = self.cursors();
+            let Some(cursor) = cursors.get_mut(channel) else {
+                return;
+            };
+            cursor.epoch.clone_from(&start.epoch);
+            cursor.offset = start.offset;
+            self.push(self.encoding.encode(first), None);
+        }
+        for msg in replay {
+            if !self
+                .outbound
+                .wait_room(msg.data.len() + REPLAY_OVERHEAD)
+                .await
+            {
+                return;
+            }
+            let mut cursors = self.cursors();
+            let Some(cursor) = cursors.get_mut(channel) else {
+                return;
+            };
+            self.accept(cursor, msg);
+        }
         let mut cursors = self.cursors();
         let Some(cursor) = cursors.get_mut(channel) else {
             return;
         };
-        cursor.epoch.clone_from(&start.epoch);
-        cursor.offset = start.offset;
         let pending = cursor.pending.take().unwrap_or_default();
-        self.push(self.encoding.encode(first), None);
-        for msg in replay.iter().chain(pending.iter()) {
+        for msg in &pending {
             self.accept(cursor, msg);
         }
     }
@@ -221,5 +245,109 @@ impl ConnHandle {
         }
         cursor.offset = msg.offset;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_proto::Payload;
+
+    fn msg(channel: &str, epoch: &str, offset: u64) -> Arc<Message> {
+        Arc::new(Message {
+            channel: channel.into(),
+            id: format!("m-{offset}"),
+            from: None,
+            epoch: epoch.into(),
+            offset,
+            ts: 0,
+            data: Payload::Json(Arc::from("1")),
+        })
+    }
+
+    fn conn(frames: usize) -> ConnHandle {
+        ConnHandle::new(
+            1,
+            "c-1".into(),
+            "alice".into(),
+            Encoding::Json,
+            0,
+            Outbound::new(frames, 1 << 20),
+            u64::MAX,
+        )
+    }
+
+    /// Offsets of the message frames queued so far (draining the queue).
+    fn queued(c: &ConnHandle) -> Vec<u64> {
+        let mut items = Vec::new();
+        c.outbound.take(&mut items, usize::MAX);
+        items
+            .iter()
+            .filter_map(|i| {
+                let v: serde_json::Value = serde_json::from_slice(&i.data).ok()?;
+                (v["type"] == "message").then(|| v["offset"].as_u64().unwrap_or(0))
+            })
+            .collect()
+    }
+
+    fn pong() -> ServerFrame {
+        ServerFrame::Pong { id: None }
+    }
+
+    #[tokio::test]
+    async fn live_messages_during_a_replay_come_after_it_without_duplicates() {
+        let c = conn(1024);
+        c.begin("room:a");
+        // Live messages arrive while the history read is in flight; 2 and 3 are also
+        // in the replay.
+        for o in [2, 3, 4] {
+            c.deliver(&Delivery::new(msg("room:a", "e", o)));
+        }
+        assert!(queued(&c).is_empty(), "nothing is sent before the reply");
+        let replay = [msg("room:a", "e", 2), msg("room:a", "e", 3)];
+        c.open("room:a", &StreamPosition::new("e", 1), &pong(), &replay)
+            .await;
+        assert_eq!(queued(&c), [2, 3, 4]);
+        // Live again: duplicates and old offsets are dropped, new ones pass.
+        for o in [4, 3, 5] {
+            c.deliver(&Delivery::new(msg("room:a", "e", o)));
+        }
+        assert_eq!(queued(&c), [5]);
+        // A new epoch is followed.
+        c.deliver(&Delivery::new(msg("room:a", "f", 1)));
+        assert_eq!(queued(&c), [1]);
+    }
+
+    #[tokio::test]
+    async fn a_replay_larger_than_the_queue_is_paced_not_a_slow_consumer() {
+        let c = Arc::new(conn(8));
+        c.begin("user:alice");
+        let replay: Vec<_> = (1..=100).map(|o| msg("user:alice", "e", o)).collect();
+        let opener = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.open("user:alice", &StreamPosition::new("e", 0), &pong(), &replay)
+                    .await
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            got.extend(queued(&c));
+            tokio::task::yield_now().await;
+        }
+        opener.await.unwrap();
+        assert_eq!(got, (1..=100).collect::<Vec<_>>());
+        assert!(c.outbound.close_request().is_none(), "no 4008 for a replay");
+    }
+
+    #[tokio::test]
+    async fn messages_of_untracked_channels_are_ignored() {
+        let c = conn(16);
+        c.deliver(&Delivery::new(msg("room:x", "e", 1)));
+        assert!(queued(&c).is_empty());
+        c.begin("room:x");
+        assert!(c.end("room:x"));
+        c.deliver(&Delivery::new(msg("room:x", "e", 2)));
+        assert!(queued(&c).is_empty());
     }
 }

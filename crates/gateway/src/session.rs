@@ -115,7 +115,7 @@ impl Session {
             offset: top.offset,
             recovered,
         });
-        self.conn.open(&channel, &start, &welcome, &replay);
+        self.conn.open(&channel, &start, &welcome, &replay).await;
         Ok(())
     }
 
@@ -176,7 +176,8 @@ impl Session {
         self.conn.send(&ServerFrame::error(code, message));
     }
 
-    fn bad_frame(&mut self) -> Option<CloseRequest> {
+    /// Counts a malformed frame; past `--bad-frame-limit` in the window, the close (4400).
+    pub fn bad_frame(&mut self) -> Option<CloseRequest> {
         let now = Instant::now();
         let window = self.node.config.bad_frame_window;
         self.bad_frames.retain(|t| now.duration_since(*t) < window);
@@ -260,7 +261,8 @@ impl Session {
             }
         };
         self.conn
-            .open(&channel, &start, &ServerFrame::Reply(reply), &replay);
+            .open(&channel, &start, &ServerFrame::Reply(reply), &replay)
+            .await;
         if let Err(e) = node
             .router
             .join(&channel, &self.conn.user, &self.conn.conn_id)

@@ -54,7 +54,8 @@ pub struct PublishRequest {
 pub struct PublishOutcome {
     /// The message as stored and routed, with its id and position.
     pub message: Arc<Message>,
-    /// For user channels: whether the user had a live connection.
+    /// For user channels: whether the user had a live connection; for other channels:
+    /// whether any node subscribes to it.
     pub online: bool,
     /// How many nodes the message was routed to live.
     pub nodes: u32,

@@ -20,6 +20,9 @@ use crate::metrics as m;
 use crate::node::{now_ms, Node};
 use crate::session::Session;
 
+/// How long a server-initiated close waits for the peer's close frame.
+const CLOSE_HANDSHAKE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(
     node: Arc<Node>,
     upgrade: fastwebsockets::upgrade::UpgradeFut,
@@ -125,6 +128,9 @@ pub async fn run(
             _ = writer_done.cancelled() => None,
         };
         if let Some(end) = end {
+            // A close the server decided on (limits, bad input) is preceded by what was
+            // already queued: replies and the `error` frame that says why (PROTOCOL.md §4).
+            let flush = matches!(end, End::Close(_));
             let request = match end {
                 End::PeerClose(code) => CloseRequest {
                     code: if code == 1005 { close::NORMAL } else { code },
@@ -138,7 +144,17 @@ pub async fn run(
                 },
                 End::Close(req) => req,
             };
-            conn.outbound.close(request, false);
+            conn.outbound.close(request, flush);
+            if flush {
+                // The closing handshake (RFC 6455 §7.1.1): read and drop what the peer still
+                // sends until it answers our close. Closing the socket with its data unread
+                // would send a TCP reset, and the peer could lose our close frame and code.
+                tokio::select! {
+                    _ = reader::discard_until_close(&mut rd) => {}
+                    _ = writer_done.cancelled() => {}
+                    _ = tokio::time::sleep(CLOSE_HANDSHAKE_GRACE) => {}
+                }
+            }
         }
     }
     reader_done.cancel();

@@ -53,6 +53,9 @@ pub enum Pushed {
 pub struct Outbound {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Signalled whenever the writer takes frames (or a close is requested), for
+    /// producers that pace themselves (replays).
+    drained: Notify,
     max_frames: usize,
     max_bytes: usize,
 }
@@ -62,6 +65,7 @@ impl Outbound {
         Outbound {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
+            drained: Notify::new(),
             max_frames: max_frames.max(1),
             max_bytes: max_bytes.max(1),
         }
@@ -88,6 +92,7 @@ impl Outbound {
             q.flush_before_close = false;
             drop(q);
             self.notify.notify_one();
+            self.drained.notify_waiters();
             return Pushed::Overflow;
         }
         q.bytes += item.data.len();
@@ -112,7 +117,30 @@ impl Outbound {
         q.flush_before_close = flush;
         drop(q);
         self.notify.notify_one();
+        self.drained.notify_waiters();
         true
+    }
+
+    /// Waits until `bytes` more fit in three quarters of both bounds (or the queue is
+    /// empty). Returns false once the connection is closing.
+    pub async fn wait_room(&self, bytes: usize) -> bool {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let q = self.lock();
+                if q.close.is_some() {
+                    return false;
+                }
+                let fits = q.items.len() < (self.max_frames * 3 / 4).max(1)
+                    && q.bytes + bytes <= self.max_bytes * 3 / 4;
+                if fits || q.items.is_empty() {
+                    return true;
+                }
+            }
+            drained.await;
+        }
     }
 
     /// The close request, if any.
@@ -144,11 +172,16 @@ impl Outbound {
             q.bytes -= item.data.len();
             out.push(item);
         }
-        if q.items.is_empty() {
+        let close = if q.items.is_empty() {
             q.close.clone()
         } else {
             None
+        };
+        drop(q);
+        if taken > 0 {
+            self.drained.notify_waiters();
         }
+        close
     }
 
     /// Pending frames and bytes.

@@ -45,6 +45,12 @@ pub async fn run<S: AsyncRead + Unpin>(
             Err(e) => return from_error(e),
         };
         mark(last_seen, base);
+        // RFC 6455 §5.5: control frames carry at most 125 bytes (fastwebsockets only
+        // checks pings).
+        let control = matches!(frame.opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
+        if control && frame.payload.len() > 125 {
+            return protocol("control frame longer than 125 bytes");
+        }
         let message = match frame.opcode {
             OpCode::Text | OpCode::Binary => {
                 if partial.is_some() {
@@ -100,10 +106,25 @@ pub async fn run<S: AsyncRead + Unpin>(
                 ErrorCode::BadFrame,
                 &format!("this subprotocol uses {what} frames"),
             );
+            // A frame of the wrong kind is a bad frame like any other (PROTOCOL.md §4).
+            if let Some(close) = session.bad_frame() {
+                return End::Close(close);
+            }
             continue;
         }
         if let Some(close) = session.handle(&bytes).await {
             return End::Close(close);
+        }
+    }
+}
+
+/// After the server decided to close: reads and drops frames until the peer's close
+/// frame, the end of the stream or a frame that cannot be read.
+pub async fn discard_until_close<S: AsyncRead + Unpin>(rd: &mut WebSocketRead<S>) {
+    let mut no_send = |_| async { Ok::<(), std::io::Error>(()) };
+    while let Ok(frame) = rd.read_frame(&mut no_send).await {
+        if frame.opcode == OpCode::Close {
+            return;
         }
     }
 }

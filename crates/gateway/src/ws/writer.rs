@@ -181,3 +181,259 @@ fn truncate(s: &str, max: usize) -> &str {
     }
     &s[..end]
 }
+
+#[cfg(test)]
+mod tests {
+    //! The writer against an in-memory socket (`tokio::io::duplex`), read by a client-role
+    //! fastwebsockets peer. Heartbeat and idle tests run on paused tokio time
+    //! (`start_paused`), so production-sized intervals take no real time.
+
+    use fastwebsockets::{Role, WebSocket, WebSocketRead};
+    use switchboard_proto::Encoding;
+    use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::ws::outbound::Outbound;
+
+    /// Upper bound for any single expected event (generous: CI machines are busy).
+    /// (Paused-time tests advance through it instantly; it must exceed the heartbeat.)
+    const WAIT: Duration = Duration::from_secs(120);
+
+    struct Harness {
+        conn: Arc<ConnHandle>,
+        peer: WebSocket<DuplexStream>,
+        writer: JoinHandle<u16>,
+        last_seen: Arc<AtomicU64>,
+        base: Instant,
+        reader_done: CancellationToken,
+        shutdown: CancellationToken,
+        /// The server's read half stays open for the whole test.
+        _read: WebSocketRead<ReadHalf<DuplexStream>>,
+    }
+
+    fn conn(expires_at: u64, queue_frames: usize) -> Arc<ConnHandle> {
+        Arc::new(ConnHandle::new(
+            1,
+            "c-test-1".into(),
+            "alice".into(),
+            Encoding::Json,
+            0,
+            Outbound::new(queue_frames, 1 << 20),
+            expires_at,
+        ))
+    }
+
+    /// Starts `run` for `conn` with the given heartbeat and idle timeout.
+    fn start(conn: Arc<ConnHandle>, heartbeat: Duration, idle_timeout: Duration) -> Harness {
+        let (server, client) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(server);
+        let (read, write): (_, WebSocketWrite<WriteHalf<DuplexStream>>) =
+            fastwebsockets::after_handshake_split(r, w, Role::Server);
+        let mut peer = WebSocket::after_handshake(client, Role::Client);
+        peer.set_auto_pong(false);
+        peer.set_auto_close(false);
+        let base = Instant::now();
+        let last_seen = Arc::new(AtomicU64::new(0));
+        let reader_done = CancellationToken::new();
+        let shutdown = CancellationToken::new();
+        let cfg = WriterConfig {
+            opcode: OpCode::Text,
+            heartbeat,
+            idle_timeout,
+            write_timeout: Duration::from_secs(5),
+        };
+        let sig = Signals {
+            last_seen: last_seen.clone(),
+            base,
+            reader_done: reader_done.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let writer = tokio::spawn(run(write, conn.clone(), cfg, sig));
+        Harness {
+            conn,
+            peer,
+            writer,
+            last_seen,
+            base,
+            reader_done,
+            shutdown,
+            _read: read,
+        }
+    }
+
+    /// What the peer saw.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Ping,
+        Text(serde_json::Value),
+        Close(u16, String),
+    }
+
+    impl Harness {
+        async fn next(&mut self) -> Seen {
+            let frame = timeout(WAIT, self.peer.read_frame())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("read frame");
+            match frame.opcode {
+                OpCode::Ping => Seen::Ping,
+                OpCode::Text => Seen::Text(serde_json::from_slice(&frame.payload).expect("JSON")),
+                OpCode::Close => Seen::Close(
+                    u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
+                    String::from_utf8_lossy(&frame.payload[2..]).into_owned(),
+                ),
+                other => panic!("unexpected opcode {other:?}"),
+            }
+        }
+
+        /// Acknowledges the close (as the reader would on the peer's reply) and returns the
+        /// code `run` reports.
+        async fn finish(self) -> u16 {
+            self.reader_done.cancel();
+            timeout(WAIT, self.writer)
+                .await
+                .expect("the writer did not stop")
+                .expect("writer task")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_every_heartbeat_and_closes_1001_on_shutdown() {
+        let heartbeat = Duration::from_secs(25);
+        let mut h = start(
+            conn(now_secs() + 3600, 64),
+            heartbeat,
+            Duration::from_secs(60),
+        );
+        let started = h.base;
+        assert_eq!(h.next().await, Seen::Ping);
+        assert!(
+            started.elapsed() >= heartbeat,
+            "pinged after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(h.next().await, Seen::Ping);
+        assert!(started.elapsed() >= heartbeat * 2);
+        h.shutdown.cancel();
+        assert_eq!(h.next().await, Seen::Close(1001, "shutting down".into()));
+        assert_eq!(h.finish().await, 1001);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_closed_1001_after_the_idle_timeout() {
+        let idle = Duration::from_secs(50);
+        let mut h = start(conn(now_secs() + 3600, 64), Duration::from_secs(25), idle);
+        let mut pings = 0;
+        let close = loop {
+            match h.next().await {
+                Seen::Ping => pings += 1,
+                other => break other,
+            }
+        };
+        assert_eq!(close, Seen::Close(1001, "heartbeat timeout".into()));
+        assert!(
+            h.base.elapsed() >= idle,
+            "closed after {:?}",
+            h.base.elapsed()
+        );
+        assert!(
+            (1..=2).contains(&pings),
+            "{pings} pings before the idle close"
+        );
+        assert_eq!(h.finish().await, 1001);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_from_the_peer_keeps_the_connection_open() {
+        let mut h = start(
+            conn(now_secs() + 3600, 64),
+            Duration::from_secs(25),
+            Duration::from_secs(50),
+        );
+        // The reader marks every received frame; do the same every 10 s for 200 s.
+        let (last_seen, base) = (h.last_seen.clone(), h.base);
+        let marker = tokio::spawn(async move {
+            while base.elapsed() < Duration::from_secs(200) {
+                last_seen.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+        let mut pings = 0;
+        while h.base.elapsed() < Duration::from_secs(200) {
+            assert_eq!(h.next().await, Seen::Ping, "after {:?}", h.base.elapsed());
+            pings += 1;
+        }
+        assert!(pings >= 7, "{pings} pings in 200 s with a 25 s heartbeat");
+        marker.await.expect("marker");
+        // Silence from now on: the idle close follows.
+        let close = loop {
+            match h.next().await {
+                Seen::Ping => {}
+                other => break other,
+            }
+        };
+        assert_eq!(close, Seen::Close(1001, "heartbeat timeout".into()));
+        assert_eq!(h.finish().await, 1001);
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_gets_the_error_frame_then_4001() {
+        // Wall-clock seconds: `expires_at = now` is already expired.
+        let mut h = start(
+            conn(now_secs(), 64),
+            Duration::from_secs(60),
+            Duration::from_secs(120),
+        );
+        match h.next().await {
+            Seen::Text(v) => {
+                assert_eq!(v["type"], "error", "{v}");
+                assert_eq!(v["code"], "token_expired", "{v}");
+            }
+            other => panic!("expected the token_expired error, got {other:?}"),
+        }
+        assert_eq!(h.next().await, Seen::Close(4001, "token expired".into()));
+        assert_eq!(h.finish().await, 4001);
+    }
+
+    #[tokio::test]
+    async fn queued_frames_are_written_in_order_before_a_flushing_close() {
+        let c = conn(now_secs() + 3600, 64);
+        for id in 1..=3 {
+            c.send(&ServerFrame::Pong { id: Some(id) });
+        }
+        c.outbound.close(
+            CloseRequest {
+                code: close::SERVICE_RESTART,
+                reason: "draining".into(),
+                send_frame: true,
+            },
+            true,
+        );
+        let mut h = start(c, Duration::from_secs(60), Duration::from_secs(120));
+        for id in 1..=3 {
+            assert_eq!(
+                h.next().await,
+                Seen::Text(serde_json::json!({"type": "pong", "id": id}))
+            );
+        }
+        assert_eq!(h.next().await, Seen::Close(1012, "draining".into()));
+        assert_eq!(h.finish().await, 1012);
+    }
+
+    #[tokio::test]
+    async fn an_overflowing_queue_is_dropped_and_closed_with_4008() {
+        let c = conn(now_secs() + 3600, 2);
+        for id in 1..=3 {
+            c.send(&ServerFrame::Pong { id: Some(id) });
+        }
+        let mut h = start(c, Duration::from_secs(60), Duration::from_secs(120));
+        assert_eq!(h.next().await, Seen::Close(4008, "slow consumer".into()));
+        // Nothing is pushed once closing.
+        assert_eq!(
+            h.conn.send(&ServerFrame::Pong { id: Some(9) }),
+            crate::ws::outbound::Pushed::Closed
+        );
+        assert_eq!(h.finish().await, 4008);
+    }
+}

@@ -410,7 +410,11 @@ impl State {
                 let online = !self.connections(user, now).is_empty();
                 (sinks, online)
             }
-            None => (self.room_sinks(&request.channel, now), false),
+            None => {
+                let sinks = self.room_sinks(&request.channel, now);
+                let online = !sinks.is_empty();
+                (sinks, online)
+            }
         };
         self.next_id += 1;
         let id = format!("m-{}{}", self.id_tag, self.next_id);

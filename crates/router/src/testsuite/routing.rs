@@ -90,8 +90,15 @@ pub async fn case_room_routing(factory: &dyn ClusterFactory) {
     b.router.subscribe_room(&room).await.unwrap();
     c.router.subscribe_room(&room).await.unwrap();
 
+    let nobody = format!("room:{}", unique("empty"));
+    let empty = publish(a, &nobody, None, json(0)).await;
+    assert!(
+        !empty.online && empty.nodes == 0,
+        "a room nobody subscribes is offline"
+    );
+
     let first = publish(a, &room, None, json(1)).await;
-    assert!(!first.online, "rooms are never online");
+    assert!(first.online, "a room with subscribers is online");
     assert_eq!(first.nodes, 2, "B and C subscribed");
     b.sink.wait_messages(&room, 1).await;
     c.sink.wait_messages(&room, 1).await;
