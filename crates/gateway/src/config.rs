@@ -38,6 +38,10 @@ const SCALAR_KEYS: &[&str] = &[
     "listen",
     "admin_listen",
     "redis_url",
+    "redis_prefix",
+    "redis_timeout_ms",
+    "probe_interval_ms",
+    "events_stream",
     "node_id",
     "jwt_secret",
     "jwt_public_key",
@@ -90,6 +94,21 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and pub/sub channel of this cluster. Default: sb:.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Timeout of every Redis command, 100..=60000 ms (an API call answers 503 after it).
+    /// Default: 2000.
+    #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT_MS", value_name = "MS")]
+    pub redis_timeout_ms: Option<String>,
+    /// Pub/sub liveness probe interval, 100..=10000 ms; a link without a probe back for
+    /// two intervals is declared down and reconnected. Default: 1000.
+    #[arg(long, env = "SWITCHBOARD_PROBE_INTERVAL_MS", value_name = "MS")]
+    pub probe_interval_ms: Option<String>,
+    /// Redis stream receiving every connect and disconnect (read it with a consumer
+    /// group). Default: switchboard:events.
+    #[arg(long, env = "SWITCHBOARD_EVENTS_STREAM", value_name = "KEY")]
+    pub events_stream: Option<String>,
     /// Unique node name, [A-Za-z0-9_.-]{1,64}. Default: hostname + "-" + 6 random characters.
     #[arg(long, env = "SWITCHBOARD_NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
@@ -236,6 +255,10 @@ fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
         "listen" => one(&args.listen),
         "admin_listen" => one(&args.admin_listen),
         "redis_url" => one(&args.redis_url),
+        "redis_prefix" => one(&args.redis_prefix),
+        "redis_timeout_ms" => one(&args.redis_timeout_ms),
+        "probe_interval_ms" => one(&args.probe_interval_ms),
+        "events_stream" => one(&args.events_stream),
         "node_id" => one(&args.node_id),
         "jwt_secret" => one(&args.jwt_secret),
         "jwt_public_key" => one(&args.jwt_public_key),
@@ -304,6 +327,14 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Redis backplane URL; `None` = the embedded in-process backplane (single node).
     pub redis_url: Option<String>,
+    /// Prefix of the Redis keys and channels (`sb:`).
+    pub redis_prefix: String,
+    /// Timeout of each Redis command.
+    pub redis_timeout: Duration,
+    /// Pub/sub liveness probe interval.
+    pub probe_interval: Duration,
+    /// The connection events stream.
+    pub events_stream: String,
     /// This node's unique name.
     pub node_id: String,
     /// Verifies client JWTs (PROTOCOL.md §3).

@@ -173,6 +173,41 @@ impl ConnHandle {
             cursor.offset = start.offset;
             self.push(self.encoding.encode(first), None);
         }
+        self.release(channel, replay).await;
+    }
+
+    /// Holds live delivery of `channel` for a repair (live messages wait); returns where
+    /// the connection stands, or `None` when the channel is not tracked or already held.
+    pub fn hold(&self, channel: &str) -> Option<StreamPosition> {
+        let mut cursors = self.cursors();
+        let cursor = cursors.get_mut(channel)?;
+        if cursor.pending.is_some() {
+            return None;
+        }
+        cursor.pending = Some(Vec::new());
+        Some(StreamPosition::new(cursor.epoch.clone(), cursor.offset))
+    }
+
+    /// Where the connection stands in a held channel.
+    pub fn held_position(&self, channel: &str) -> Option<StreamPosition> {
+        let cursors = self.cursors();
+        let cursor = cursors.get(channel)?;
+        cursor.pending.as_ref()?;
+        Some(StreamPosition::new(cursor.epoch.clone(), cursor.offset))
+    }
+
+    /// The channels delivering live now (not held).
+    pub fn live_channels(&self) -> Vec<String> {
+        self.cursors()
+            .iter()
+            .filter(|(_, c)| c.pending.is_none())
+            .map(|(ch, _)| ch.clone())
+            .collect()
+    }
+
+    /// Queues `replay` in order (paced by the outbound queue), then the live messages held
+    /// meanwhile, and delivers live again. Duplicates are dropped by offset.
+    pub async fn release(&self, channel: &str, replay: &[Arc<Message>]) {
         for msg in replay {
             if !self
                 .outbound
@@ -197,25 +232,33 @@ impl ConnHandle {
         }
     }
 
-    /// Delivers a live message of a channel this connection tracks.
-    pub fn deliver(&self, delivery: &Delivery) {
+    /// Delivers a live message of a channel this connection tracks. Returns true when
+    /// the message came after a gap in offsets: the channel is then held, and the caller
+    /// must have it repaired from history (see `repair`).
+    pub fn deliver(&self, delivery: &Delivery) -> bool {
         let msg = &delivery.message;
         let mut cursors = self.cursors();
         let Some(cursor) = cursors.get_mut(&msg.channel) else {
-            return;
+            return false;
         };
         if let Some(pending) = &mut cursor.pending {
             if pending.len() >= MAX_PENDING {
                 drop(cursors);
                 self.overflow();
-                return;
+                return false;
             }
             pending.push(msg.clone());
-            return;
+            return false;
+        }
+        if msg.epoch == cursor.epoch && msg.offset > cursor.offset + 1 {
+            metrics::counter!(m::DELIVERY_GAPS).increment(1);
+            cursor.pending = Some(vec![msg.clone()]);
+            return true;
         }
         if self.admit(cursor, msg) {
             self.push(delivery.encoded(self.encoding), Some(msg.ts));
         }
+        false
     }
 
     fn accept(&self, cursor: &mut Cursor, msg: &Arc<Message>) {
@@ -232,12 +275,11 @@ impl ConnHandle {
                 return false;
             }
             if msg.offset > cursor.offset + 1 {
-                metrics::counter!(m::DELIVERY_GAPS).increment(1);
-                tracing::warn!(
+                tracing::debug!(
                     conn = %self.conn_id,
                     expected = cursor.offset + 1,
                     got = msg.offset,
-                    "offset gap on live delivery"
+                    "offset gap accepted (history does not have it)"
                 );
             }
         } else {
@@ -338,6 +380,38 @@ mod tests {
         opener.await.unwrap();
         assert_eq!(got, (1..=100).collect::<Vec<_>>());
         assert!(c.outbound.close_request().is_none(), "no 4008 for a replay");
+    }
+
+    #[tokio::test]
+    async fn a_gap_holds_the_channel_until_the_repair_fills_it() {
+        let c = conn(1024);
+        c.begin("user:alice");
+        c.open("user:alice", &StreamPosition::new("e", 5), &pong(), &[])
+            .await;
+        assert!(!c.deliver(&Delivery::new(msg("user:alice", "e", 6))));
+        assert_eq!(queued(&c), [6]);
+        // 7 was lost on the backplane; 8 reveals the gap.
+        assert!(c.deliver(&Delivery::new(msg("user:alice", "e", 8))));
+        assert!(!c.deliver(&Delivery::new(msg("user:alice", "e", 9))));
+        assert!(queued(&c).is_empty(), "held until repaired");
+        assert_eq!(c.hold("user:alice"), None, "already held");
+        assert_eq!(
+            c.held_position("user:alice"),
+            Some(StreamPosition::new("e", 6))
+        );
+        assert!(c.live_channels().is_empty());
+        c.release(
+            "user:alice",
+            &[msg("user:alice", "e", 7), msg("user:alice", "e", 8)],
+        )
+        .await;
+        assert_eq!(queued(&c), [7, 8, 9]);
+        assert_eq!(c.live_channels(), ["user:alice"]);
+        // A sweep after the backplane came back holds live channels.
+        assert_eq!(c.hold("user:alice"), Some(StreamPosition::new("e", 9)));
+        c.release("user:alice", &[]).await;
+        assert!(!c.deliver(&Delivery::new(msg("user:alice", "e", 10))));
+        assert_eq!(queued(&c), [10]);
     }
 
     #[tokio::test]

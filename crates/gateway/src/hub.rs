@@ -2,24 +2,30 @@
 //! [`NodeSink`] the router delivers into; fan-out only queues, it never waits on a socket.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use switchboard_proto::channel::Channel;
 use switchboard_proto::frames::PresenceEvent;
 use switchboard_proto::{Encoding, Message, ServerFrame};
 use switchboard_router::NodeSink;
+use tokio::sync::mpsc;
 
 use crate::conn::{ConnHandle, Delivery};
 use crate::metrics as m;
+use crate::repair::Repair;
 use crate::ws::outbound::CloseRequest;
 
 type ConnMap = HashMap<u64, Arc<ConnHandle>>;
 
-#[derive(Default)]
 pub struct Hub {
     conns: RwLock<ConnMap>,
     users: RwLock<HashMap<String, ConnMap>>,
     rooms: RwLock<HashMap<String, ConnMap>>,
+    /// Channels to re-read from history (gaps, backplane outages).
+    repairs: mpsc::UnboundedSender<Repair>,
+    /// Whether the backplane was reported down since it was last up.
+    was_down: AtomicBool,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -31,8 +37,21 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new() -> Hub {
-        Hub::default()
+    /// A hub and the receiving end of its repair requests (see `repair::run`).
+    pub fn new() -> (Hub, mpsc::UnboundedReceiver<Repair>) {
+        let (repairs, rx) = mpsc::unbounded_channel();
+        let hub = Hub {
+            conns: RwLock::default(),
+            users: RwLock::default(),
+            rooms: RwLock::default(),
+            repairs,
+            was_down: AtomicBool::new(false),
+        };
+        (hub, rx)
+    }
+
+    fn repair(&self, conn: Arc<ConnHandle>, channel: String) {
+        let _ = self.repairs.send(Repair { conn, channel });
     }
 
     /// Number of local connections.
@@ -113,7 +132,9 @@ impl NodeSink for Hub {
         }
         let delivery = Delivery::new(message);
         for conn in targets {
-            conn.deliver(&delivery);
+            if conn.deliver(&delivery) {
+                self.repair(conn, delivery.message.channel.clone());
+            }
         }
     }
 
@@ -159,10 +180,23 @@ impl NodeSink for Hub {
 
     fn backplane_state(&self, up: bool) {
         metrics::gauge!(m::BACKPLANE_UP).set(if up { 1.0 } else { 0.0 });
-        if up {
-            tracing::info!("backplane up");
-        } else {
+        if !up {
+            self.was_down.store(true, Ordering::SeqCst);
             tracing::warn!("backplane down");
+            return;
+        }
+        tracing::info!("backplane up");
+        if !self.was_down.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        // Messages may have been lost while the link was down: re-read every channel.
+        metrics::counter!(m::BACKPLANE_RECONNECTS).increment(1);
+        for conn in self.all() {
+            for channel in conn.live_channels() {
+                if conn.hold(&channel).is_some() {
+                    self.repair(conn.clone(), channel);
+                }
+            }
         }
     }
 }

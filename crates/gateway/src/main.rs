@@ -24,6 +24,7 @@ mod http;
 mod hub;
 mod metrics;
 mod node;
+mod repair;
 mod server;
 mod session;
 mod token;

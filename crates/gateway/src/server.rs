@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use rand::Rng as _;
 use switchboard_proto::{close, ServerFrame};
 use switchboard_router::memory::MemoryCluster;
-use switchboard_router::{NodeStatus, Router};
+use switchboard_router::{NodeStatus, RedisRouter, RedisSettings, Router};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
@@ -38,9 +38,16 @@ fn router(config: &Config) -> anyhow::Result<Arc<dyn Router>> {
             config.history.clone(),
             config.lease,
         )),
-        Some(_) => anyhow::bail!(
-            "--redis-url: the Redis backplane is not part of this build yet; run without it for the embedded backplane"
-        ),
+        Some(url) => {
+            let mut s = RedisSettings::new(url.clone(), config.node_id.clone());
+            s.prefix.clone_from(&config.redis_prefix);
+            s.events_stream.clone_from(&config.events_stream);
+            s.lease = config.lease;
+            s.probe_interval = config.probe_interval;
+            s.command_timeout = config.redis_timeout;
+            s.policies = config.history.clone();
+            Ok(RedisRouter::new(s).map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?)
+        }
     }
 }
 
@@ -60,11 +67,17 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Runs a node until it is told to stop and has drained.
 pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
     let router = router(&config)?;
-    let hub = Arc::new(Hub::new());
+    let (hub, repairs) = Hub::new();
+    let hub = Arc::new(hub);
     router
         .start(hub.clone())
         .await
         .context("cannot start the backplane")?;
+    tokio::spawn(crate::repair::run(
+        router.clone(),
+        config.history.clone(),
+        repairs,
+    ));
     metrics::gauge!(m::BACKPLANE_UP).set(1.0);
     let public = bind(config.listen)?;
     let internal = bind(config.admin_listen)?;

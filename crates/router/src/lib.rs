@@ -8,6 +8,7 @@
 //! - [`types`]: values crossing the traits (connections, nodes, publish outcomes, reads).
 //! - [`policy`]: which channels keep history, and how much (count and age).
 //! - [`memory`]: the embedded in-process implementation (single process, any number of nodes).
+//! - [`redis`]: the Redis implementation (many processes behave as one).
 //! - `testsuite` (feature `testsuite`): the behaviour suite every implementation must pass.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use switchboard_proto::{Message, StreamPosition};
 
 pub mod memory;
 pub mod policy;
+pub mod redis;
 pub mod types;
 
 #[cfg(any(test, feature = "testsuite"))]
@@ -25,6 +27,7 @@ pub mod testsuite;
 
 pub use memory::{MemoryCluster, MemoryRouter};
 pub use policy::{HistoryPolicies, HistoryPolicy};
+pub use redis::{RedisRouter, RedisSettings};
 pub use types::{
     ConnInfo, HistoryRead, NodeInfo, NodeStatus, PresenceInfo, PublishOutcome, PublishRequest,
     RouterError,

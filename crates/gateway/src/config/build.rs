@@ -47,6 +47,14 @@ pub(super) fn build(
         ));
     }
     let redis_url = l.opt("redis_url", values::redis_url);
+    let redis_prefix = l.get("redis_prefix", "sb:".to_owned(), values::redis_key);
+    let redis_timeout = Duration::from_millis(l.int("redis_timeout_ms", 2000, 100, 60_000));
+    let probe_interval = Duration::from_millis(l.int("probe_interval_ms", 1000, 100, 10_000));
+    let events_stream = l.get(
+        "events_stream",
+        "switchboard:events".to_owned(),
+        values::redis_key,
+    );
     let node_id = l
         .opt("node_id", values::node_id)
         .unwrap_or_else(values::default_node_id);
@@ -125,6 +133,10 @@ pub(super) fn build(
         listen,
         admin_listen,
         redis_url,
+        redis_prefix,
+        redis_timeout,
+        probe_interval,
+        events_stream,
         node_id,
         auth: jwt.auth,
         jwt_secret: jwt.secret,

@@ -61,13 +61,30 @@ pub(super) fn bool(s: &str) -> Result<bool, String> {
 
 pub(super) fn redis_url(s: &str) -> Result<String, String> {
     let s = s.trim();
-    let rest = ["redis://", "rediss://", "redis+sentinel://"]
-        .iter()
-        .find_map(|scheme| s.strip_prefix(scheme));
+    let rest = [
+        "redis://",
+        "rediss://",
+        "redis+sentinel://",
+        "rediss+sentinel://",
+        "redis-sentinel://",
+        "rediss-sentinel://",
+    ]
+    .iter()
+    .find_map(|scheme| s.strip_prefix(scheme));
     match rest {
         Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => Ok(s.to_owned()),
         // The URL may carry a password: never echo it.
         _ => Err("must look like redis://host:port/db (or rediss://, redis+sentinel://)".into()),
+    }
+}
+
+/// A Redis key or key prefix: 1..=64 printable ASCII characters without spaces.
+pub(super) fn redis_key(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(s.to_owned())
+    } else {
+        Err("must be 1 to 64 printable characters without spaces".into())
     }
 }
 

@@ -221,9 +221,13 @@ pub async fn case_disconnect_user(factory: &dyn ClusterFactory) {
         .unwrap();
     assert_eq!(closed, 3, "1 connection on A + 2 on B");
     for node in [a, b] {
-        let calls = node.sink.disconnects();
-        let call = calls.iter().find(|d| d.user == user);
-        let call = call.unwrap_or_else(|| panic!("{} was not asked to disconnect", node.id));
+        // Delivery of the request may be asynchronous (Redis pub/sub).
+        let call = node
+            .sink
+            .wait_for(&format!("{} asked to disconnect", node.id), |s| {
+                s.disconnects().into_iter().find(|d| d.user == user)
+            })
+            .await;
         assert_eq!((call.code, call.reason.as_str()), (4003, "kicked"));
     }
     let nobody = unique("nobody");
