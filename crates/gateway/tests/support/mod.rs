@@ -2,6 +2,9 @@
 //! drives it with real WebSocket and HTTP clients.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

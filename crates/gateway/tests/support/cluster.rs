@@ -1,0 +1,1 @@
+//! Multi-node test support (Redis + several gateway processes).
