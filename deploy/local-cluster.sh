@@ -24,7 +24,7 @@ for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break;
 for i in 1 2 3; do
   "$BIN" serve --listen "127.0.0.1:808$i" --admin-listen "127.0.0.1:909$i" \
     --redis-url "redis://127.0.0.1:$REDIS_PORT/0" --node-id "node-$i" \
-    --history 'room:*=100/3600' 2>&1 | sed -u "s/^/[node-$i] /" &
+    --history 'room:*=100/3600' > >(sed -u "s/^/[node-$i] /") 2>&1 &
   pids+=($!)
 done
 echo "redis on 127.0.0.1:$REDIS_PORT; nodes on 8081-8083 (public) and 9091-9093 (internal). Ctrl-C to stop."

@@ -369,19 +369,28 @@ async fn broadcast(node: &Node, body: &[u8], proto: bool, format: Format) -> Api
     }
     let mut json_results = Vec::with_capacity(b.channels.len());
     let mut pb_results = Vec::with_capacity(b.channels.len());
-    for channel in b.channels {
-        let result = match check_channel(node, &channel) {
-            Err(e) => Err(e),
-            Ok(()) => node
-                .router
-                .publish(PublishRequest {
-                    channel: channel.clone(),
-                    from: b.from.clone(),
-                    data: b.data.clone(),
-                })
-                .await
-                .map_err(ApiError::from),
-        };
+    // Channels are independent: publish them concurrently (pipelined on one Redis
+    // connection), so that the call answers within one command timeout, not one per
+    // channel.
+    let (from, data) = (&b.from, &b.data);
+    let results =
+        futures_util::future::join_all(b.channels.into_iter().map(|channel| async move {
+            let result = match check_channel(node, &channel) {
+                Err(e) => Err(e),
+                Ok(()) => node
+                    .router
+                    .publish(PublishRequest {
+                        channel: channel.clone(),
+                        from: from.clone(),
+                        data: data.clone(),
+                    })
+                    .await
+                    .map_err(ApiError::from),
+            };
+            (channel, result)
+        }))
+        .await;
+    for (channel, result) in results {
         match result {
             Ok(o) => {
                 metrics::counter!(m::PUBLISHES).increment(1);

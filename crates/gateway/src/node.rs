@@ -30,6 +30,9 @@ pub struct Node {
     /// WebSocket connections admitted (including handshakes in progress), for the cap.
     admitted: AtomicUsize,
     next_conn: AtomicU64,
+    /// Random per process: connection ids stay unique when a node restarts under the
+    /// same id (its previous life's ids may still be in the registry or events stream).
+    conn_tag: String,
     room_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -61,6 +64,14 @@ impl Node {
             draining: AtomicBool::new(false),
             admitted: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
+            conn_tag: {
+                use rand::Rng as _;
+                rand::rng()
+                    .sample_iter(&rand::distr::Alphanumeric)
+                    .take(5)
+                    .map(char::from)
+                    .collect()
+            },
             room_locks: (0..ROOM_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -88,7 +99,10 @@ impl Node {
     /// A fresh connection id: node-local number and the public `c-…` id.
     pub fn next_conn_id(&self) -> (u64, String) {
         let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        (n, format!("c-{}-{n}", self.config.node_id))
+        (
+            n,
+            format!("c-{}-{}-{n}", self.config.node_id, self.conn_tag),
+        )
     }
 
     /// The lock serializing backplane (un)subscription of `room`.

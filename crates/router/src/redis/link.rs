@@ -1,7 +1,8 @@
 //! The subscriber session: dispatches backplane frames to the node's sink, probes the
-//! pub/sub link through our own node channel, declares it down (and forces a reconnect)
-//! when two probe intervals pass without our probe, declares it up again when probes
-//! return, and reaps nodes whose lease expired.
+//! pub/sub link through our own node channel every half probe interval, declares it down
+//! when a probe Redis accepted is not back one interval later (so a wedge is seen within
+//! two intervals), forces a reconnect when it is two intervals late, declares the link
+//! up again when every accepted probe came back, and reaps nodes whose lease expired.
 //!
 //! Every transition from down to up is reported to the sink with
 //! `backplane_state(true)`: messages may have been missed meanwhile, and the node
@@ -9,6 +10,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use tokio::time::Instant;
 
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Value;
@@ -47,7 +50,7 @@ fn sink(inner: &Inner) -> Option<&Arc<dyn crate::NodeSink>> {
 }
 
 /// Marks the link down (once) and tells the sink.
-fn down(inner: &Inner, why: &str) {
+pub(super) fn down(inner: &Inner, why: &str) {
     if inner.link_up.swap(false, Ordering::SeqCst) {
         tracing::warn!(reason = why, "backplane link down");
         if let Some(s) = sink(inner) {
@@ -181,30 +184,41 @@ pub(super) async fn first_probe(inner: &Arc<Inner>) -> Result<()> {
     }
 }
 
-/// Every probe interval: send a probe, judge the link by the probes that came back,
+/// Every half probe interval: judge the link by the probes that came back, send a probe,
 /// force a reconnect of a wedged subscriber, and reap dead nodes.
 async fn watchdog(inner: Arc<Inner>, probes: Arc<Probes>) {
     let interval = inner.settings.probe_interval;
-    let mut tick = tokio::time::interval(interval);
+    // Probes go out every half interval, so that one sent just after a wedge is judged
+    // late (one interval) no more than two intervals after the wedge.
+    let mut tick = tokio::time::interval(interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_forced = tokio::time::Instant::now();
+    let mut last_forced = Instant::now();
+    // The oldest probe that Redis accepted (PUBLISH returned) and that has not come back,
+    // with when it was accepted. Probes are judged from acceptance, not from the tick:
+    // a PUBLISH queued behind heavy traffic on the command connection is not a wedged
+    // subscription.
+    let mut missing: Option<(u64, Instant)> = None;
+    // Whether the last probe could be published at all (Redis took it in time).
+    let mut accepted = true;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = inner.stopped.notified() => return,
         }
-        let seq = probes.sent.fetch_add(1, Ordering::SeqCst) + 1;
-        let sent = send_probe(&inner, seq).await.is_ok();
         let seen = probes.seen.load(Ordering::SeqCst);
-        // Healthy: the previous interval's probe came back (a wedge is seen within two
-        // intervals).
-        if seen + 1 >= seq && sent && inner.client.is_connected() {
-            up(&inner);
-        } else if seen + 1 < seq {
+        if missing.is_some_and(|(seq, _)| seen >= seq) {
+            missing = None;
+        }
+        let late = missing.map(|(_, at)| at.elapsed()).unwrap_or_default();
+        if late >= interval {
+            // Not back one interval after Redis took it: a wedge is seen within two
+            // intervals.
             down(&inner, "probe did not come back");
-            // A wedged subscription: reconnect it (not more often than every 2 intervals).
-            if last_forced.elapsed() >= interval * 2 {
-                last_forced = tokio::time::Instant::now();
+            // Reconnect once it is two intervals late (a reconnect loses what is in
+            // flight; a link that is only slow comes back by itself), and not more
+            // often than every two intervals.
+            if late >= interval * 2 && last_forced.elapsed() >= interval * 2 {
+                last_forced = Instant::now();
                 let sub = inner.subscriber.clone();
                 tokio::spawn(async move {
                     if let Err(e) = sub.force_reconnection().await {
@@ -214,9 +228,38 @@ async fn watchdog(inner: Arc<Inner>, probes: Arc<Probes>) {
             }
         } else if !inner.client.is_connected() {
             down(&inner, "command connection lost");
+        } else if !accepted {
+            down(&inner, "Redis did not take the probe in time");
+        } else if missing.is_none() && !inner.reregister.load(Ordering::SeqCst) {
+            // Every probe Redis took came back: the link delivers.
+            up(&inner);
+        }
+        let seq = probes.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        accepted = send_probe(&inner, seq).await.is_ok();
+        if accepted && missing.is_none() {
+            missing = Some((seq, Instant::now()));
         }
         reap(&inner).await;
     }
+}
+
+/// At startup, before anything registers: removes what a previous process under this
+/// node id left behind (a crash and a restart within the lease), with synthetic
+/// disconnects and presence leaves, so that none of it stays online forever.
+pub(super) async fn reap_previous_life(inner: &Inner) -> Result<()> {
+    let keys = vec![
+        format!("{}nodes", inner.settings.prefix),
+        inner.settings.events_stream.clone(),
+    ];
+    let args: Vec<Value> = vec![
+        inner.settings.prefix.clone().into(),
+        inner.settings.events_maxlen.to_string().into(),
+        inner.settings.node_id.clone().into(),
+    ];
+    inner
+        .eval(&inner.scripts.reap, keys, args)
+        .await
+        .map(|_| ())
 }
 
 /// Removes nodes whose lease expired (any node may do it; the script is atomic).

@@ -19,7 +19,7 @@
 //! - [`link`]: the subscriber session (dispatch, probe, watchdog, reaper).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -150,10 +150,21 @@ struct Inner {
     local: Mutex<Local>,
     /// Whether the pub/sub link is healthy (probes come back).
     link_up: AtomicBool,
+    /// This node's registry entries were lost (reaped after its lease lapsed, or Redis
+    /// lost its data) and are not all written back yet. The link is not declared up
+    /// while it is set: publishes to local users were routed nowhere meanwhile, and the
+    /// link coming up is what makes the node repair its channels from the streams.
+    reregister: AtomicBool,
     started: AtomicBool,
     stopped: tokio::sync::Notify,
     is_stopped: AtomicBool,
     heartbeats: AtomicU64,
+    /// Redis's clock (ms) minus our monotonic clock ([`Inner::mono_ms`]), measured by
+    /// the heartbeats; `i64::MIN` until measured. A publish carries its deadline in
+    /// Redis's clock, so that one Redis only gets to after the caller gave up (a frozen
+    /// server, a stalled socket) stores nothing: its 503 stays true.
+    clock_offset_ms: AtomicI64,
+    clock_base: std::time::Instant,
     id_tag: String,
     next_id: AtomicU64,
     since_ms: u64,
@@ -202,10 +213,13 @@ impl RedisRouter {
                 sink: OnceLock::new(),
                 local: Mutex::new(Local::default()),
                 link_up: AtomicBool::new(false),
+                reregister: AtomicBool::new(false),
                 started: AtomicBool::new(false),
                 stopped: tokio::sync::Notify::new(),
                 is_stopped: AtomicBool::new(false),
                 heartbeats: AtomicU64::new(0),
+                clock_offset_ms: AtomicI64::new(i64::MIN),
+                clock_base: std::time::Instant::now(),
                 id_tag: random_string(6),
                 next_id: AtomicU64::new(0),
                 since_ms: now_ms(),
@@ -225,6 +239,20 @@ impl Inner {
 
     fn room_channel(&self, room: &str) -> String {
         self.key("r", room)
+    }
+
+    /// Milliseconds on a clock that never jumps.
+    fn mono_ms(&self) -> i64 {
+        self.clock_base.elapsed().as_millis() as i64
+    }
+
+    /// A deadline `timeout` from now in Redis's clock, or 0 (none) before the clock
+    /// offset was measured.
+    fn redis_deadline_ms(&self, timeout: Duration) -> i64 {
+        match self.clock_offset_ms.load(Ordering::SeqCst) {
+            i64::MIN => 0,
+            offset => self.mono_ms() + offset + timeout.as_millis() as i64,
+        }
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, Local> {
@@ -276,6 +304,9 @@ impl Inner {
                 conn.since_ms.to_string().into(),
                 conn.user.clone().into(),
                 self.settings.events_maxlen.to_string().into(),
+                self.redis_deadline_ms(self.settings.command_timeout)
+                    .to_string()
+                    .into(),
             ],
         )
         .await
@@ -305,8 +336,9 @@ impl Inner {
     }
 
     /// Re-registers every local connection and presence entry (after this node's
-    /// entries were reaped, or Redis restarted without its data).
-    async fn resync(&self) {
+    /// entries were reaped, or Redis restarted without its data). Returns whether every
+    /// entry was written.
+    async fn resync(&self) -> bool {
         let (conns, presence) = {
             let local = self.local();
             (
@@ -319,16 +351,20 @@ impl Inner {
             presence = presence.len(),
             "registry entries missing; re-registering"
         );
+        let mut ok = true;
         for conn in &conns {
             if let Err(e) = self.register_conn(conn).await {
                 tracing::warn!(error = %e, "re-register failed");
+                ok = false;
             }
         }
         for (room, user, conn) in &presence {
             if let Err(e) = self.join_room(room, user, conn).await {
                 tracing::warn!(error = %e, "presence re-join failed");
+                ok = false;
             }
         }
+        ok
     }
 }
 
@@ -340,6 +376,7 @@ impl Backplane for RedisRouter {
             return Err(RouterError::BadRequest("already started".into()));
         }
         inner.client.init().await.map_err(unavailable)?;
+        link::reap_previous_life(inner).await?;
         inner.subscriber.init().await.map_err(unavailable)?;
         inner
             .subscriber
@@ -373,6 +410,7 @@ impl Backplane for RedisRouter {
         let (max_len, max_age, meta_ttl) = inner.history_args(&message.channel);
         let template: Bytes = frames::message_template(&message);
         let user_key = inner.key("u", user.as_deref().unwrap_or(""));
+        let deadline_ms = inner.redis_deadline_ms(inner.settings.command_timeout);
         let v = inner
             .eval(
                 &inner.scripts.publish,
@@ -390,6 +428,7 @@ impl Backplane for RedisRouter {
                     (if user.is_some() { "u" } else { "r" }).into(),
                     inner.room_channel(&message.channel).into(),
                     inner.key("n", "").into(),
+                    deadline_ms.to_string().into(),
                 ],
             )
             .await?;
@@ -544,7 +583,17 @@ impl Registry for RedisRouter {
                 "empty user or connection id".into(),
             ));
         }
-        inner.register_conn(&conn).await?;
+        if let Err(e) = inner.register_conn(&conn).await {
+            // The script may have run with its answer lost or late: take the entry back
+            // (the caller gives up on this connection and will not unregister it).
+            let this = RedisRouter {
+                inner: inner.clone(),
+            };
+            tokio::spawn(async move {
+                let _ = this.unregister_inner(&conn.user, &conn.conn_id).await;
+            });
+            return Err(e);
+        }
         inner.local().conns.insert(conn.conn_id.clone(), conn);
         Ok(())
     }
@@ -580,6 +629,7 @@ impl Registry for RedisRouter {
         let inner = &self.inner;
         inner.ensure_started()?;
         let node = &inner.settings.node_id;
+        let sent_ms = inner.mono_ms();
         let v = inner
             .eval(
                 &inner.scripts.heartbeat,
@@ -593,9 +643,30 @@ impl Registry for RedisRouter {
                 ],
             )
             .await?;
+        let rtt = inner.mono_ms() - sent_ms;
+        let parts = v.into_array();
+        let added = parts.first().map(value_u64) == Some(1);
+        // The reading's error is half the round trip: after the first one, only quick
+        // round trips move the offset.
+        if let Some(redis_ms) = parts.get(1).map(value_u64) {
+            let quick = rtt <= (inner.settings.command_timeout / 8).as_millis() as i64;
+            if quick || inner.clock_offset_ms.load(Ordering::SeqCst) == i64::MIN {
+                let offset = redis_ms as i64 - (sent_ms + rtt / 2);
+                inner.clock_offset_ms.store(offset, Ordering::SeqCst);
+            }
+        }
         let first = inner.heartbeats.fetch_add(1, Ordering::SeqCst) == 0;
-        if value_u64(&v) == 1 && !first {
-            inner.resync().await;
+        if added && !first {
+            inner.reregister.store(true, Ordering::SeqCst);
+        }
+        if inner.reregister.load(Ordering::SeqCst) {
+            // Until the entries are back, publishes to local users are stored but routed
+            // nowhere: take the link down, and let the watchdog bring it up (the node
+            // then repairs every local channel from the streams) once all are written.
+            link::down(inner, "registry entries lost");
+            if inner.resync().await {
+                inner.reregister.store(false, Ordering::SeqCst);
+            }
         }
         Ok(())
     }

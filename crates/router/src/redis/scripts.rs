@@ -56,9 +56,15 @@ end
 
 /// KEYS: meta, stream, user hash (user channels; unused for rooms)
 /// ARGV: message bytes without epoch/offset, max_len, max_age_ms, meta_ttl_ms,
-///       epoch candidate, "u" | "r", room pub/sub channel, node channel prefix
-/// Returns {epoch, offset, nodes, online}.
+///       epoch candidate, "u" | "r", room pub/sub channel, node channel prefix,
+///       deadline (ms, Redis clock; 0 = none)
+/// Returns {epoch, offset, nodes, online}; an error, having done nothing, when Redis
+/// runs it after the deadline (the caller has answered 503 by then).
 const PUBLISH: &str = r#"
+local deadline = tonumber(ARGV[9])
+if deadline > 0 and now_ms() > deadline then
+  return redis.error_reply('LATE the publish deadline passed before Redis ran it')
+end
 local meta, stream = KEYS[1], KEYS[2]
 local ttl = tonumber(ARGV[4])
 local epoch, offset = ensure_meta(meta, stream, ARGV[5], ttl)
@@ -161,8 +167,14 @@ return 1
 "#;
 
 /// KEYS: user hash, node conn set, events stream
-/// ARGV: conn, node, since_ms, user, events maxlen
+/// ARGV: conn, node, since_ms, user, events maxlen, deadline (ms, Redis clock; 0 = none)
+/// An error, having done nothing, when Redis runs it after the deadline: the node has
+/// refused the connection by then, and nothing would ever unregister it.
 const REGISTER: &str = r#"
+local deadline = tonumber(ARGV[6])
+if deadline > 0 and now_ms() > deadline then
+  return redis.error_reply('LATE the registration deadline passed before Redis ran it')
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[4] .. ' ' .. ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'type', 'connect', 'user', ARGV[4],
@@ -182,23 +194,28 @@ return 1
 
 /// KEYS: nodes zset, node status hash
 /// ARGV: node, lease_ms, connections, draining (0/1), since_ms
-/// Returns 1 when the node was not in the live set (first heartbeat, reaped, or Redis
-/// lost its data): the caller re-registers what it holds.
+/// Returns {added, now_ms}: added is 1 when the node was not in the live set (first
+/// heartbeat, reaped, or Redis lost its data) and the caller re-registers what it holds;
+/// now_ms (Redis's clock) lets the caller measure its clock offset.
 const HEARTBEAT: &str = r#"
 local lease = tonumber(ARGV[2])
-local added = redis.call('ZADD', KEYS[1], now_ms() + lease, ARGV[1])
+local now = now_ms()
+local added = redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
 redis.call('HSET', KEYS[2], 'connections', ARGV[3], 'draining', ARGV[4], 'since_ms', ARGV[5])
 redis.call('PEXPIRE', KEYS[2], lease * 2)
-return added
+return {added, now}
 "#;
 
 /// KEYS: nodes zset, events stream
-/// ARGV: key prefix, events maxlen
+/// ARGV: key prefix, events maxlen, [a node to remove whatever its lease]
 /// Removes every node whose lease passed: its connections (with synthetic disconnect
-/// events) and its presence (with leave events). Returns the removed node ids.
+/// events) and its presence (with leave events). Returns the removed node ids. A node
+/// starting passes its own id: a previous process under that id may have crashed and
+/// left entries whose lease has not passed yet.
 const REAP: &str = r#"
 local P = ARGV[1]
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, 16)
+if ARGV[3] and ARGV[3] ~= '' then dead[#dead + 1] = ARGV[3] end
 for _, node in ipairs(dead) do
   redis.call('ZREM', KEYS[1], node)
   for _, member in ipairs(redis.call('SMEMBERS', P .. 'nc:' .. node)) do
