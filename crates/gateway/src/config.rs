@@ -397,6 +397,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether channels of `namespace` exist on this node: `user`, `room` and the
+    /// configured `--namespaces`.
+    pub fn knows_namespace(&self, namespace: &str) -> bool {
+        namespace == switchboard_proto::channel::USER_NAMESPACE
+            || namespace == switchboard_proto::channel::ROOM_NAMESPACE
+            || self.namespaces.iter().any(|n| n == namespace)
+    }
+
     /// Reads the `--config` file (if any) and builds the configuration from it, the
     /// flags/env in `args` and the defaults. Every problem is reported at once.
     pub fn load(args: &ServeArgs) -> Result<Config, ConfigErrors> {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard_proto::channel::{user_channel, Channel, ROOM_NAMESPACE, USER_NAMESPACE};
+use switchboard_proto::channel::{user_channel, Channel};
 use switchboard_proto::frames::ReplyOk;
 use switchboard_proto::{
     close, ClientFrame, ErrorCode, Payload, Reply, ServerFrame, StreamPosition, Welcome,
@@ -194,15 +194,7 @@ impl Session {
     /// Validates a channel name for this node's namespaces.
     fn channel<'a>(&self, name: &'a str) -> Result<Channel<'a>, (ErrorCode, String)> {
         let ch = Channel::parse(name).map_err(|e| (ErrorCode::BadChannel, e.to_string()))?;
-        let known = ch.namespace == USER_NAMESPACE
-            || ch.namespace == ROOM_NAMESPACE
-            || self
-                .node
-                .config
-                .namespaces
-                .iter()
-                .any(|n| n == ch.namespace);
-        if !known {
+        if !self.node.config.knows_namespace(ch.namespace) {
             return Err((
                 ErrorCode::BadChannel,
                 format!("unknown namespace `{}`", ch.namespace),

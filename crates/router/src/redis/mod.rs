@@ -17,6 +17,8 @@
 //! - [`scripts`]: the Lua scripts and the key layout.
 //! - [`frames`]: backplane frames built and decoded in Rust.
 //! - [`link`]: the subscriber session (dispatch, probe, watchdog, reaper).
+//! - `registry`, `streams`, `presence`: the trait implementations besides
+//!   [`Backplane`], which is in this file.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -32,17 +34,17 @@ use fred::types::{Builder, Value};
 use rand::distr::Alphanumeric;
 use rand::Rng as _;
 use switchboard_proto::channel::Channel;
-use switchboard_proto::{Message, StreamPosition};
+use switchboard_proto::Message;
 
-use crate::types::{
-    ConnInfo, HistoryRead, NodeInfo, NodeStatus, PresenceInfo, PublishOutcome, PublishRequest,
-    RouterError,
-};
-use crate::{Backplane, History, HistoryPolicies, NodeSink, Presence, Registry, Result};
+use crate::types::{ConnInfo, NodeStatus, PublishOutcome, PublishRequest, RouterError};
+use crate::{Backplane, HistoryPolicies, NodeSink, Registry, Result};
 
 mod frames;
 mod link;
+mod presence;
+mod registry;
 mod scripts;
+mod streams;
 
 use scripts::Scripts;
 
@@ -289,83 +291,6 @@ impl Inner {
             .await
             .map_err(unavailable)
     }
-
-    async fn register_conn(&self, conn: &ConnInfo) -> Result<()> {
-        self.eval(
-            &self.scripts.register,
-            vec![
-                self.key("u", &conn.user),
-                self.key("nc", &conn.node),
-                self.settings.events_stream.clone(),
-            ],
-            vec![
-                conn.conn_id.clone().into(),
-                conn.node.clone().into(),
-                conn.since_ms.to_string().into(),
-                conn.user.clone().into(),
-                self.settings.events_maxlen.to_string().into(),
-                self.redis_deadline_ms(self.settings.command_timeout)
-                    .to_string()
-                    .into(),
-            ],
-        )
-        .await
-        .map(|_| ())
-    }
-
-    async fn join_room(&self, channel: &str, user: &str, conn_id: &str) -> Result<bool> {
-        let node = &self.settings.node_id;
-        let v = self
-            .eval(
-                &self.scripts.join,
-                vec![
-                    self.key("p", channel),
-                    self.key("pu", channel),
-                    self.key("np", node),
-                ],
-                vec![
-                    conn_id.into(),
-                    user.into(),
-                    node.as_str().into(),
-                    channel.into(),
-                    self.room_channel(channel).into(),
-                ],
-            )
-            .await?;
-        Ok(value_u64(&v) == 1)
-    }
-
-    /// Re-registers every local connection and presence entry (after this node's
-    /// entries were reaped, or Redis restarted without its data). Returns whether every
-    /// entry was written.
-    async fn resync(&self) -> bool {
-        let (conns, presence) = {
-            let local = self.local();
-            (
-                local.conns.values().cloned().collect::<Vec<_>>(),
-                local.presence.iter().cloned().collect::<Vec<_>>(),
-            )
-        };
-        tracing::warn!(
-            connections = conns.len(),
-            presence = presence.len(),
-            "registry entries missing; re-registering"
-        );
-        let mut ok = true;
-        for conn in &conns {
-            if let Err(e) = self.register_conn(conn).await {
-                tracing::warn!(error = %e, "re-register failed");
-                ok = false;
-            }
-        }
-        for (room, user, conn) in &presence {
-            if let Err(e) = self.join_room(room, user, conn).await {
-                tracing::warn!(error = %e, "presence re-join failed");
-                ok = false;
-            }
-        }
-        ok
-    }
 }
 
 #[async_trait]
@@ -500,7 +425,9 @@ impl Backplane for RedisRouter {
             )
         };
         for (room, user, conn) in presence {
-            let _ = self.leave_inner(&room, &user, &conn).await;
+            let _ = inner
+                .presence_change(presence::Change::Leave, &room, &user, &conn)
+                .await;
         }
         for conn in conns.values() {
             let _ = self.unregister_inner(&conn.user, &conn.conn_id).await;
@@ -514,306 +441,5 @@ impl Backplane for RedisRouter {
         .await;
         let _ = inner.subscriber.quit().await;
         let _ = inner.client.quit().await;
-    }
-}
-
-impl RedisRouter {
-    async fn unregister_inner(&self, user: &str, conn_id: &str) -> Result<()> {
-        let inner = &self.inner;
-        let node = &inner.settings.node_id;
-        inner
-            .eval(
-                &inner.scripts.unregister,
-                vec![
-                    inner.key("u", user),
-                    inner.key("nc", node),
-                    inner.settings.events_stream.clone(),
-                ],
-                vec![
-                    conn_id.into(),
-                    node.as_str().into(),
-                    user.into(),
-                    inner.settings.events_maxlen.to_string().into(),
-                ],
-            )
-            .await
-            .map(|_| ())
-    }
-
-    async fn leave_inner(&self, channel: &str, user: &str, conn_id: &str) -> Result<bool> {
-        let inner = &self.inner;
-        let node = &inner.settings.node_id;
-        let v = inner
-            .eval(
-                &inner.scripts.leave,
-                vec![
-                    inner.key("p", channel),
-                    inner.key("pu", channel),
-                    inner.key("np", node),
-                ],
-                vec![
-                    conn_id.into(),
-                    user.into(),
-                    node.as_str().into(),
-                    channel.into(),
-                    inner.room_channel(channel).into(),
-                ],
-            )
-            .await?;
-        Ok(value_u64(&v) == 1)
-    }
-
-    fn nodes_key(&self) -> String {
-        format!("{}nodes", self.inner.settings.prefix)
-    }
-}
-
-#[async_trait]
-impl Registry for RedisRouter {
-    async fn register(&self, conn: ConnInfo) -> Result<()> {
-        let inner = &self.inner;
-        inner.ensure_started()?;
-        if conn.node != inner.settings.node_id {
-            return Err(RouterError::BadRequest(
-                "a connection is registered by its own node".into(),
-            ));
-        }
-        if conn.user.is_empty() || conn.conn_id.is_empty() {
-            return Err(RouterError::BadRequest(
-                "empty user or connection id".into(),
-            ));
-        }
-        if let Err(e) = inner.register_conn(&conn).await {
-            // The script may have run with its answer lost or late: take the entry back
-            // (the caller gives up on this connection and will not unregister it).
-            let this = RedisRouter {
-                inner: inner.clone(),
-            };
-            tokio::spawn(async move {
-                let _ = this.unregister_inner(&conn.user, &conn.conn_id).await;
-            });
-            return Err(e);
-        }
-        inner.local().conns.insert(conn.conn_id.clone(), conn);
-        Ok(())
-    }
-
-    async fn unregister(&self, user: &str, conn_id: &str) -> Result<()> {
-        self.inner.local().conns.remove(conn_id);
-        self.unregister_inner(user, conn_id).await
-    }
-
-    async fn connections(&self, user: &str) -> Result<Vec<ConnInfo>> {
-        let inner = &self.inner;
-        let map: HashMap<String, String> =
-            fred::interfaces::HashesInterface::hgetall(&inner.client, inner.key("u", user))
-                .await
-                .map_err(unavailable)?;
-        let mut out: Vec<ConnInfo> = map
-            .into_iter()
-            .map(|(conn_id, v)| {
-                let mut parts = v.split(' ');
-                ConnInfo {
-                    conn_id,
-                    user: user.to_owned(),
-                    node: parts.next().unwrap_or_default().to_owned(),
-                    since_ms: parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.conn_id.cmp(&b.conn_id));
-        Ok(out)
-    }
-
-    async fn heartbeat(&self, status: NodeStatus) -> Result<()> {
-        let inner = &self.inner;
-        inner.ensure_started()?;
-        let node = &inner.settings.node_id;
-        let sent_ms = inner.mono_ms();
-        let v = inner
-            .eval(
-                &inner.scripts.heartbeat,
-                vec![self.nodes_key(), inner.key("node", node)],
-                vec![
-                    node.as_str().into(),
-                    (inner.settings.lease.as_millis() as u64).to_string().into(),
-                    status.connections.to_string().into(),
-                    (if status.draining { "1" } else { "0" }).into(),
-                    inner.since_ms.to_string().into(),
-                ],
-            )
-            .await?;
-        let rtt = inner.mono_ms() - sent_ms;
-        let parts = v.into_array();
-        let added = parts.first().map(value_u64) == Some(1);
-        // The reading's error is half the round trip: after the first one, only quick
-        // round trips move the offset.
-        if let Some(redis_ms) = parts.get(1).map(value_u64) {
-            let quick = rtt <= (inner.settings.command_timeout / 8).as_millis() as i64;
-            if quick || inner.clock_offset_ms.load(Ordering::SeqCst) == i64::MIN {
-                let offset = redis_ms as i64 - (sent_ms + rtt / 2);
-                inner.clock_offset_ms.store(offset, Ordering::SeqCst);
-            }
-        }
-        let first = inner.heartbeats.fetch_add(1, Ordering::SeqCst) == 0;
-        if added && !first {
-            inner.reregister.store(true, Ordering::SeqCst);
-        }
-        if inner.reregister.load(Ordering::SeqCst) {
-            // Until the entries are back, publishes to local users are stored but routed
-            // nowhere: take the link down, and let the watchdog bring it up (the node
-            // then repairs every local channel from the streams) once all are written.
-            link::down(inner, "registry entries lost");
-            if inner.resync().await {
-                inner.reregister.store(false, Ordering::SeqCst);
-            }
-        }
-        Ok(())
-    }
-
-    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
-        let inner = &self.inner;
-        let v = inner
-            .eval(
-                &inner.scripts.nodes,
-                vec![self.nodes_key()],
-                vec![inner.settings.prefix.clone().into()],
-            )
-            .await?;
-        let parts = v.into_array();
-        Ok(parts
-            .chunks_exact(4)
-            .map(|c| NodeInfo {
-                node: value_str(&c[0]),
-                connections: value_u64(&c[1]),
-                draining: value_u64(&c[2]) == 1,
-                since_ms: value_u64(&c[3]),
-            })
-            .collect())
-    }
-}
-
-#[async_trait]
-impl History for RedisRouter {
-    async fn position(&self, channel: &str) -> Result<StreamPosition> {
-        let read = self
-            .read(channel, Some(&StreamPosition::new("-", u64::MAX)), 0)
-            .await?;
-        Ok(StreamPosition::new(read.epoch, read.offset))
-    }
-
-    async fn read(
-        &self,
-        channel: &str,
-        since: Option<&StreamPosition>,
-        limit: usize,
-    ) -> Result<HistoryRead> {
-        let inner = &self.inner;
-        let (_, max_age, meta_ttl) = inner.history_args(channel);
-        let (since_epoch, since_offset) = match since {
-            Some(p) => (p.epoch.clone(), p.offset),
-            None => (String::new(), 0),
-        };
-        let v = inner
-            .eval(
-                &inner.scripts.read,
-                vec![inner.key("m", channel), inner.key("s", channel)],
-                vec![
-                    random_string(10).into(),
-                    meta_ttl.to_string().into(),
-                    since_epoch.into(),
-                    since_offset.to_string().into(),
-                    limit.min(1_000_000).to_string().into(),
-                    max_age.to_string().into(),
-                ],
-            )
-            .await?;
-        let parts = v.into_array();
-        if parts.len() < 3 {
-            return Err(RouterError::Unavailable("unexpected read answer".into()));
-        }
-        let mut messages = Vec::with_capacity(parts.len() - 3);
-        for part in &parts[3..] {
-            let bytes = part.as_bytes().unwrap_or_default();
-            let pb = <switchboard_proto::pb::Message as prost::Message>::decode(bytes)
-                .map_err(|e| RouterError::Unavailable(format!("corrupt history entry: {e}")))?;
-            let m = switchboard_proto::binary::message_from_pb(pb)
-                .map_err(|e| RouterError::Unavailable(format!("corrupt history entry: {e}")))?;
-            messages.push(Arc::new(m));
-        }
-        Ok(HistoryRead {
-            epoch: value_str(&parts[0]),
-            offset: value_u64(&parts[1]),
-            recovered: value_u64(&parts[2]) == 1,
-            messages,
-        })
-    }
-
-    async fn ack(&self, user: &str, position: &StreamPosition) -> Result<()> {
-        let inner = &self.inner;
-        inner
-            .eval(
-                &inner.scripts.ack,
-                vec![inner.key("a", user)],
-                vec![
-                    position.epoch.clone().into(),
-                    position.offset.to_string().into(),
-                    (ACK_TTL.as_millis() as u64).to_string().into(),
-                ],
-            )
-            .await
-            .map(|_| ())
-    }
-
-    async fn acked(&self, user: &str) -> Result<Option<StreamPosition>> {
-        let inner = &self.inner;
-        let v: Option<String> =
-            fred::interfaces::KeysInterface::get(&inner.client, inner.key("a", user))
-                .await
-                .map_err(unavailable)?;
-        Ok(v.and_then(|s| {
-            let (epoch, offset) = s.split_once(' ')?;
-            Some(StreamPosition::new(epoch, offset.parse().ok()?))
-        }))
-    }
-}
-
-#[async_trait]
-impl Presence for RedisRouter {
-    async fn join(&self, channel: &str, user: &str, conn_id: &str) -> Result<bool> {
-        let inner = &self.inner;
-        inner.ensure_started()?;
-        let first = inner.join_room(channel, user, conn_id).await?;
-        inner
-            .local()
-            .presence
-            .insert((channel.to_owned(), user.to_owned(), conn_id.to_owned()));
-        Ok(first)
-    }
-
-    async fn leave(&self, channel: &str, user: &str, conn_id: &str) -> Result<bool> {
-        self.inner.local().presence.remove(&(
-            channel.to_owned(),
-            user.to_owned(),
-            conn_id.to_owned(),
-        ));
-        self.leave_inner(channel, user, conn_id).await
-    }
-
-    async fn presence(&self, channel: &str) -> Result<PresenceInfo> {
-        let inner = &self.inner;
-        let v = inner
-            .eval(
-                &inner.scripts.presence,
-                vec![inner.key("p", channel), inner.key("pu", channel)],
-                Vec::new(),
-            )
-            .await?;
-        let parts = v.into_array();
-        let connections = parts.first().map(value_u64).unwrap_or(0);
-        let mut users: Vec<String> = parts.iter().skip(1).map(value_str).collect();
-        users.sort();
-        users.dedup();
-        Ok(PresenceInfo { users, connections })
     }
 }

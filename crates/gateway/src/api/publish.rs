@@ -1,0 +1,210 @@
+//! `POST /v1/publish` and `POST /v1/broadcast`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use prost::Message as _;
+use serde::Deserialize;
+use serde_json::{json, value::RawValue, Value};
+use switchboard_proto::channel::is_valid_user_id;
+use switchboard_proto::{binary, pb, Payload};
+use switchboard_router::{PublishOutcome, PublishRequest};
+
+use super::{answer, check_channel, ApiError, ApiResult, Format, MAX_BROADCAST_CHANNELS};
+use crate::metrics as m;
+use crate::node::Node;
+
+#[derive(Deserialize)]
+struct PublishJson<'a> {
+    channel: Option<String>,
+    channels: Option<Vec<String>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    data_b64: Option<String>,
+    from: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// A decoded publish or broadcast body.
+struct PublishBody {
+    channels: Vec<String>,
+    data: Payload,
+    from: Option<String>,
+}
+
+fn decode_publish(
+    node: &Node,
+    body: &[u8],
+    proto: bool,
+    many: bool,
+) -> Result<PublishBody, ApiError> {
+    let decoded = if proto {
+        let (channels, data, from) = if many {
+            let b = pb::BroadcastRequest::decode(body)
+                .map_err(|e| ApiError::bad("bad_request", e.to_string()))?;
+            (b.channels, b.data, b.from)
+        } else {
+            let p = pb::PublishRequest::decode(body)
+                .map_err(|e| ApiError::bad("bad_request", e.to_string()))?;
+            (vec![p.channel], p.data, p.from)
+        };
+        PublishBody {
+            channels,
+            data: binary::payload_from_pb(data).map_err(|m| ApiError::bad("bad_request", m))?,
+            from: (!from.is_empty()).then_some(from),
+        }
+    } else {
+        let j: PublishJson<'_> = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad("bad_request", format!("invalid JSON body: {e}")))?;
+        let channels = if many {
+            j.channels
+                .ok_or_else(|| ApiError::bad("bad_request", "`channels` is required"))?
+        } else {
+            vec![j
+                .channel
+                .ok_or_else(|| ApiError::bad("bad_request", "`channel` is required"))?]
+        };
+        let data = match (j.data, j.data_b64) {
+            (Some(d), None) => Payload::Json(Arc::from(d.get())),
+            (None, Some(b)) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b.as_bytes())
+                    .map_err(|_| ApiError::bad("bad_request", "`data_b64` is not valid base64"))?;
+                Payload::Binary(Bytes::from(bytes))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad(
+                    "bad_request",
+                    "`data` and `data_b64` are mutually exclusive",
+                ))
+            }
+            (None, None) => return Err(ApiError::bad("bad_request", "`data` is required")),
+        };
+        PublishBody {
+            channels,
+            data,
+            from: j.from,
+        }
+    };
+    if decoded.data.len() > node.config.max_message_bytes {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "`data` is larger than {} bytes",
+                node.config.max_message_bytes
+            ),
+        ));
+    }
+    if let Some(from) = &decoded.from {
+        if !is_valid_user_id(from) {
+            return Err(ApiError::bad(
+                "bad_request",
+                "`from` must be a valid user id",
+            ));
+        }
+    }
+    Ok(decoded)
+}
+
+fn outcome_json(o: &PublishOutcome) -> Value {
+    json!({
+        "channel": o.message.channel,
+        "epoch": o.message.epoch,
+        "offset": o.message.offset,
+        "online": o.online,
+        "nodes": o.nodes,
+    })
+}
+
+fn outcome_pb(o: &PublishOutcome) -> pb::PublishResult {
+    pb::PublishResult {
+        channel: o.message.channel.clone(),
+        epoch: o.message.epoch.clone(),
+        offset: o.message.offset,
+        online: o.online,
+        nodes: o.nodes,
+        error: None,
+    }
+}
+
+pub(super) async fn publish(node: &Node, body: &[u8], proto: bool, format: Format) -> ApiResult {
+    let b = decode_publish(node, body, proto, false)?;
+    let channel = b.channels.into_iter().next().unwrap_or_default();
+    check_channel(node, &channel)?;
+    let o = node
+        .router
+        .publish(PublishRequest {
+            channel,
+            from: b.from,
+            data: b.data,
+        })
+        .await?;
+    metrics::counter!(m::PUBLISHES).increment(1);
+    answer(format, outcome_json(&o), || outcome_pb(&o).encode_to_vec())
+}
+
+pub(super) async fn broadcast(node: &Node, body: &[u8], proto: bool, format: Format) -> ApiResult {
+    let b = decode_publish(node, body, proto, true)?;
+    if b.channels.is_empty() || b.channels.len() > MAX_BROADCAST_CHANNELS {
+        return Err(ApiError::bad(
+            "bad_request",
+            format!("`channels` must name 1 to {MAX_BROADCAST_CHANNELS} channels"),
+        ));
+    }
+    let mut json_results = Vec::with_capacity(b.channels.len());
+    let mut pb_results = Vec::with_capacity(b.channels.len());
+    // Channels are independent: publish them concurrently (pipelined on one Redis
+    // connection), so that the call answers within one command timeout, not one per
+    // channel.
+    let (from, data) = (&b.from, &b.data);
+    let results =
+        futures_util::future::join_all(b.channels.into_iter().map(|channel| async move {
+            let result = match check_channel(node, &channel) {
+                Err(e) => Err(e),
+                Ok(()) => node
+                    .router
+                    .publish(PublishRequest {
+                        channel: channel.clone(),
+                        from: from.clone(),
+                        data: data.clone(),
+                    })
+                    .await
+                    .map_err(ApiError::from),
+            };
+            (channel, result)
+        }))
+        .await;
+    for (channel, result) in results {
+        match result {
+            Ok(o) => {
+                metrics::counter!(m::PUBLISHES).increment(1);
+                json_results.push(outcome_json(&o));
+                pb_results.push(outcome_pb(&o));
+            }
+            Err(ApiError(_, code, message)) => {
+                json_results
+                    .push(json!({"channel": channel, "error": {"code": code, "message": message}}));
+                pb_results.push(pb::PublishResult {
+                    channel,
+                    error: Some(pb::ErrorBody {
+                        code: code.into(),
+                        message,
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    answer(format, json!({ "results": json_results }), || {
+        pb::BroadcastResponse {
+            results: pb_results,
+        }
+        .encode_to_vec()
+    })
+}
