@@ -1,0 +1,77 @@
+//! The server API of PROTOCOL.md §6 on the internal port, its errors, the protobuf
+//! variant, and the operational endpoints (`/healthz`, `/readyz`, `/metrics`, §1 and §8).
+//!
+//! # Layout
+//! - this file: helpers shared by the tests (publishing, error bodies, polling an endpoint,
+//!   joining a room).
+//! - [`publish`]: `POST /v1/publish` and `POST /v1/broadcast`.
+//! - [`queries`]: users, disconnect, presence, history, nodes.
+//! - [`errors`]: the API key and bad requests.
+//! - [`protobuf`]: the protobuf variant of the API.
+//! - [`ops`]: `/healthz`, `/readyz` and `/metrics`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod errors;
+mod ops;
+mod protobuf;
+mod publish;
+mod queries;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use support::{Client, Node};
+
+const QUIET: Duration = Duration::from_millis(200);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn publish(node: &Node, body: Value) -> Value {
+    let (status, res) = node.api("POST", "/v1/publish", Some(body)).await;
+    assert_eq!(status, 200, "publish: {res}");
+    res
+}
+
+/// Asserts an error answer: status, `error` code, and a `message` string.
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"], want_code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "every error has a message: {body}"
+    );
+}
+
+/// Polls `GET path` until `pred` holds (state that settles after a socket closed).
+async fn eventually(node: &Node, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let (status, body) = node.api("GET", path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        if pred(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never settled: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Subscribes and consumes the reply and the client's own presence `join`.
+async fn join_room(c: &mut Client, id: u64, channel: &str) {
+    assert_eq!(c.subscribe(id, channel).await["ok"], true);
+    let own = c.recv().await;
+    assert_eq!(
+        (own["type"].as_str(), own["event"].as_str()),
+        (Some("presence"), Some("join"))
+    );
+}
