@@ -3,11 +3,12 @@
 //! duplicates, across replay and live delivery.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use switchboard_proto::{Encoding, Message, ServerFrame, StreamPosition};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use crate::ws::outbound::{Item, Outbound, Pushed};
@@ -64,6 +65,11 @@ pub struct ConnHandle {
     pub outbound: Outbound,
     /// Token expiry (seconds since the Unix epoch); a `refresh` moves it.
     pub expires_at: AtomicU64,
+    /// RPC calls of this connection in flight (`--rpc-max-inflight`).
+    pub rpc_inflight: AtomicUsize,
+    /// Cancelled when the socket goes: in-flight RPC calls stop and drop their upstream
+    /// requests.
+    pub cancel: CancellationToken,
     cursors: Mutex<HashMap<String, Cursor>>,
 }
 
@@ -85,6 +91,8 @@ impl ConnHandle {
             since_ms,
             outbound,
             expires_at: AtomicU64::new(expires_at),
+            rpc_inflight: AtomicUsize::new(0),
+            cancel: CancellationToken::new(),
             cursors: Mutex::new(HashMap::new()),
         }
     }

@@ -9,6 +9,7 @@
 //! - `conn`, `hub`: a connection's delivery cursors; the node's index of connections,
 //!   which is the sink the router delivers into.
 //! - `api`: the server API (`/v1/*`).
+//! - `rpc`: RPC forwarding to backends (routes, HTTP client, retries, circuit breakers).
 //! - `metrics`: metric names and the Prometheus recorder.
 //!
 //! A message from user A to user B: `session::Session::publish` → the router
@@ -25,6 +26,7 @@ mod hub;
 mod metrics;
 mod node;
 mod repair;
+mod rpc;
 mod server;
 mod session;
 mod token;

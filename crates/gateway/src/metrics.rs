@@ -35,6 +35,16 @@ pub const PUBLISHES: &str = "switchboard_publishes_total";
 pub const DRAINING: &str = "switchboard_draining";
 /// Counter: live messages that arrived after a gap in offsets.
 pub const DELIVERY_GAPS: &str = "switchboard_delivery_gaps_total";
+/// Counter `{route,result}`: RPC calls by result (`ok`, `no_route`, `forbidden`,
+/// `too_many_requests`, `upstream_timeout`, `upstream_unavailable`, `upstream_error`,
+/// `cancelled`); `route` is the route name, empty for `no_route`.
+pub const RPC_CALLS: &str = "switchboard_rpc_calls_total";
+/// Histogram `{route,upstream}`: duration of each upstream attempt, in seconds.
+pub const RPC_UPSTREAM_LATENCY: &str = "switchboard_rpc_upstream_latency_seconds";
+/// Gauge `{route,upstream}`: circuit state, 0 closed, 1 open, 2 half-open.
+pub const RPC_CIRCUIT_STATE: &str = "switchboard_rpc_circuit_state";
+/// Counter `{route}`: extra attempts of idempotent calls.
+pub const RPC_RETRIES: &str = "switchboard_rpc_retries_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -44,6 +54,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(RPC_UPSTREAM_LATENCY.into()), LATENCY_BUCKETS)?
         .install_recorder()?;
     describe();
     // Make the always-present series visible from the first scrape.
@@ -81,5 +92,19 @@ fn describe() {
     describe_counter!(
         DELIVERY_GAPS,
         "Live messages that arrived after an offset gap"
+    );
+    describe_counter!(RPC_CALLS, "RPC calls, by route and result");
+    describe_histogram!(
+        RPC_UPSTREAM_LATENCY,
+        Unit::Seconds,
+        "Duration of each upstream attempt of an RPC call"
+    );
+    describe_gauge!(
+        RPC_CIRCUIT_STATE,
+        "Circuit state per route and upstream: 0 closed, 1 open, 2 half-open"
+    );
+    describe_counter!(
+        RPC_RETRIES,
+        "Extra attempts of idempotent RPC calls, by route"
     );
 }

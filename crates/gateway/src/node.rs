@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::rpc::Rpc;
 
 /// Striped locks that serialize backplane subscribe/unsubscribe per room.
 const ROOM_LOCKS: usize = 64;
@@ -20,6 +21,8 @@ pub struct Node {
     pub router: Arc<dyn Router>,
     pub hub: Arc<Hub>,
     pub metrics: PrometheusHandle,
+    /// RPC forwarding: routes, upstream client, breakers (PROTOCOL.md §4b).
+    pub rpc: Arc<Rpc>,
     /// Every connection task, HTTP or WebSocket: hyper's graceful shutdown does not see
     /// upgraded sockets, so the drain waits on this instead.
     pub tracker: TaskTracker,
@@ -55,6 +58,7 @@ impl Node {
         metrics: PrometheusHandle,
     ) -> Node {
         Node {
+            rpc: Arc::new(Rpc::new(&config)),
             config,
             router,
             hub,

@@ -156,7 +156,17 @@ impl Session {
                 self.conn.send(&ServerFrame::Pong { id });
                 return None;
             }
-            ClientFrame::Rpc { method, .. } => self.rpc(&method),
+            ClientFrame::Rpc {
+                method,
+                data,
+                traceparent,
+                ..
+            } => self.rpc(crate::rpc::Request {
+                id,
+                method,
+                data,
+                traceparent,
+            }),
         };
         let reply = match outcome {
             Ok(None) => return None,
@@ -407,19 +417,13 @@ impl Session {
         Ok(Some(ReplyOk::default()))
     }
 
-    /// RPC forwarding (PROTOCOL.md §4b) plugs in here; until routes are configured every
-    /// permitted method answers `no_route`.
-    fn rpc(&mut self, method: &str) -> Outcome {
-        if method.is_empty() {
-            return Err((ErrorCode::BadFrame, "`method` is empty".into()));
-        }
-        if !self.claims.can_call(method) {
-            return Err((
-                ErrorCode::Forbidden,
-                format!("not allowed to call {method}"),
-            ));
-        }
-        Err((ErrorCode::NoRoute, format!("no route for method {method}")))
+    /// RPC forwarding (PROTOCOL.md §4b): checked here, then run concurrently; its reply
+    /// comes when the upstream answers.
+    fn rpc(&mut self, request: crate::rpc::Request) -> Outcome {
+        let node = &self.node;
+        node.rpc
+            .dispatch(&node.tracker, &self.conn, &self.claims, request)
+            .map(|()| None)
     }
 
     /// Leaves every room and the registry. Called once when the connection ends.

@@ -102,6 +102,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
                 None => Payload::Json(Arc::from("null")),
                 d => payload_from_pb(d).map_err(bad)?,
             },
+            traceparent: (!r.traceparent.is_empty()).then_some(r.traceparent),
         },
         Some(_) => {
             return Err(DecodeError {
@@ -244,6 +245,44 @@ mod tests {
         assert_eq!(
             decode_client(&pong).unwrap_err().code,
             ErrorCode::UnknownType
+        );
+    }
+
+    #[test]
+    fn decodes_rpc_frames_with_and_without_traceparent() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let f = decode_client(&enc(pb::frame::Kind::Rpc(pb::Rpc {
+            id: 6,
+            method: "orders.create".into(),
+            data: Some(pb::Payload {
+                kind: Some(pb::payload::Kind::Json("{\"sku\":\"A1\"}".into())),
+            }),
+            traceparent: tp.into(),
+        })))
+        .unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Rpc {
+                id: Some(6),
+                method: "orders.create".into(),
+                data: Payload::Json(Arc::from("{\"sku\":\"A1\"}")),
+                traceparent: Some(tp.into()),
+            }
+        );
+        let f = decode_client(&enc(pb::frame::Kind::Rpc(pb::Rpc {
+            id: 7,
+            method: "m".into(),
+            ..Default::default()
+        })))
+        .unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Rpc {
+                id: Some(7),
+                method: "m".into(),
+                data: Payload::Json(Arc::from("null")),
+                traceparent: None,
+            }
         );
     }
 

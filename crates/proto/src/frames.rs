@@ -37,6 +37,8 @@ pub enum ClientFrame {
         id: Option<u64>,
         method: String,
         data: Payload,
+        /// The client's W3C `traceparent`, as sent (not validated here).
+        traceparent: Option<String>,
     },
 }
 

@@ -30,6 +30,9 @@ struct RawFrame<'a> {
     epoch: Option<String>,
     token: Option<String>,
     method: Option<String>,
+    /// Any JSON type is accepted: a `traceparent` that is not a string is ignored like an
+    /// invalid one (PROTOCOL.md §4b).
+    traceparent: Option<serde_json::Value>,
 }
 
 /// `since` as `{"epoch","offset"}` or as the `"<epoch>:<offset>"` string form.
@@ -88,6 +91,10 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
             data: match (raw.data, raw.data_b64) {
                 (None, None) => Payload::Json(Arc::from("null")),
                 (d, b) => payload(d, b, t)?,
+            },
+            traceparent: match raw.traceparent {
+                Some(serde_json::Value::String(s)) => Some(s),
+                _ => None,
             },
         },
         _ => {
@@ -373,9 +380,30 @@ mod tests {
             ClientFrame::Rpc {
                 id: Some(6),
                 method: "orders.create".into(),
-                data: Payload::Json(Arc::from(r#"{"sku":"A1"}"#))
+                data: Payload::Json(Arc::from(r#"{"sku":"A1"}"#)),
+                traceparent: None,
             }
         );
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            dec(&format!(
+                r#"{{"type":"rpc","method":"m","traceparent":"{tp}"}}"#
+            ))
+            .unwrap(),
+            ClientFrame::Rpc {
+                id: None,
+                method: "m".into(),
+                data: Payload::Json(Arc::from("null")),
+                traceparent: Some(tp.into()),
+            }
+        );
+        assert!(matches!(
+            dec(r#"{"type":"rpc","method":"m","traceparent":7}"#).unwrap(),
+            ClientFrame::Rpc {
+                traceparent: None,
+                ..
+            }
+        ));
     }
 
     #[test]

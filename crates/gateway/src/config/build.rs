@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use switchboard_router::HistoryPolicies;
 
 use super::file::{self, FileSettings};
+use super::routes;
 use super::values::{self, HMAC_ALGORITHMS, PUBLIC_KEY_ALGORITHMS};
 use super::{cli_value, Config, ConfigErrors, LogFormat, ServeArgs};
 use crate::auth::{Authenticator, VerifyKey};
@@ -122,6 +123,14 @@ pub(super) fn build(
     let log_format = l.get("log_format", LogFormat::Text, values::log_format);
     let log_level = l.get("log_level", "info".to_owned(), values::log_level);
     let demo = l.get("demo", false, values::bool);
+    let rpc_max_inflight = l.int("rpc_max_inflight", 16, 1, 10_000);
+    let mut located = std::mem::take(&mut l.file.routes);
+    if let Some(items) = cli_value(l.args, "rpc_route") {
+        let label = "--rpc-route / SWITCHBOARD_RPC_ROUTES";
+        located.extend(routes::from_compact(&items, label, &mut l.errors));
+    }
+    routes::check_names(&located, &mut l.errors);
+    let routes = located.into_iter().map(|(_, route)| route).collect();
 
     let Loader {
         errors, warnings, ..
@@ -164,6 +173,8 @@ pub(super) fn build(
         log_format,
         log_level,
         demo,
+        rpc_max_inflight: to_usize(rpc_max_inflight),
+        routes,
         warnings,
     })
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use switchboard_router::HistoryPolicy;
 use toml::Value;
 
+use super::routes::{self, Located};
 use super::{values, LIST_KEYS, SCALAR_KEYS};
 
 /// The settings found in the file, not yet validated (except `history`).
@@ -16,6 +17,8 @@ pub(super) struct FileSettings {
     pub values: HashMap<&'static str, Vec<String>>,
     /// `[[history]]` rules in file order, or the compact string form.
     pub history: Option<Vec<(String, HistoryPolicy)>>,
+    /// `[[routes]]` tables (RPC forwarding) in file order, each checked alone.
+    pub routes: Vec<Located>,
 }
 
 /// Parses `text`; every problem is pushed to `errors` as `<label>: …`.
@@ -61,6 +64,8 @@ pub(super) fn parse(text: &str, label: &str, errors: &mut Vec<String>) -> FileSe
             }
         } else if key == "history" {
             out.history = Some(history(value, label, errors));
+        } else if key == "routes" {
+            out.routes = routes::from_toml(value, label, errors);
         } else {
             errors.push(format!("{label}: unknown key {key:?}{}", suggestion(key)));
         }
@@ -167,7 +172,7 @@ fn suggestion(key: &str) -> String {
     SCALAR_KEYS
         .iter()
         .chain(LIST_KEYS)
-        .chain(&["history"])
+        .chain(&["history", "routes"])
         .find(|known| candidates.iter().any(|c| c == *known))
         .map(|known| format!(" (did you mean {known:?}?)"))
         .unwrap_or_default()

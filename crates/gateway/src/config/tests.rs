@@ -374,9 +374,18 @@ fn every_setting_is_a_flag_and_env_var() {
             );
         }
     }
+    // `--rpc-route` is repeatable; its variable holds many routes, hence the plural.
+    let route = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some("rpc-route"))
+        .expect("--rpc-route");
+    assert_eq!(
+        route.get_env().and_then(|e| e.to_str()),
+        Some("SWITCHBOARD_RPC_ROUTES")
+    );
     assert_eq!(
         cmd.get_arguments().count(),
-        SCALAR_KEYS.len() + LIST_KEYS.len() + 2
+        SCALAR_KEYS.len() + LIST_KEYS.len() + 3
     );
 }
 

@@ -127,6 +127,8 @@ pub async fn run(
             end = reader::run(&mut rd, &mut session, &conn, cfg.max_message_bytes, &last_seen, base) => Some(end),
             _ = writer_done.cancelled() => None,
         };
+        // The socket is going: in-flight RPC calls stop (their replies could not be sent).
+        conn.cancel.cancel();
         if let Some(end) = end {
             // A close the server decided on (limits, bad input) is preceded by what was
             // already queued: replies and the `error` frame that says why (PROTOCOL.md §4).
@@ -157,6 +159,7 @@ pub async fn run(
             }
         }
     }
+    conn.cancel.cancel();
     reader_done.cancel();
     let code = writer.await.unwrap_or(1006);
     drop(rd);

@@ -150,6 +150,7 @@ async fn rpc_without_routes_is_no_route_and_the_claim_limits_methods() {
         id: 3,
         method: "orders.create".into(),
         data: json_payload("{}"),
+        ..Default::default()
     }))
     .await;
     let r = pb_reply(&mut p).await;
@@ -159,6 +160,7 @@ async fn rpc_without_routes_is_no_route_and_the_claim_limits_methods() {
         id: 4,
         method: "billing.charge".into(),
         data: None,
+        ..Default::default()
     }))
     .await;
     let r = pb_reply(&mut p).await;

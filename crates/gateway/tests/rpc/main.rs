@@ -1,0 +1,273 @@
+//! Forwarding to backends (PROTOCOL.md §4b, issue 6): `rpc` frames routed to real HTTP
+//! upstreams started by the tests, in both encodings, with the identity headers and
+//! `traceparent`, the answer mapping, timeouts, retries, balancing, circuit breakers, the
+//! per-connection in-flight cap, cancellation, and the route configuration.
+//!
+//! # Layout
+//! - this file: helpers shared by the tests (a node with a route config, `rpc` frames in
+//!   both encodings, reading replies and error codes, Prometheus samples).
+//! - [`upstream`]: the programmable fake upstream (a hyper 1 server on port 0).
+//! - [`forwarding`]: success in both encodings, the forwarded request (body, identity
+//!   headers, `traceparent`), the answer mapping and its errors, route order.
+//! - [`access`]: `bad_frame`, `forbidden` by the `rpc` claim, `no_route`, the in-flight
+//!   cap, cancellation when the socket closes.
+//! - [`retries`]: retries only on idempotent routes, only after retryable failures, at most
+//!   `retries` extra attempts.
+//! - [`balancing`]: round robin and least in-flight across two upstreams.
+//! - [`breaker`]: the per-upstream circuit: opening, failing fast, the half-open probe.
+//! - [`load`]: 1,000 concurrent calls from 100 connections.
+//! - [`config`]: invalid routes exit 64 listing every problem; the flag and env forms.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod access;
+mod balancing;
+mod breaker;
+mod config;
+mod forwarding;
+mod load;
+mod retries;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{Client, Node};
+use switchboard_proto::pb;
+use switchboard_proto::pb::frame::Kind;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Starts a node with `toml` as its `--config` file (and extra flags).
+async fn start_with_config(toml: &str, args: &[&str]) -> Node {
+    let path = write_config(toml);
+    let mut all = vec!["--config", path.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let node = support::start(&all).await;
+    let _ = std::fs::remove_file(&path);
+    node
+}
+
+/// Writes `toml` to a fresh file in the temp dir.
+fn write_config(toml: &str) -> std::path::PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "switchboard-rpc-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+/// One `[[routes]]` table: `method` → `upstreams`, plus extra `key = value` lines.
+fn route(method: &str, upstreams: &[&str], extra: &[&str]) -> String {
+    let urls: Vec<String> = upstreams.iter().map(|u| format!("{u:?}")).collect();
+    let mut t = format!(
+        "[[routes]]\nmethod = {method:?}\nupstreams = [{}]\n",
+        urls.join(", ")
+    );
+    for line in extra {
+        t.push_str(line);
+        t.push('\n');
+    }
+    t.push('\n');
+    t
+}
+
+/// A JSON `rpc` frame.
+fn rpc(id: u64, method: &str, data: Value) -> Value {
+    json!({"type": "rpc", "id": id, "method": method, "data": data})
+}
+
+/// Sends an `rpc` and returns its reply (other frames skipped).
+async fn call(client: &mut Client, id: u64, method: &str, data: Value) -> Value {
+    client.send(rpc(id, method, data)).await;
+    client.reply(id).await
+}
+
+/// The `data` of a successful reply; panics with the reply otherwise.
+fn ok_data(reply: &Value) -> Value {
+    assert_eq!(reply["type"], "reply", "{reply}");
+    assert_eq!(reply["ok"], true, "expected a successful reply: {reply}");
+    assert!(reply.get("error").is_none(), "{reply}");
+    reply["data"].clone()
+}
+
+/// The error code of a failed reply; panics with the reply otherwise. The message must be
+/// a non-empty string.
+fn error_code(reply: &Value) -> String {
+    assert_eq!(reply["type"], "reply", "{reply}");
+    assert_eq!(reply["ok"], false, "expected a failed reply: {reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "error without a message: {reply}");
+    reply["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error without a code: {reply}"))
+        .to_owned()
+}
+
+// --- protobuf -----------------------------------------------------------------------------
+
+fn json_payload(text: &str) -> Option<pb::Payload> {
+    Some(pb::Payload {
+        kind: Some(pb::payload::Kind::Json(text.to_owned())),
+    })
+}
+
+fn binary_payload(bytes: &[u8]) -> Option<pb::Payload> {
+    Some(pb::Payload {
+        kind: Some(pb::payload::Kind::Binary(bytes.to_vec().into())),
+    })
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn length_delimited(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    varint(u64::from(field << 3 | 2), out);
+    varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// A protobuf `Frame{rpc: Rpc{id, method, data, traceparent}}`, encoded by hand so the
+/// test does not depend on how the generated struct spells the optional field 4.
+fn pb_rpc(id: u64, method: &str, data: Option<pb::Payload>, traceparent: Option<&str>) -> Message {
+    use prost::Message as _;
+    let mut rpc = Vec::new();
+    varint(1 << 3, &mut rpc);
+    varint(id, &mut rpc);
+    length_delimited(2, method.as_bytes(), &mut rpc);
+    if let Some(data) = data {
+        length_delimited(3, &data.encode_to_vec(), &mut rpc);
+    }
+    if let Some(tp) = traceparent {
+        length_delimited(4, tp.as_bytes(), &mut rpc);
+    }
+    let mut frame = Vec::new();
+    length_delimited(7, &rpc, &mut frame);
+    Message::Binary(frame.into())
+}
+
+/// The next protobuf `Reply` (other frames skipped).
+async fn pb_reply(client: &mut Client, id: u64) -> pb::Reply {
+    match client
+        .recv_pb_until(|k| matches!(k, Kind::Reply(r) if r.id == id))
+        .await
+    {
+        Kind::Reply(r) => r,
+        _ => unreachable!(),
+    }
+}
+
+// --- metrics ------------------------------------------------------------------------------
+
+/// Every sample of metric `name` in Prometheus text: its labels and value.
+fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, parse_labels(rest.strip_suffix('}')?)),
+                None => (series, BTreeMap::new()),
+            };
+            (metric == name).then(|| (labels, value.trim().parse().expect("metric value")))
+        })
+        .collect()
+}
+
+/// `a="x",b="y"` → {a: x, b: y} (handles `\"` and `\\` escapes).
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = s;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, e)) = chars.next() {
+                        value.push(if e == 'n' { '\n' } else { e });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.insert(key.trim_start_matches(',').trim().to_owned(), value);
+        rest = &after[end..];
+    }
+    labels
+}
+
+/// The sum of the samples of `name` whose labels include every pair of `labels`.
+fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text, name)
+        .into_iter()
+        .filter(|(l, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The one sample of `name` with exactly these label values (for `labels` keys); panics
+/// with every sample of `name` when there is none.
+fn metric_one(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let all = samples(text, name);
+    let found: Vec<f64> = all
+        .iter()
+        .filter(|(l, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one sample of {name} with {labels:?}; all samples: {all:?}"
+    );
+    found[0]
+}
+
+/// Waits (bounded) until the circuit-state gauge of `upstream` on `route` is `state`.
+async fn wait_circuit(node: &Node, route: &str, upstream: &str, state: f64) {
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let text = node.metrics_text().await;
+        let now: Vec<f64> = samples(&text, "switchboard_rpc_circuit_state")
+            .into_iter()
+            .filter(|(l, _)| {
+                l.get("route").map(String::as_str) == Some(route)
+                    && l.get("upstream").map(String::as_str) == Some(upstream)
+            })
+            .map(|(_, v)| v)
+            .collect();
+        if now == [state] {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "switchboard_rpc_circuit_state{{route={route:?},upstream={upstream:?}}} is {now:?}, \
+             expected {state}; all: {:?}",
+            samples(&text, "switchboard_rpc_circuit_state")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
