@@ -16,9 +16,12 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The browser tests drive Debian's Chromium with playwright-core (never a downloaded browser).
+CHROMIUM := /usr/bin/chromium
+E2E := crates/gateway/web/e2e
 
 .PHONY: deps
-deps: ## Install what the build and tests need (rustfmt, clippy, redis-server)
+deps: ## Install what building and running need (rustfmt, clippy, redis-server)
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required: install Rust from rustup.rs"; exit 1; }
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
@@ -27,15 +30,50 @@ deps: ## Install what the build and tests need (rustfmt, clippy, redis-server)
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)"; exit 1; }
 
+.PHONY: test-deps
+test-deps: deps ## Also install what the tests need (chromium, the browser-test npm packages)
+	@[ -x $(CHROMIUM) ] || { \
+		echo "installing chromium (apt-get)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@[ -x $(CHROMIUM) ] || { echo "$(CHROMIUM) is required for the browser tests (apt-get install chromium)"; exit 1; }
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "node and npm are required (Node.js 20 or newer)"; exit 1; }
+	@if [ ! -d $(E2E)/node_modules ] || [ $(E2E)/package-lock.json -nt $(E2E)/node_modules ]; then \
+		echo "installing the browser test packages (npm ci --prefix $(E2E))"; \
+		npm ci --prefix $(E2E) --no-audit --no-fund --loglevel=error && touch $(E2E)/node_modules; fi
+
 .PHONY: build
 build: deps ## Build the release binary (target/release/switchboard)
 	$(CARGO) build --release --locked -p switchboard-gateway
 
+# `make run`: the demo (--demo, development only) with room history, and the dashboard feeder.
+PUBLIC_PORT = $(lastword $(subst :, ,$(LISTEN)))
+ADMIN_PORT = $(lastword $(subst :, ,$(ADMIN_LISTEN)))
+DEMO_HISTORY ?= room:*=100/3600
+FEEDER = crates/gateway/web/feeder.mjs
+FEEDER_INTERVAL_MS ?= 500
+FEEDER_COUNT ?= 0
+
 .PHONY: run
-run: build ## Start one node on the embedded backplane (dev secret and API key)
-	@echo "public ws://localhost:$(lastword $(subst :, ,$(LISTEN)))/ws   internal http://localhost:$(lastword $(subst :, ,$(ADMIN_LISTEN)))"
-	@echo "mint a token: make token USER_ID=alice   API key: $(DEV_API_KEY)"
-	$(DEV_ENV) ./target/release/switchboard serve --listen $(LISTEN) --admin-listen $(ADMIN_LISTEN)
+run: build ## Start one node with the demo on (http://localhost:8080/) and the dashboard feeder (dev secret and API key)
+	@echo ""
+	@echo "  Demo (open in a browser):  http://localhost:$(PUBLIC_PORT)/     chat /chat.html · dashboard /dashboard.html"
+	@echo "  WebSocket:                 ws://localhost:$(PUBLIC_PORT)/ws"
+	@echo "  Server API, metrics:       http://localhost:$(ADMIN_PORT)   API key: $(DEV_API_KEY)"
+	@echo "  A token for websocat:      make token USER_ID=alice          Stop: Ctrl-C"
+	@echo ""
+	@feeder=; \
+	if command -v node >/dev/null; then \
+		node $(FEEDER) --api http://127.0.0.1:$(ADMIN_PORT) --key $(DEV_API_KEY) --interval-ms $(FEEDER_INTERVAL_MS) & feeder=$$!; \
+	else \
+		echo "node (Node.js >= 20) not found: the dashboard feeder is not started (make demo-feeder)"; \
+	fi; \
+	trap 'if [ -n "$$feeder" ]; then kill $$feeder 2>/dev/null; fi' EXIT; \
+	$(DEV_ENV) ./target/release/switchboard serve --listen $(LISTEN) --admin-listen $(ADMIN_LISTEN) \
+		--demo --history '$(DEMO_HISTORY)'
+
+.PHONY: demo-feeder
+demo-feeder: ## Publish a random walk to room:dashboard through a running node's server API (FEEDER_COUNT=0: forever)
+	node $(FEEDER) --api http://127.0.0.1:$(ADMIN_PORT) --key $(DEV_API_KEY) --count $(FEEDER_COUNT) --interval-ms $(FEEDER_INTERVAL_MS)
 
 .PHONY: cluster
 cluster: build ## Start Redis and three nodes on loopback (public 8081-8083, internal 9091-9093)
@@ -58,7 +96,8 @@ clippy: deps ## Lint with clippy, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: test
-test: deps fmt-check clippy ## Format check, clippy and the whole test suite
+test: test-deps fmt-check clippy ## Format check, clippy, the JS client's unit tests and the whole test suite (browser tests included)
+	npm test --prefix crates/gateway/web
 	$(CARGO) test --workspace --locked
 
 .PHONY: ci

@@ -11,6 +11,8 @@
 //! - `api`: the server API (`/v1/*`).
 //! - `rpc`: RPC forwarding to backends (routes, HTTP client, retries, circuit breakers).
 //! - `metrics`: metric names and the Prometheus recorder.
+//! - `web`: with `--demo`, the browser client, the demo app and its development endpoints
+//!   on the public port.
 //!
 //! A message from user A to user B: `session::Session::publish` → the router
 //! (`switchboard_router::Backplane::publish`) → `hub::Hub::deliver` on B's node →
@@ -30,6 +32,7 @@ mod rpc;
 mod server;
 mod session;
 mod token;
+mod web;
 mod ws;
 
 use std::process::ExitCode;

@@ -238,7 +238,7 @@ async fn accept(listener: TcpListener, node: Arc<Node>, stop: CancellationToken,
             let node = node2.clone();
             async move {
                 Ok::<_, Infallible>(match kind {
-                    Listener::Public => public(&node, req),
+                    Listener::Public => public(&node, req).await,
                     Listener::Internal => internal(&node, req).await,
                 })
             }
@@ -263,7 +263,7 @@ async fn accept(listener: TcpListener, node: Arc<Node>, stop: CancellationToken,
     }
 }
 
-fn public(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+async fn public(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => crate::ws::upgrade(node, req),
         (_, "/ws") => error(
@@ -271,6 +271,9 @@ fn public(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             "method_not_allowed",
             "use GET",
         ),
+        (_, path) if node.config.demo && crate::web::serves(path) => {
+            crate::web::handle(node, req).await
+        }
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
