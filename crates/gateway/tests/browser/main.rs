@@ -261,44 +261,7 @@ async fn start_on(listen: &str, args: &[&str]) -> Node {
         std::process::id(),
         listen.replace([':', '.'], "-")
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("serve")
-        .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
-        .args(["--node-id", &node_id, "--log-level", "warn"])
-        .args(args)
-        .env_clear()
-        .env("SWITCHBOARD_JWT_SECRET", support::SECRET)
-        .env("SWITCHBOARD_API_KEY", support::API_KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn switchboard");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if line.contains("listening public=") {
-                return line;
-            }
-        }
-        panic!("switchboard on {listen} exited before listening");
-    })
-    .await
-    .expect("switchboard did not print its listening line in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let addr = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .expect("address in listening line")
-            .parse()
-            .expect("socket address")
-    };
-    Node {
-        public: addr("public="),
-        internal: addr("internal="),
-        child,
-        node_id,
-    }
+    support::spawn_node(&node_id, listen, args, &[]).await
 }
 
 /// The string values of a JSON array.

@@ -111,44 +111,7 @@ impl Cluster {
 
 /// Starts a node with an explicit `--node-id` (`support::start` picks a fresh one).
 pub async fn start_named(node_id: &str, args: &[&str]) -> Node {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--node-id", node_id, "--log-level", "warn"])
-        .args(args)
-        .env_clear()
-        .env("SWITCHBOARD_JWT_SECRET", super::SECRET)
-        .env("SWITCHBOARD_API_KEY", super::API_KEY)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("spawn switchboard");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let line = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if line.contains("listening public=") {
-                return line;
-            }
-        }
-        panic!("switchboard {node_id} exited before listening");
-    })
-    .await
-    .expect("switchboard did not print its listening line in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let addr = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .expect("address in listening line")
-            .parse()
-            .expect("socket address")
-    };
-    Node {
-        public: addr("public="),
-        internal: addr("internal="),
-        child,
-        node_id: node_id.to_owned(),
-    }
+    super::spawn_node(node_id, "127.0.0.1:0", args, &[]).await
 }
 
 /// SIGKILLs a node's process and reaps it.

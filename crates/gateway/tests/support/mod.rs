@@ -56,10 +56,16 @@ pub async fn start_env(args: &[&str], env: &[(&str, &str)]) -> Node {
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
+    spawn_node(&node_id, "127.0.0.1:0", args, env).await
+}
+
+/// Spawns `switchboard serve` as `node_id` on the public address `listen` (internal port
+/// 0) with the test secret and API key, and waits for its `listening …` line.
+pub async fn spawn_node(node_id: &str, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--node-id", &node_id, "--log-level", "warn"])
+        .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
+        .args(["--node-id", node_id, "--log-level", "warn"])
         .args(args)
         .env_clear()
         .env("SWITCHBOARD_JWT_SECRET", SECRET)
@@ -77,7 +83,7 @@ pub async fn start_env(args: &[&str], env: &[(&str, &str)]) -> Node {
                 return line;
             }
         }
-        panic!("switchboard exited before listening");
+        panic!("switchboard {node_id} exited before listening");
     })
     .await
     .expect("switchboard did not print its listening line in time");
@@ -93,7 +99,7 @@ pub async fn start_env(args: &[&str], env: &[(&str, &str)]) -> Node {
         public: addr("public="),
         internal: addr("internal="),
         child,
-        node_id,
+        node_id: node_id.to_owned(),
     }
 }
 
