@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::cluster::poll;
-use support::{Client, Node};
+use support::{connect_since, position, Client, Node};
 
 /// How long "nothing else arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
@@ -42,32 +42,6 @@ async fn join<T>(task: tokio::task::JoinHandle<T>) -> T {
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
-}
-
-/// `(epoch, offset)` of a welcome, reply or message.
-fn position(v: &Value) -> (String, u64) {
-    let epoch = v["epoch"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no epoch: {v}"));
-    let offset = v["offset"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no offset: {v}"));
-    (epoch.to_owned(), offset)
-}
-
-/// Connects as `user`, resuming the personal channel from `since` when given.
-async fn connect_since(node: &Node, user: &str, since: Option<(&str, u64)>) -> (Client, Value) {
-    let mut query = format!("token={}", support::token(user));
-    if let Some((epoch, offset)) = since {
-        query.push_str(&format!("&since={epoch}:{offset}"));
-    }
-    let mut client = node
-        .connect_query(&query, &[])
-        .await
-        .unwrap_or_else(|r| panic!("{user} refused by {}: {r:?}", node.node_id));
-    let welcome = client.recv().await;
-    assert_eq!(welcome["type"], "welcome", "{user}: {welcome}");
-    (client, welcome)
 }
 
 /// The next frame must be exactly `expected`.

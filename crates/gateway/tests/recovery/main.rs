@@ -21,33 +21,10 @@ mod rooms;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{Client, Node};
+use support::{connect_since, position, Client, Node};
 
 /// How long "nothing else arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
-
-/// `(epoch, offset)` of a welcome, reply or message.
-fn position(v: &Value) -> (String, u64) {
-    let epoch = v["epoch"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no epoch: {v}"));
-    let offset = v["offset"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no offset: {v}"));
-    (epoch.to_owned(), offset)
-}
-
-/// Connects as `user` resuming from `since` (`None`: no `since` at all).
-async fn connect_since(node: &Node, user: &str, since: Option<(&str, u64)>) -> (Client, Value) {
-    let mut query = format!("token={}", support::token(user));
-    if let Some((epoch, offset)) = since {
-        query.push_str(&format!("&since={epoch}:{offset}"));
-    }
-    let mut client = node.connect_query(&query, &[]).await.expect("connect");
-    let welcome = client.recv().await;
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
-    (client, welcome)
-}
 
 /// Receives exactly `n` messages of `channel`, checking that they are the offsets
 /// `first..first + n` of `epoch` with data `{"n": <offset>}`, in order.

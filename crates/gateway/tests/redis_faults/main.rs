@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use support::{ApiClient, Client, Node};
+use support::cluster::poll;
+use support::{connect_since, position, ApiClient, Client, Node};
 use switchboard_router::testsuite::redis_server::RedisServer;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -68,26 +69,6 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-/// Polls `check` every 50 ms until it returns `Ok` or `within` passes; panics with `what`
-/// and the last observation on timeout. Returns the value and the time it took.
-async fn poll<T, F, Fut>(within: Duration, what: &str, mut check: F) -> (T, Duration)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    let deadline = started + within;
-    loop {
-        match check().await {
-            Ok(v) => return (v, started.elapsed()),
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not within {within:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 /// Waits until `/readyz` answers `want` (200 or 503); returns how long it took.
 async fn wait_readyz(node: &Node, want: u16, within: Duration, what: &str) -> Duration {
     poll(within, what, || async {
@@ -113,29 +94,6 @@ async fn publish(api: &ApiClient, channel: &str, data: Value) -> (u16, Value, Du
         )
         .await;
     (status, body, started.elapsed())
-}
-
-/// `(epoch, offset)` of a welcome, reply, answer or message.
-fn position(v: &Value) -> (String, u64) {
-    let epoch = v["epoch"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no epoch: {v}"));
-    let offset = v["offset"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no offset: {v}"));
-    (epoch.to_owned(), offset)
-}
-
-/// Connects as `user`, resuming from `since` when given; returns the client and welcome.
-async fn connect_since(node: &Node, user: &str, since: Option<&(String, u64)>) -> (Client, Value) {
-    let mut query = format!("token={}", support::token(user));
-    if let Some((epoch, offset)) = since {
-        query.push_str(&format!("&since={epoch}:{offset}"));
-    }
-    let mut client = node.connect_query(&query, &[]).await.expect("connect");
-    let welcome = client.recv().await;
-    assert_eq!(welcome["type"], "welcome", "first frame: {welcome}");
-    (client, welcome)
 }
 
 /// What arrived on a socket before a deadline.
@@ -231,8 +189,12 @@ impl<'a> Follower<'a> {
             Next::Frame(_) => {}
             Next::Closed(code, reason) => {
                 self.kicks.push(format!("close {code} {reason}"));
-                let (client, welcome) =
-                    connect_since(self.node, &self.user, Some(&self.last)).await;
+                let (client, welcome) = connect_since(
+                    self.node,
+                    &self.user,
+                    Some((self.last.0.as_str(), self.last.1)),
+                )
+                .await;
                 self.resumes.push(welcome["recovered"] == true);
                 if welcome["recovered"] != true {
                     // The stream lost something: continue from where it stands now.

@@ -73,7 +73,7 @@ async fn redis_restart_without_data_answers_503_then_resyncs_clients() {
         Next::Closed(code, _) => assert_eq!(code, 1012, "close code after goaway(resync)"),
         other => panic!("expected close 1012 after goaway(resync), got {other:?}"),
     }
-    let (mut alice, welcome) = connect_since(&node, "alice", Some(&(epoch1.clone(), 3))).await;
+    let (mut alice, welcome) = connect_since(&node, "alice", Some((epoch1.as_str(), 3))).await;
     assert_eq!(
         welcome["recovered"], false,
         "resuming into a lost epoch: {welcome}"

@@ -2,8 +2,13 @@
 //! drives it with real WebSocket and HTTP clients.
 #![allow(dead_code)]
 
+mod api;
 pub mod cluster;
 pub mod proxy;
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use api::{connect_since, position, ApiClient};
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -467,99 +472,5 @@ impl Client {
                 return kind;
             }
         }
-    }
-}
-
-// --- Server API client, metrics, process memory (recovery.rs, lifecycle.rs) ---------
-
-/// A server-API client that keeps its connection alive, for publishing many messages
-/// quickly (`Node::api` opens a new connection per call).
-pub struct ApiClient {
-    client: HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    internal: SocketAddr,
-}
-
-impl ApiClient {
-    /// Calls the server API with the test key. Returns status and JSON body.
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.internal))
-            .header("authorization", format!("Bearer {API_KEY}"))
-            .header("content-type", "application/json")
-            .body(Full::new(
-                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
-            ))
-            .unwrap();
-        let res = tokio::time::timeout(WAIT, self.client.request(req))
-            .await
-            .expect("http request timed out")
-            .expect("http request");
-        let status = res.status().as_u16();
-        let bytes = res.into_body().collect().await.expect("body").to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    /// `POST /v1/publish`; panics unless it answers 200. Returns the answer.
-    pub async fn publish(&self, channel: &str, data: Value) -> Value {
-        let (status, body) = self
-            .call(
-                "POST",
-                "/v1/publish",
-                Some(json!({"channel": channel, "data": data})),
-            )
-            .await;
-        assert_eq!(status, 200, "publish to {channel}: {body}");
-        body
-    }
-}
-
-impl Node {
-    /// A keep-alive server-API client.
-    pub fn api_client(&self) -> ApiClient {
-        ApiClient {
-            client: HttpClient::builder(TokioExecutor::new()).build_http(),
-            internal: self.internal,
-        }
-    }
-
-    /// The value of one exact series of `/metrics` (`name` or `name{label="v"}`), if present.
-    pub async fn metric_value(&self, series: &str) -> Option<f64> {
-        let (status, text) = self.get_internal("/metrics").await;
-        assert_eq!(status, 200, "/metrics: {text}");
-        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name.trim() == series).then(|| value.trim().parse().expect("metric value"))
-        })
-    }
-
-    /// Waits until the server API reports `user` offline (the previous connection is gone).
-    pub async fn wait_offline(&self, user: &str) {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let (status, body) = self.api("GET", &format!("/v1/users/{user}"), None).await;
-                assert_eq!(status, 200, "{body}");
-                if body["online"] == false {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("user still online");
-    }
-
-    /// The gateway process's resident memory (`VmRSS`), in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let pid = self.child.id().expect("running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/<pid>/status")
     }
 }
