@@ -15,6 +15,7 @@
 //! `tokio::time::pause()`; message timestamps and `since_ms` use the wall clock.
 
 mod state;
+mod stream;
 #[cfg(test)]
 mod tests;
 

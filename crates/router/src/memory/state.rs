@@ -4,6 +4,8 @@
 //! per-channel delivery order identical on every node.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use super::stream::{Stored, Stream};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,8 +17,8 @@ use switchboard_proto::{Message, StreamPosition};
 use tokio::time::Instant;
 
 use crate::{
-    ConnInfo, HistoryPolicies, HistoryPolicy, HistoryRead, NodeInfo, NodeSink, NodeStatus,
-    PresenceInfo, PublishOutcome, PublishRequest,
+    ConnInfo, HistoryPolicies, HistoryRead, NodeInfo, NodeSink, NodeStatus, PresenceInfo,
+    PublishOutcome, PublishRequest,
 };
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
@@ -63,39 +65,6 @@ impl NodeState {
             && self
                 .last_beat
                 .is_some_and(|beat| now.saturating_duration_since(beat) < lease)
-    }
-}
-
-struct Stored {
-    message: Arc<Message>,
-    /// When it was appended (monotonic, so age trimming follows `tokio::time::pause`).
-    at: Instant,
-}
-
-/// One channel's stream: epoch, newest offset and the retained messages.
-struct Stream {
-    epoch: String,
-    top: u64,
-    policy: HistoryPolicy,
-    messages: VecDeque<Stored>,
-}
-
-impl Stream {
-    fn trim(&mut self, now: Instant) {
-        if !self.policy.keeps_history() {
-            self.messages.clear();
-            return;
-        }
-        while self.messages.len() > self.policy.max_len {
-            self.messages.pop_front();
-        }
-        while self
-            .messages
-            .front()
-            .is_some_and(|m| now.saturating_duration_since(m.at) > self.policy.max_age)
-        {
-            self.messages.pop_front();
-        }
     }
 }
 
