@@ -19,19 +19,12 @@ mod protobuf;
 mod publish;
 mod queries;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{Client, Node};
+use support::{now_ms, Client, Node};
 
 const QUIET: Duration = Duration::from_millis(200);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 async fn publish(node: &Node, body: Value) -> Value {
     let (status, res) = node.api("POST", "/v1/publish", Some(body)).await;

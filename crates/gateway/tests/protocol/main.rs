@@ -25,23 +25,16 @@ mod presence;
 mod subscribe;
 mod welcome;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use support::{Client, Node};
+use support::{now_ms, Client, Node};
 use switchboard_proto::pb;
 use switchboard_proto::pb::frame::Kind;
 
 /// How long "nothing else arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(200);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// PROTOCOL.md §5: an epoch is a non-empty string of `[A-Za-z0-9_-]`.
 fn is_epoch(s: &str) -> bool {

@@ -40,6 +40,14 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// Milliseconds since the Unix epoch (compare with a message's `ts`).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// A running gateway process; killed on drop.
 pub struct Node {
     pub child: Child,
