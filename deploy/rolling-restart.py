@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Rolling-restart check: every node of a local cluster is drained (SIGTERM) and restarted in
+turn under load, and nothing may be lost.
+
+    python3 deploy/rolling-restart.py [--binary target/release/switchboard]
+        [--loadgen target/release/switchboard-loadgen] [--nodes 3] [--pairs 1000] [--rate 2000]
+        [--drain-seconds 10] [--pause-seconds 5] [--json target/artifacts/rolling-restart.json]
+
+`make rolling-restart` runs the full form (release builds), `make rolling-restart-short` a
+small one in `make test` (debug builds).
+
+What it does: starts Redis + N nodes with deploy/cluster.py (`--drain-seconds D --rate-limit 0`),
+starts `switchboard-loadgen direct --via ws --reconnect` over every node's public address, waits
+for its `ready` line and a warm-up (every recipient has a resume position), then per node:
+SIGTERM, wait for the exit (exit code, drain time), restart with the same id and ports, wait
+for /readyz 200, pause. Then it waits for the load generator's result and checks it
+(deploy/rolling/analyse.py): 0 lost, 0 duplicated, 0 out of order, 0 recovery failures,
+0 closes 1006, every drain exits 0, no second with more than 2x the even spread of reconnects,
+full recovery (every connection back, deliveries at the offered rate) after the last restart.
+Exit 0 = pass, 1 = a check failed (the reasons are printed), 2 = the run itself failed.
+
+The hidden flag --kill restarts with SIGKILL instead of SIGTERM, to show the check fails then.
+Node logs are copied next to the JSON report (<json>-logs/) so the evidence outlives the run.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "rolling"))
+from cluster import DEV_API_KEY, DEV_SECRET, Cluster  # noqa: E402
+import analyse  # noqa: E402
+import report  # noqa: E402
+
+
+def log(msg):
+    print(f"[rolling {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Loadgen:
+    """The load generator process: stdout read on a thread (the `ready` line, the summary)."""
+
+    def __init__(self, cmd, stderr_path):
+        self.lines = []
+        self.ready = threading.Event()
+        self.ready_line = None
+        self.ready_unix = None
+        self.err = open(stderr_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if line.startswith("ready ") and not self.ready.is_set():
+                self.ready_line, self.ready_unix = line, time.time()
+                self.ready.set()
+
+    def wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                return None
+        fields = dict(kv.split("=", 1) for kv in self.ready_line.split()[1:] if "=" in kv)
+        return {k: int(v) for k, v in fields.items()}
+
+    def wait(self, timeout):
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self.reader.join(5)
+        return code
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.err.close()
+
+
+def readyz(internal, timeout, proc):
+    """Polls /readyz until 200; returns the time it answered, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://{internal}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return time.time()
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return None
+
+
+def tail(path, n=40):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--binary", default="target/release/switchboard")
+    ap.add_argument("--loadgen", default="target/release/switchboard-loadgen")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=1000, help="sender/recipient pairs (2 connections each)")
+    ap.add_argument("--rate", type=int, default=2000, help="messages/s over all pairs")
+    ap.add_argument("--drain-seconds", type=int, default=10, help="the nodes' --drain-seconds")
+    ap.add_argument("--pause-seconds", type=float, default=5, help="pause after a node is ready again")
+    ap.add_argument("--warmup-seconds", type=float, default=None,
+                    help="load before the first SIGTERM (default: max(3, 3 messages per pair))")
+    ap.add_argument("--settle-seconds", type=int, default=5, help="loadgen --settle-seconds")
+    ap.add_argument("--restart-allowance-seconds", type=float, default=4,
+                    help="budgeted per node for exit + restart + ready when sizing --duration")
+    ap.add_argument("--tail-seconds", type=float, default=8,
+                    help="load kept running after the last restart to observe the recovery")
+    ap.add_argument("--ready-timeout", type=float, default=120,
+                    help="for the loadgen's ready line and each node's /readyz")
+    ap.add_argument("--min-even-spread", type=float, default=5,
+                    help="compare a drain's busiest second with 2x its even spread only from this many reconnects/s")
+    ap.add_argument("--json", default="target/artifacts/rolling-restart.json")
+    ap.add_argument("--kill", action="store_true", help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+def main():
+    a = parse_args()
+    for path, what in ((a.binary, "gateway"), (a.loadgen, "load generator")):
+        if not os.access(path, os.X_OK):
+            print(f"rolling-restart: {what} binary not found: {path}", file=sys.stderr)
+            return 2
+    out_dir = os.path.dirname(os.path.abspath(a.json))
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.splitext(os.path.abspath(a.json))[0]
+    lg_json, lg_err, logs_dir = stem + ".loadgen.json", stem + ".loadgen.log", stem + "-logs"
+    if os.path.exists(lg_json):
+        os.remove(lg_json)
+    shutil.rmtree(logs_dir, ignore_errors=True)
+
+    d = a.drain_seconds
+    warmup = a.warmup_seconds if a.warmup_seconds is not None else max(3.0, 3.0 * a.pairs / a.rate)
+    # A drain exits by 0.95 D; what the restarts do not use lengthens the observed tail.
+    duration = math.ceil(warmup + a.nodes * (0.95 * d + a.pause_seconds
+                                             + a.restart_allowance_seconds) + a.tail_seconds)
+    secret = os.environ.get("SWITCHBOARD_JWT_SECRET", DEV_SECRET)
+    api_key = os.environ.get("SWITCHBOARD_API_KEY", DEV_API_KEY).split(",")[0]
+    cfg = {"nodes": a.nodes, "pairs": a.pairs, "rate": a.rate, "drain_seconds": d,
+           "pause_seconds": a.pause_seconds, "warmup_seconds": warmup, "duration_s": duration,
+           "settle_seconds": a.settle_seconds, "min_even_spread": a.min_even_spread,
+           "spread_factor": 2.0, "delivery_ratio": 0.9, "expected_connections": 2 * a.pairs,
+           "kill": a.kill, "binary": a.binary, "loadgen": a.loadgen, "loadgen_json": lg_json}
+    events = []
+    t_start = time.monotonic()
+    with Cluster(binary=a.binary, nodes=a.nodes, start_timeout=a.ready_timeout,
+                 args=["--drain-seconds", str(d), "--rate-limit", "0"],
+                 env={"SWITCHBOARD_JWT_SECRET": secret, "SWITCHBOARD_API_KEY": api_key}) as c:
+        log(f"cluster up: redis :{c.redis_port}, nodes " +
+            " ".join(f"{n.node_id}={n.public}" for n in c.nodes) + f" (logs {c.dir})")
+        cmd = [a.loadgen, "direct", "--via", "ws", "--reconnect",
+               "--pairs", str(a.pairs), "--rate", str(a.rate), "--duration", str(duration),
+               "--settle-seconds", str(a.settle_seconds),
+               "--targets", ",".join(n.public for n in c.nodes),
+               "--api", ",".join(n.api_url for n in c.nodes),
+               "--api-key", api_key, "--jwt-secret", secret, "--json", lg_json]
+        log("loadgen: " + " ".join(x if x != secret else "<secret>" for x in cmd))
+        lg = Loadgen(cmd, lg_err)
+        try:
+            code, problem = run_restarts(a, c, lg, cfg, events, warmup, duration)
+            if problem:
+                print(f"rolling-restart: {problem}", file=sys.stderr)
+                for line in tail(lg_err, 20):
+                    print(f"  loadgen: {line}", file=sys.stderr)
+        finally:
+            lg.stop()
+            shutil.copytree(c.dir, logs_dir, dirs_exist_ok=True)
+            cfg["node_logs"] = [os.path.join(logs_dir, os.path.basename(c.log_path(i)))
+                                for i in range(a.nodes)]
+    if problem:
+        return code
+    cfg["loadgen_stdout"] = lg.lines
+    with open(lg_json) as f:
+        result = json.load(f)
+    rep = analyse.analyse(result, events, cfg)
+    rep["config"] = cfg
+    rep["events"] = events
+    rep["loadgen_exit"] = code
+    rep["loadgen_json"] = lg_json
+    rep["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    if code != 0:
+        rep["failures"].append(f"the load generator exited with {code}")
+        rep["ok"] = False
+    if rep["failures"]:
+        evidence(rep, cfg)
+    with open(a.json, "w") as f:
+        json.dump(rep, f, indent=2)
+        f.write("\n")
+    print(report.render(rep, cfg))
+    print(f"\nreport: {a.json}   loadgen result: {lg_json}   node logs: {logs_dir}/"
+          f"   wall time {rep['wall_seconds']} s")
+    return 0 if rep["ok"] else 1
+
+
+def run_restarts(a, c, lg, cfg, events, warmup, duration):
+    """Drives the restarts; returns (loadgen exit code, None) or (2, why the run failed)."""
+    ready = lg.wait_ready(a.ready_timeout)
+    if ready is None:
+        return 2, (f"the load generator printed no ready line (exit {lg.proc.poll()}); "
+                   f"stdout: {lg.lines[-5:]}")
+    cfg["loadgen_ready"] = ready
+    cfg["send_end_unix"] = lg.ready_unix + duration
+    log(f"loadgen {lg.ready_line}; warm-up {warmup:.0f} s, sending for {duration} s")
+    if ready.get("failed", 0) > 0:
+        log(f"{ready['failed']} connections failed during setup (reported as a failure)")
+    time.sleep(warmup)
+    for i, n in enumerate(c.nodes):
+        ev = {"node": n.node_id, "signal": "KILL" if a.kill else "TERM"}
+        ev["sigterm_unix"] = time.time()
+        if a.kill:
+            ev["exit_code"] = c.kill(i)
+        else:
+            try:
+                ev["exit_code"] = c.terminate(i, timeout=d_timeout(a))
+            except subprocess.TimeoutExpired:
+                return 2, (f"{n.node_id} did not exit within {d_timeout(a)} s of SIGTERM; "
+                           f"log {c.log_path(i)}")
+        ev["exit_unix"] = time.time()
+        log(f"{n.node_id}: {ev['signal']} -> exit {ev['exit_code']} after "
+            f"{ev['exit_unix'] - ev['sigterm_unix']:.2f} s; restarting")
+        events.append(ev)
+        try:
+            c.start_node(i, wait=False)
+        except (RuntimeError, TimeoutError) as e:
+            return 2, f"restarting {n.node_id} failed: {e}; log: {tail(c.log_path(i), 10)}"
+        ev["ready_unix"] = readyz(n.internal, a.ready_timeout, n.proc)
+        if ev["ready_unix"] is None:
+            return 2, f"{n.node_id} never answered /readyz 200 after its restart; log {c.log_path(i)}"
+        log(f"{n.node_id}: ready {ev['ready_unix'] - ev['exit_unix']:.2f} s after the exit")
+        if lg.proc.poll() is not None:
+            return 2, f"the load generator exited early ({lg.proc.returncode})"
+        time.sleep(a.pause_seconds)
+    left = cfg["send_end_unix"] - events[-1]["ready_unix"]
+    log(f"all nodes restarted; sending goes on for {left:.1f} s, then {a.settle_seconds} s settle")
+    if left < 3:
+        return 2, (f"the load ends {left:.1f} s after the last restart: too little to see the "
+                   f"recovery (raise --restart-allowance-seconds)")
+    code = lg.wait(max(0.0, left) + a.settle_seconds + a.ready_timeout)
+    if code is None:
+        return 2, "the load generator did not finish in time"
+    if not os.path.exists(cfg["loadgen_json"]):
+        return 2, f"the load generator wrote no result (exit {code}): {lg.lines[-5:]}"
+    return code, None
+
+
+def d_timeout(a):
+    """How long a drain may take before the run is abandoned (the node should exit by 0.95 D)."""
+    return max(30.0, 3.0 * a.drain_seconds)
+
+
+def evidence(rep, cfg):
+    """On a failure, the node log lines that may explain it (warnings, errors, drain lines)."""
+    ev = {}
+    for path in cfg.get("node_logs", []):
+        keep = [l for l in tail(path, 100000)
+                if any(w in l for w in ("WARN", "ERROR", "warn", "error", "draining", "panick"))]
+        ev[os.path.basename(path)] = keep[-30:]
+    rep["node_log_evidence"] = ev
+
+
+if __name__ == "__main__":
+    sys.exit(main())

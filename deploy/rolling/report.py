@@ -1,0 +1,74 @@
+"""Prints the rolling-restart report (the dict from analyse.analyse) as plain-text tables."""
+
+
+def _fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}{unit}"
+    return f"{v}{unit}"
+
+
+def table(rows, headers):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append("  ".join(str(c).rjust(w) if isinstance(c, (int, float)) else str(c).ljust(w)
+                             for c, w in zip(r, widths)))
+    return "\n".join(out)
+
+
+def render(rep, cfg):
+    out = []
+    out.append(f"rolling restart: {cfg['nodes']} nodes, {cfg['pairs']} pairs "
+               f"({cfg['expected_connections']} connections), {cfg['rate']} msg/s, "
+               f"drain {cfg['drain_seconds']} s, pause {cfg['pause_seconds']} s"
+               + (", SIGKILL instead of SIGTERM (demonstration)" if cfg.get("kill") else ""))
+    out.append("")
+    out.append(table(
+        [(n["node"], n["signal"], _fmt(n["drain_s"], " s"), n["exit_code"],
+          _fmt(n["ready_after_restart_s"], " s"), _fmt(n["all_connected_again_s"], " s"))
+         for n in rep["nodes"]],
+        ["node", "signal", "drain (signal→exit)", "exit", "restart→ready", "signal→all connected"]))
+    out.append("")
+    t = rep["totals"]
+    out.append(table([(k, t[k]) for k in ("scheduled", "sent", "acked", "delivered", "lost",
+                                          "duplicated", "out_of_order", "unconfirmed",
+                                          "send_failed", "recovery_failed", "reconnects")],
+                     ["messages / connections", "count"]))
+    out.append("")
+    closes = ", ".join(f"{k}: {v}" for k, v in sorted(rep["closes"].items())) or "none"
+    out.append(f"closes by code: {closes}   (1006: {rep['closes'].get('1006', 0)})")
+    out.append("")
+    out.append(table(
+        [(d["node"], d["reconnects"], _fmt(d["spread_window_s"], " s"),
+          _fmt(d["even_spread_per_s"], "/s"), _fmt(d["max_second_per_s"], "/s"),
+          _fmt(d["limit_per_s"], "/s"),
+          ("ok" if d["ok"] else "TOO BURSTY") if d["compared"] else "not compared (< floor)")
+         for d in rep["drains"]],
+        ["drain of", "reconnects", "spread window", "even spread", "max second",
+         "limit (2x)", "verdict"]))
+    out.append(f"(even spread = reconnects from the drain's SIGTERM to the next one / "
+               f"(0.6 x drain); compared when >= {cfg['min_even_spread']}/s)")
+    if 0.6 * float(cfg["drain_seconds"]) <= 2.0:
+        out.append("WARNING: with a spread window of 2 s or less even all reconnects in one "
+                   "second stay under 2x the even spread: use --drain-seconds 4 or more")
+    out.append("")
+    secs = [r for r in rep["reconnects_per_second"] if r["reconnects"]]
+    if secs:
+        out.append("reconnects per second (t from the load's first second): " +
+                   " ".join(f"{r['t_s']}:{r['reconnects']}" for r in secs))
+        out.append("")
+    rec = rep["recovery"]
+    out.append(f"time to full recovery after the last restart was ready: "
+               f"{_fmt(rec.get('seconds'), ' s')} (1 s resolution; {rec.get('detail')})")
+    out.append("")
+    if rep["failures"]:
+        out.append("FAIL:")
+        out.extend(f"  - {f}" for f in rep["failures"])
+    else:
+        out.append("PASS: 0 lost, 0 duplicated, 0 closes 1006, every drain exited 0, "
+                   "reconnects spread, full recovery")
+    return "\n".join(out)
