@@ -1,0 +1,130 @@
+"""W2 1:1 messages across the nodes (`loadgen direct`): fixed rates and a saturation search.
+
+Every run is a fresh loadgen (fresh connections) against the same cluster. CPU of the servers
+(gateways or peer processes) and of Redis is utime+stime from /proc/<pid>/stat read when the
+loadgen prints `ready` (setup excluded) and again after the sending phase plus one second
+(DRAIN_S), before the loadgen's settle period ends and it closes its connections.
+Messages per server CPU-second = messages delivered / (gateway CPU-s + Redis CPU-s).
+Saturation: the rate grows ×STEP until a run fails (achieved rate < 95 % of the target, any
+message lost or not acked, or p99 above P99_LIMIT_MS), then one bisection step; the
+saturation rate is the highest passing rate. Used by bench.py.
+"""
+
+import time
+
+from common import ms, q, run_loadgen
+
+DRAIN_S = 1.0
+SETTLE_S = 3
+STEP = 1.5
+P99_LIMIT_MS = 50.0
+
+
+def one(ctx, sut, rate, duration, via="api", batch=None, pairs=300, tag=""):
+    label = f"w2-{sut.name}-{via}{'-b%d' % batch if batch else ''}-{rate}{tag}"
+    args = ["direct", "--pairs", pairs, "--rate", rate, "--duration", duration, "--via", via,
+            "--settle-seconds", SETTLE_S]
+    if batch:
+        args += ["--batch", batch]
+    ctx.log(f"W2 {sut.name} via={via}{' batch=%d' % batch if batch else ''} "
+            f"rate={rate}/s for {duration}s")
+    run = run_loadgen(ctx, sut, label, args, window_s=duration + DRAIN_S,
+                      ready_timeout=60 + pairs / 100, run_timeout=duration + SETTLE_S + 120)
+    return summarize(run, rate, duration, via, batch, pairs)
+
+
+def summarize(run, rate, duration, via, batch, pairs):
+    res, cpu = run["result"], run["cpu"]
+    m = res.get("messages", {})
+    delivered = m.get("delivered", 0) or 0
+    server_cpu = cpu["gateways_cpu_s"] + cpu["redis_cpu_s"]
+    achieved = m.get("rate_achieved")
+    if achieved is None and duration:
+        achieved = (m.get("sent") or 0) / duration
+    out = {
+        "rate": rate, "duration_s": duration, "via": via, "batch": batch, "pairs": pairs,
+        "cmd": run["cmd"], "log": run["log"], "rc": run["rc"],
+        "scheduled": m.get("scheduled"), "sent": m.get("sent"), "acked": m.get("acked"),
+        "delivered": delivered, "lost": m.get("lost"), "duplicated": m.get("duplicated"),
+        "out_of_order": m.get("out_of_order"), "send_failed": m.get("send_failed"),
+        "unconfirmed": m.get("unconfirmed"), "rate_achieved": achieved,
+        "p50_ms": ms(q(res, "latency_us", "p50")), "p90_ms": ms(q(res, "latency_us", "p90")),
+        "p99_ms": ms(q(res, "latency_us", "p99")), "p999_ms": ms(q(res, "latency_us", "p999")),
+        "max_ms": ms(q(res, "latency_us", "max")),
+        "connect_failed": q(res, "connections", "failed"),
+        **cpu,
+        "msgs_per_server_cpu_s": round(delivered / server_cpu) if server_cpu > 0 else None,
+        "gateway_cpu_us_per_msg": round(cpu["gateways_cpu_s"] * 1e6 / delivered, 2)
+        if delivered else None,
+        "redis_cpu_us_per_msg": round(cpu["redis_cpu_s"] * 1e6 / delivered, 2)
+        if delivered else None,
+    }
+    out["pass"], out["why"] = verdict(out)
+    return out
+
+
+def verdict(r):
+    why = []
+    if r["rate_achieved"] is not None and r["rate_achieved"] < 0.95 * r["rate"]:
+        why.append(f"achieved {r['rate_achieved']:.0f}/s < 95% of {r['rate']}/s")
+    for key in ("lost", "send_failed", "unconfirmed", "connect_failed"):
+        if r.get(key):
+            why.append(f"{key}={r[key]}")
+    if r["p99_ms"] is None:
+        why.append("no latency")
+    elif r["p99_ms"] > P99_LIMIT_MS:
+        why.append(f"p99 {r['p99_ms']:.1f} ms > {P99_LIMIT_MS:.0f} ms")
+    return not why, "; ".join(why)
+
+
+def saturate(ctx, sut, via, batch, start, duration, max_rate, budget_s, pairs):
+    """Returns {"rate": highest passing rate or None, "runs": […], "stopped": reason}."""
+    t_end = time.monotonic() + budget_s
+    runs, best, fail = [], None, None
+    rate = start
+    stopped = "max rate reached"
+    while rate <= max_rate:
+        if time.monotonic() > t_end:
+            stopped = "time budget"
+            break
+        r = one(ctx, sut, rate, duration, via, batch, pairs, tag="-sat")
+        runs.append(r)
+        if not r["pass"]:
+            fail, stopped = rate, f"failed at {rate}/s: {r['why']}"
+            break
+        best = rate
+        rate = int(rate * STEP)
+    if best and fail and fail - best > 0.1 * best and time.monotonic() < t_end:
+        mid = (best + fail) // 2
+        r = one(ctx, sut, mid, duration, via, batch, pairs, tag="-sat")
+        runs.append(r)
+        if r["pass"]:
+            best = mid
+    return {"rate": best, "runs": runs, "stopped": stopped}
+
+
+def run(ctx, sut, cfg, via="api", batch=None, search=True):
+    """Fixed rates, then (optionally) the saturation search and a run at half of it."""
+    out = {"system": sut.name, "via": via, "batch": batch, "fixed": [], "saturation": None,
+           "half": None}
+    for rate in cfg["fixed_rates"]:
+        out["fixed"].append(one(ctx, sut, rate, cfg["duration"], via, batch, cfg["pairs"]))
+    if search:
+        sat = saturate(ctx, sut, via, batch, cfg["search_start"], cfg["search_duration"],
+                       cfg["search_max"], cfg["search_budget_s"], cfg["pairs"])
+        out["saturation"] = sat
+        if sat["rate"]:
+            out["half"] = one(ctx, sut, max(1, sat["rate"] // 2), cfg["duration"], via, batch,
+                              cfg["pairs"], tag="-half")
+    return out
+
+
+def best_efficiency(w2):
+    """The passing run with the most messages per server CPU-second (None when none passed)."""
+    runs = list(w2.get("fixed", []))
+    if w2.get("saturation"):
+        runs += w2["saturation"]["runs"]
+    if w2.get("half"):
+        runs.append(w2["half"])
+    ok = [r for r in runs if r["pass"] and r["msgs_per_server_cpu_s"]]
+    return max(ok, key=lambda r: r["msgs_per_server_cpu_s"]) if ok else None

@@ -1,0 +1,212 @@
+"""The detail sections of BENCHMARKS.md (per workload, side by side, method). Used by
+report.py."""
+
+from report import _fixed, kib, mib, msf, num
+
+W2_HEAD = ["| rate | achieved | delivered | lost | p50 | p99 | p99.9 | max | gw CPU-s | "
+           "Redis CPU-s | msgs/server CPU-s | gw µs/msg | pass |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def w2_row(r, tag=""):
+    return (f"| {num(r['rate'])}{tag} | {num(r['rate_achieved'])} | {num(r['delivered'])} | "
+            f"{r.get('lost')} | {msf(r['p50_ms'])} | {msf(r['p99_ms'])} | {msf(r['p999_ms'])} | "
+            f"{msf(r['max_ms'])} | {r['gateways_cpu_s']:.2f} | {r['redis_cpu_s']:.2f} | "
+            f"{num(r['msgs_per_server_cpu_s'])} | {r['gateway_cpu_us_per_msg']} | "
+            f"{'yes' if r['pass'] else 'no: ' + r['why']} |")
+
+
+def failed(w):
+    return [f"**Failed:** {w.get('error')}", "", "```", (w.get("trace") or "").strip()[-1500:],
+            "```", ""]
+
+
+def w1_section(w1, title):
+    out = [title, ""]
+    if not w1:
+        return out + ["Not run.", ""]
+    if not w1.get("ok", True):
+        return out + failed(w1)
+    out += ["| connections (total) | per node | server RSS total | Redis RSS | TCP inuse | "
+            "TCP mem pages | socket slab |", "|---|---|---|---|---|---|---|"]
+    for p in w1["points"]:
+        out.append(f"| {num(p['connections'])} | {num(p['connections'] / w1['nodes'])} | "
+                   f"{mib(p['server_rss_total'])} | {mib(p['redis_rss'])} | "
+                   f"{num(p['sockstat']['tcp_inuse'])} | {num(p['sockstat']['tcp_mem_pages'])} | "
+                   f"{mib(sum(p['slab'].values()))} |")
+    slopes = ", ".join(kib(s) for s in w1["per_node_slopes"])
+    out += ["",
+            f"- Server RSS slope (least squares over the steps): **{kib(w1['user_bytes_per_conn'])}"
+            f"** per connection (per node: {slopes}).",
+            f"- sockstat: TCP inuse +{num(w1['tcp_inuse_delta'])} = "
+            f"{w1['sockets_per_conn']:.2f} sockets per connection (both loopback ends); TCP mem "
+            f"+{num(w1['tcp_mem_delta_bytes'])} B → {kib(w1['kernel_tcp_bytes_per_conn'])} per "
+            "socket (= the server's end).",
+            f"- Socket slab caches {sorted(w1['slab_delta_bytes'])}: "
+            f"+{num(sum(w1['slab_delta_bytes'].values()))} B → "
+            f"{kib(w1['kernel_slab_bytes_per_conn'])} per socket.",
+            "- Connect runs: " + "; ".join(
+                f"{num(r['established'])} ok / {r['failed']} failed in {r['connect_wall_s']} s"
+                for r in w1["runs"]), ""]
+    return out
+
+
+def w2_section(w, title):
+    out = [title, ""]
+    if not w:
+        return out + ["Not run.", ""]
+    if not w.get("ok", True):
+        return out + failed(w)
+    out += W2_HEAD
+    out += [w2_row(r) for r in w.get("fixed", [])]
+    sat = w.get("saturation")
+    if sat:
+        out += [w2_row(r, " (search)") for r in sat["runs"]]
+    if w.get("half"):
+        out.append(w2_row(w["half"], " (½ sat.)"))
+    if sat:
+        out += ["", f"Saturation: **{num(sat['rate'])} msg/s** ({sat['stopped']})."]
+    first = (w.get("fixed") or [{}])[0]
+    if first.get("cmd"):
+        out += ["", f"Command of the first run: `{first['cmd']}`"]
+    return out + [""]
+
+
+def peers_section(res):
+    out = ["## Side by side with the peers", ""]
+    peer_keys = [k for k in res if k.startswith("peer_")]
+    if not peer_keys:
+        return out + ["Not run.", ""]
+    ours_w1, ours_w2 = res.get("W1") or {}, res.get("W2_api") or {}
+    ran = [(k, res[k]) for k in peer_keys if res[k].get("ok") and not res[k].get("skipped")]
+    for k in peer_keys:
+        p = res[k]
+        if not p.get("ok"):
+            out.append(f"- {k[5:]}: **failed**: {p.get('error')}")
+        elif p.get("skipped"):
+            out.append(f"- {k[5:]}: **skipped** — {p['skipped']}")
+        for e in p.get("errors", []):
+            out.append(f"- {k[5:]}: {e}")
+    if not ran:
+        return out + ["", "No peer ran.", ""]
+    head = "| figure | better | Switchboard | " + " | ".join(
+        f"{p['label']} | ours/theirs" for _, p in ran) + " |"
+    out += ["", head, "|---|---|---|" + "---|---|" * len(ran)]
+
+    def row(name, better, ours, theirs_fn, fmt):
+        cells = [f"| {name} | {better} | {fmt(ours)} |"]
+        for _, p in ran:
+            t = theirs_fn(p)
+            ratio = f"{ours / t:.2f}" if ours is not None and t else "—"
+            cells.append(f" {fmt(t)} | {ratio} |")
+        out.append("".join(cells))
+
+    def w1v(key):
+        return lambda p: (p.get("w1") or {}).get(key)
+    row("W1 bytes per idle connection (RSS + TCP buffers)", "lower",
+        ours_w1.get("total_bytes_per_conn"), w1v("total_bytes_per_conn"), kib)
+    row("W1 … plus socket slab", "lower", ours_w1.get("total_with_slab_bytes_per_conn"),
+        w1v("total_with_slab_bytes_per_conn"), kib)
+    rates = sorted({r["rate"] for _, p in ran for r in (p.get("w2") or {}).get("fixed", [])})
+    for rate in rates:
+        o = _fixed(ours_w2, rate) or {}
+        for key, name, better, fmt in (("p50_ms", "p50", "lower", msf),
+                                       ("p99_ms", "p99", "lower", msf),
+                                       ("p999_ms", "p99.9", "lower", msf),
+                                       ("msgs_per_server_cpu_s", "messages per server CPU-s",
+                                        "higher", num)):
+            row(f"W2 API {num(rate)} msg/s: {name}", better, o.get(key),
+                lambda p, key=key, rate=rate: (_fixed(p.get("w2"), rate) or {}).get(key), fmt)
+        row(f"W2 API {num(rate)} msg/s: lost", "lower", o.get("lost"),
+            lambda p, rate=rate: (_fixed(p.get("w2"), rate) or {}).get("lost"), num)
+    out += ["", "Peer details (same columns as above):", ""]
+    for k, p in ran:
+        out += w1_section(p.get("w1"), f"#### {p['label']}: W1")
+        out += w2_section({"ok": True, **(p.get("w2") or {})} if p.get("w2") else None,
+                          f"#### {p['label']}: W2 API")
+    return out
+
+
+def details(res):
+    out = ["## Details", ""]
+    out += w1_section(res.get("W1"), "### W1 idle connections (Switchboard)")
+    for key, title in (("W2_api", "### W2 1:1 across 3 nodes, API publish"),
+                       ("W2_ws", "### W2 1:1 across 3 nodes, WebSocket publish"),
+                       ("W2_batch", "### W2 1:1 across 3 nodes, API /v1/batch")):
+        out += w2_section(res.get(key), title)
+    w3 = res.get("W3")
+    out += ["### W3 room fan-out", ""]
+    if w3 and w3.get("ok"):
+        out += [f"- {num(w3['subscribers'])} subscribers of `feed:bench` ({num(w3['established'])} "
+                f"connected), {w3['messages']} messages at {w3['rate']}/s via the API.",
+                f"- Last recipient: p50 {msf(w3['last_p50_ms'])}, p99 {msf(w3['last_p99_ms'])}, "
+                f"max {msf(w3['last_max_ms'])}. Per recipient: p50 {msf(w3['p50_ms'])}, p99 "
+                f"{msf(w3['p99_ms'])}, max {msf(w3['max_ms'])}.",
+                f"- Delivered {num(w3['delivered'])} of {num(w3['expected_deliveries'])}, lost "
+                f"{w3['lost']}; CPU over the window: gateways {w3['gateways_cpu_s']:.2f} s, Redis "
+                f"{w3['redis_cpu_s']:.2f} s in {w3['wall_s']:.1f} s.",
+                f"- Command: `{w3['cmd']}`", ""]
+    else:
+        out += failed(w3) if w3 else ["Not run.", ""]
+    w4 = res.get("W4")
+    out += ["### W4 connect storm (HS256 JWT per connection)", ""]
+    if w4 and w4.get("ok"):
+        out += [f"- {num(w4['established'])} of {num(w4['connections'])} established "
+                f"(concurrency {w4['concurrency']}), failures {w4['failures']}, "
+                f"{num(w4['connect_per_s_wall'])} connects/s wall.",
+                f"- Handshake (TCP connect → welcome): p50 {msf(w4['handshake_p50_ms'])}, p99 "
+                f"{msf(w4['handshake_p99_ms'])}, max {msf(w4['handshake_max_ms'])}.",
+                f"- CPU over the storm ({w4['wall_s']:.2f} s): gateways {w4['gateways_cpu_s']:.2f}"
+                f" s, Redis {w4['redis_cpu_s']:.2f} s → {num(w4['connects_per_gateway_cpu_s'])} "
+                f"connects per gateway CPU-s ({num(w4['connects_per_server_cpu_s'])} with Redis).",
+                f"- /proc/net/netstat TcpExt deltas: {w4['netstat_delta']}.",
+                f"- Command: `{w4['cmd']}`", ""]
+    else:
+        out += failed(w4) if w4 else ["Not run.", ""]
+    w5 = res.get("W5")
+    out += ["### W5 slow consumers", ""]
+    if w5 and w5.get("ok"):
+        out += ["| run | subscribers | slow | delivered | lost | p50 | p99 | max | RSS before | "
+                "at ready | peak | after | slow closes |", "|---" * 13 + "|"]
+        for tag in ("baseline", "with-slow"):
+            r = w5[tag]
+            out.append(f"| {tag} | {r['subscribers']} | {r['slow']} | {num(r['delivered'])} | "
+                       f"{r['lost']} | {msf(r['p50_ms'])} | {msf(r['p99_ms'])} | "
+                       f"{msf(r['max_ms'])} | {mib(r['rss']['before'])} | {mib(r['rss']['ready'])}"
+                       f" | {mib(r['rss']['peak'])} | {mib(r['rss']['after'])} | "
+                       f"{r.get('slow_closes')} |")
+        out += ["", f"- {w5['with-slow']['messages']} messages of {w5['with-slow']['payload_bytes']}"
+                f" B at {w5['with-slow']['rate']}/s. Extra peak RSS with slow consumers "
+                f"{mib(w5['extra_peak_rss'])} (bound {mib(w5['rss_bound'])}); RSS after − before "
+                f"{mib(w5['rss_after_minus_before'])}.",
+                f"- Command: `{w5['with-slow']['cmd']}`", ""]
+    else:
+        out += failed(w5) if w5 else ["Not run.", ""]
+    out += peers_section(res)
+    out += METHOD
+    return out
+
+
+METHOD = ["", "## How the figures are measured", "",
+          "- Gateways run with `--rate-limit 0 --max-connections 200000 --namespaces feed "
+          "--heartbeat-ms 25000` (deploy/cluster.py: 3 nodes, Redis on a free port with "
+          "`--save \"\" --appendonly no`); every workload starts a fresh cluster; every "
+          "measurement uses fresh loadgen connections.",
+          "- CPU: utime+stime of /proc/<pid>/stat (÷ SC_CLK_TCK) of each gateway (or peer "
+          "server, with its child processes) and of redis-server, read at the start and the "
+          "end of the measured window only: W2/W3 from the loadgen's `ready` line (setup done) "
+          "to the end of the sending phase + 1 s (W3: + 2 s); W4 from just before the loadgen "
+          "starts to its `ready` line (every connect attempt finished).",
+          "- W1: VmRSS of the server processes only (the loadgen lives on this box too and is "
+          "not counted), least-squares slope over the connection steps. Kernel: on loopback "
+          "both ends of every connection are sockets of this kernel (sockstat TCP inuse grows "
+          "by 2 per connection), so the TCP mem pages × page size delta and the socket slab "
+          "delta are divided by the TCP inuse delta = one end, the server's.",
+          "- W2: open loop, the payload carries its scheduled send time, latency = receive − "
+          "scheduled (no coordinated omission). Messages per server CPU-second = delivered ÷ "
+          "(gateway + Redis CPU-s). Saturation search: ×1.5 steps, then one bisection; a run "
+          "passes when achieved ≥ 95 % of the target, nothing lost / failed / unconfirmed, and "
+          "p99 ≤ 50 ms. The figure in the table is taken at the saturation rate.",
+          "- W5: the baseline and the slow run each start a fresh cluster; RSS is the sum over "
+          "the gateways, sampled every 0.25 s.", ""]
+

@@ -1,0 +1,120 @@
+"""Systems under test for the benchmark runner, all with the same shape (context managers):
+
+    name, protocol (loadgen --protocol), targets ["host:port"…], api ["http://…"…],
+    server_pids (gateway / peer server processes), redis_pid, auth_args (loadgen flags)
+
+Ours: deploy/cluster.py (Redis on a free port + N `switchboard serve` nodes on port 0) with
+the benchmark settings. Peers: loadtest/peers/run_peer.py's Peer (the library form of
+run-peer.py <peer> --nodes N --redis-port P) on a Redis the runner starts. Imported by the
+workload modules.
+"""
+
+import os
+import sys
+
+import procs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "deploy"))
+
+DEV_SECRET = "dev-secret-change-me-0123456789abcdef"
+DEV_API_KEY = "dev-api-key"
+GATEWAY_ARGS = ["--rate-limit", "0", "--max-connections", "200000", "--namespaces", "feed",
+                "--heartbeat-ms", "25000"]
+# loadgen --protocol of each peer of loadtest/peers.
+PEER_PROTOCOL = {"socketio": "socketio", "ws": "plain", "sockudo": "pusher"}
+PEER_LABEL = {"socketio": "Socket.IO 4 + redis-adapter", "ws": "ws + ioredis",
+              "sockudo": "Sockudo"}
+RUN_PEER = os.path.join(ROOT, "loadtest", "peers", "run_peer.py")
+
+
+class Ours:
+    def __init__(self, binary, nodes=3, extra_args=()):
+        self.binary = binary
+        self.nodes = nodes
+        self.extra_args = list(extra_args)
+        self.name = "switchboard"
+        self.label = "Switchboard"
+        self.protocol = "switchboard"
+        self.auth_args = ["--api-key", DEV_API_KEY, "--jwt-secret", DEV_SECRET]
+        self.cluster = None
+
+    def __enter__(self):
+        from cluster import Cluster
+        self.cluster = Cluster(binary=self.binary, nodes=self.nodes,
+                               args=GATEWAY_ARGS + self.extra_args,
+                               env={"SWITCHBOARD_JWT_SECRET": DEV_SECRET,
+                                    "SWITCHBOARD_API_KEY": DEV_API_KEY})
+        self.cluster.start()
+        c = self.cluster
+        self.targets = [n.public for n in c.nodes]
+        self.api = [n.api_url for n in c.nodes]
+        self.server_pids = [n.pid for n in c.nodes]
+        self.redis_pid = c.redis_pid
+        return self
+
+    def alive(self):
+        return all(n.proc.poll() is None for n in self.cluster.nodes)
+
+    def describe(self):
+        return {"name": self.name, "nodes": self.nodes,
+                "args": GATEWAY_ARGS + self.extra_args, "targets": self.targets}
+
+    def __exit__(self, *exc):
+        if self.cluster:
+            self.cluster.stop()
+        return False
+
+
+class Peer:
+    """A peer cluster from loadtest/peers/run_peer.py (its Peer context manager) on a Redis
+    started here (so Redis CPU is measured the same way as for ours)."""
+
+    def __init__(self, peer, workdir, nodes=3):
+        self.peer = peer
+        self.name = peer
+        self.label = PEER_LABEL.get(peer, peer)
+        self.protocol = PEER_PROTOCOL[peer]
+        self.nodes = nodes
+        self.workdir = workdir
+        self.redis = None
+        self.cluster = None
+        self.info = {}
+
+    def __enter__(self):
+        sys.path.insert(0, os.path.join(ROOT, "loadtest", "peers"))
+        from run_peer import Peer as PeerCluster
+        self.redis = procs.Redis(self.workdir).__enter__()
+        try:
+            self.cluster = PeerCluster(self.peer, nodes=self.nodes, redis_port=self.redis.port)
+            self.cluster.start()
+        except BaseException:
+            self.cluster = None
+            self.redis.__exit__()
+            raise
+        self.info = self.cluster.info()
+        self.targets = list(self.cluster.targets)
+        self.api = list(self.cluster.api)
+        self.server_pids = list(self.cluster.pids)
+        self.redis_pid = self.redis.pid
+        self.auth_args = []
+        pusher = self.info.get("pusher") or {}
+        if self.protocol == "pusher":
+            self.auth_args = ["--pusher-app-id", str(pusher["app_id"]),
+                              "--pusher-key", str(pusher["key"]),
+                              "--pusher-secret", str(pusher["secret"])]
+        return self
+
+    def alive(self):
+        return self.cluster.dead() is None
+
+    def describe(self):
+        return {"name": self.name, "nodes": self.nodes, "targets": self.targets,
+                "info": self.info}
+
+    def __exit__(self, *exc):
+        if self.cluster:
+            self.cluster.stop()
+        if self.redis:
+            self.redis.__exit__()
+        return False

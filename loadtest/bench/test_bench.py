@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Unit tests of the benchmark runner's analysis and report (no cluster, no load):
+/proc readers on this process, the W1 slope and per-socket kernel division, the W2
+pass/fail verdict and efficiency pick, and BENCHMARKS.md rendering of a synthetic run
+(met / not met / failed / skipped peer).  Run: python3 loadtest/bench/test_bench.py
+(make bench-selftest).
+"""
+
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import direct  # noqa: E402
+import idle  # noqa: E402
+import procstat  # noqa: E402
+import report  # noqa: E402
+
+KIB = 1024
+
+
+class ProcStat(unittest.TestCase):
+    def test_cpu_grows_with_work(self):
+        pid = os.getpid()
+        a = procstat.cpu_of([pid])
+        t = time.process_time()
+        while time.process_time() - t < 0.3:
+            sum(range(10000))
+        b = procstat.cpu_of([pid])
+        self.assertGreaterEqual(procstat.cpu_delta(a, b), 0.2)
+        self.assertEqual(procstat.cpu_seconds(2 ** 22 + 12345), 0.0)  # no such pid
+
+    def test_readers(self):
+        self.assertGreater(procstat.rss_bytes(os.getpid()), 1 << 20)
+        s = procstat.sockstat()
+        self.assertIn("tcp_inuse", s)
+        self.assertIn("tcp_mem_pages", s)
+        self.assertIn("ListenOverflows", procstat.netstat_tcpext())
+        self.assertGreaterEqual(procstat.machine()["nproc"], 1)
+
+
+def point(conns, rss, inuse, mem_pages, slab, nodes=2):
+    return {"connections": conns, "server_rss": [rss / nodes] * nodes, "server_rss_total": rss,
+            "redis_rss": 0, "sockstat": {"tcp_inuse": inuse, "tcp_mem_pages": mem_pages},
+            "slab": {"TCP": slab}}
+
+
+class Idle(unittest.TestCase):
+    def test_slope_and_kernel_division(self):
+        base = 100 << 20
+        pts = [point(n, base + n * 6 * KIB + (4096 if n == 2000 else 0), 50 + 2 * n,
+                     10 + n // 4, 1000 + n * 2 * 3 * KIB) for n in (0, 2000, 4000, 6000)]
+        s = idle.summarize(type("S", (), {"name": "x"})(), pts, [], 2)
+        self.assertAlmostEqual(s["user_bytes_per_conn"], 6 * KIB, delta=16)
+        self.assertAlmostEqual(s["per_node_slopes"][0], 6 * KIB, delta=16)
+        self.assertEqual(s["sockets_per_conn"], 2.0)
+        # mem pages grow n/4 per n connections = 1024 B per connection = 512 B per socket
+        self.assertAlmostEqual(s["kernel_tcp_bytes_per_conn"], 512, delta=1)
+        self.assertAlmostEqual(s["kernel_slab_bytes_per_conn"], 3 * KIB, delta=1)
+        self.assertAlmostEqual(s["total_bytes_per_conn"], 6 * KIB + 512, delta=16)
+
+
+def w2run(rate, p99, lost=0, achieved=None, eff=50000):
+    r = {"rate": rate, "rate_achieved": achieved if achieved is not None else rate,
+         "lost": lost, "send_failed": 0, "unconfirmed": 0, "connect_failed": 0, "p50_ms": 0.3,
+         "p99_ms": p99, "p999_ms": p99 * 2, "max_ms": p99 * 3, "msgs_per_server_cpu_s": eff,
+         "delivered": rate * 5, "gateways_cpu_s": 1.0, "redis_cpu_s": 0.5,
+         "gateway_cpu_us_per_msg": 10.0, "cmd": "loadgen direct", "via": "api"}
+    r["pass"], r["why"] = direct.verdict(r)
+    return r
+
+
+class Direct(unittest.TestCase):
+    def test_verdict(self):
+        self.assertTrue(w2run(2000, 0.8)["pass"])
+        self.assertFalse(w2run(2000, 0.8, lost=1)["pass"])
+        self.assertFalse(w2run(2000, 0.8, achieved=1800)["pass"])
+        self.assertFalse(w2run(2000, direct.P99_LIMIT_MS + 1)["pass"])
+
+    def test_best_efficiency_ignores_failed_runs(self):
+        w = {"fixed": [w2run(2000, 0.5, eff=30000)],
+             "saturation": {"rate": 8000, "runs": [w2run(8000, 2, eff=60000),
+                                                   w2run(12000, 90, eff=90000)]}}
+        self.assertEqual(direct.best_efficiency(w)["rate"], 8000)
+
+
+def synthetic():
+    w1 = idle.summarize(type("S", (), {"name": "x"})(),
+                        [point(n, (50 << 20) + n * 5 * KIB, 2 * n, 0, n * 8 * KIB, nodes=3)
+                         for n in (0, 15000, 30000)], [], 3)
+    w1["ok"] = True
+    api = {"ok": True, "fixed": [w2run(2000, 0.7, eff=45000)],
+           "saturation": {"rate": 8000, "runs": [w2run(8000, 3, eff=72000),
+                                                 w2run(12000, 80, eff=80000)],
+                          "stopped": "failed at 12000/s"},
+           "half": w2run(4000, 1.5, eff=60000)}
+    ws = {"ok": True, "fixed": [w2run(2000, 1.7, eff=30000)], "saturation": None, "half": None}
+    return {"meta": {"date": "d", "git": "abc", "command": "make bench", "quick": False,
+                     "results_dir": "target/bench/x", "elapsed_s": 60,
+                     "machine": {"nproc": 2, "cpu_model": "cpu", "ram_gib": 1, "kernel": "k",
+                                 "loadavg_at_start": "0"}},
+            "W1": w1, "W2_api": api, "W2_ws": ws,
+            "W2_batch": {"ok": False, "error": "RuntimeError: boom", "trace": "tb"},
+            "peer_sockudo": {"ok": True, "skipped": "could not start: not built"}}
+
+
+class Report(unittest.TestCase):
+    def test_rows(self):
+        rows = {r[0]: r for r in report.rows(synthetic())}
+        w1 = next(v for k, v in rows.items() if k.startswith("W1 memory"))
+        self.assertIn("5.00 KiB", w1[2])
+        self.assertEqual(w1[3], "yes, aim too")
+        slab = next(v for k, v in rows.items() if "slab" in k)
+        self.assertEqual(slab[3], "yes (aim not yet)")  # 5 KiB RSS + 4 KiB slab per socket
+        self.assertEqual(rows["W2 p99 at 2,000 msg/s (API)"][3], "yes")
+        self.assertEqual(rows["W2 p99 at 2,000 msg/s (WebSocket publish)"][3], "**no**")
+        eff = next(v for k, v in rows.items() if k.startswith("W2 messages per server CPU-second (API"))
+        self.assertIn("8,000 msg/s", eff[0])
+        self.assertEqual(eff[3], "yes, aim too")
+        self.assertIn("boom", rows["W2 (API, /v1/batch)"][2])
+        self.assertIn("not run", next(v for k, v in rows.items() if k.startswith("W3"))[2])
+
+    def test_render(self):
+        text = report.render(synthetic())
+        self.assertIn("| figure | target | measured | met? |", text)
+        self.assertIn("sockudo: **skipped** — could not start: not built", text)
+        self.assertIn("**Failed:** RuntimeError: boom", text)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
