@@ -1,5 +1,5 @@
 //! The server API on the internal listener (PROTOCOL.md §6): publish, broadcast, users,
-//! disconnect, presence, history and nodes. JSON by default; `application/x-protobuf`
+//! disconnect, presence, history and nodes, plus `batch` (many publishes in one request). JSON by default; `application/x-protobuf`
 //! bodies (and `Accept`) use the `api.proto` messages. Errors are always JSON.
 
 use std::sync::Arc;
@@ -16,9 +16,11 @@ use crate::http::{error, json_value, protobuf, Body};
 use crate::metrics as m;
 use crate::node::Node;
 
+mod batch;
 mod publish;
 mod query;
 
+use batch::batch;
 use publish::{broadcast, publish};
 use query::{disconnect, history, nodes, presence, user};
 
@@ -83,6 +85,7 @@ fn endpoint_name(path: &str) -> &'static str {
     match (parts.next(), parts.nth(1)) {
         (Some("publish"), _) => "publish",
         (Some("broadcast"), _) => "broadcast",
+        (Some("batch"), _) => "batch",
         (Some("users"), Some("disconnect")) => "disconnect",
         (Some("users"), _) => "users",
         (Some("presence"), _) => "presence",
@@ -157,6 +160,10 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
             let body = read_body(node, req).await?;
             broadcast(node, &body, proto_body, format).await
         }
+        ["batch"] if method == Method::POST => {
+            let body = read_body_limited(req, batch::MAX_BATCH_BODY).await?;
+            batch(node, &body, proto_body, format).await
+        }
         ["users", id] if method == Method::GET => user(node, id, format).await,
         ["users", id, "disconnect"] if method == Method::POST => {
             let id = id.to_string();
@@ -170,6 +177,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
         ["nodes"] if method == Method::GET => nodes(node, format).await,
         ["publish"]
         | ["broadcast"]
+        | ["batch"]
         | ["users", _]
         | ["users", _, "disconnect"]
         | ["presence", _]
@@ -184,7 +192,10 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
 }
 
 async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let limit = node.config.max_message_bytes + 64 * 1024;
+    read_body_limited(req, node.config.max_message_bytes + 64 * 1024).await
+}
+
+async fn read_body_limited(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e)

@@ -1,4 +1,4 @@
-//! `POST /v1/publish` and `POST /v1/broadcast`.
+//! `POST /v1/publish` and `POST /v1/broadcast`, and the message checks `/v1/batch` shares.
 
 use std::sync::Arc;
 
@@ -16,13 +16,13 @@ use crate::metrics as m;
 use crate::node::Node;
 
 #[derive(Deserialize)]
-struct PublishJson<'a> {
-    channel: Option<String>,
+pub(super) struct PublishJson<'a> {
+    pub(super) channel: Option<String>,
     channels: Option<Vec<String>>,
     #[serde(default, borrow, deserialize_with = "present")]
-    data: Option<&'a RawValue>,
-    data_b64: Option<String>,
-    from: Option<String>,
+    pub(super) data: Option<&'a RawValue>,
+    pub(super) data_b64: Option<String>,
+    pub(super) from: Option<String>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -68,30 +68,42 @@ fn decode_publish(
                 .channel
                 .ok_or_else(|| ApiError::bad("bad_request", "`channel` is required"))?]
         };
-        let data = match (j.data, j.data_b64) {
-            (Some(d), None) => Payload::Json(Arc::from(d.get())),
-            (None, Some(b)) => {
-                use base64::Engine as _;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(b.as_bytes())
-                    .map_err(|_| ApiError::bad("bad_request", "`data_b64` is not valid base64"))?;
-                Payload::Binary(Bytes::from(bytes))
-            }
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad(
-                    "bad_request",
-                    "`data` and `data_b64` are mutually exclusive",
-                ))
-            }
-            (None, None) => return Err(ApiError::bad("bad_request", "`data` is required")),
-        };
+        let data = payload_from_json(j.data, j.data_b64)?;
         PublishBody {
             channels,
             data,
             from: j.from,
         }
     };
-    if decoded.data.len() > node.config.max_message_bytes {
+    check_data(node, &decoded.data, decoded.from.as_deref())?;
+    Ok(decoded)
+}
+
+/// The payload of a JSON body: `data` (any JSON value) or `data_b64` (bytes).
+pub(super) fn payload_from_json(
+    data: Option<&RawValue>,
+    data_b64: Option<String>,
+) -> Result<Payload, ApiError> {
+    match (data, data_b64) {
+        (Some(d), None) => Ok(Payload::Json(Arc::from(d.get()))),
+        (None, Some(b)) => {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .map_err(|_| ApiError::bad("bad_request", "`data_b64` is not valid base64"))?;
+            Ok(Payload::Binary(Bytes::from(bytes)))
+        }
+        (Some(_), Some(_)) => Err(ApiError::bad(
+            "bad_request",
+            "`data` and `data_b64` are mutually exclusive",
+        )),
+        (None, None) => Err(ApiError::bad("bad_request", "`data` is required")),
+    }
+}
+
+/// The size limit of `data` and the shape of `from`.
+fn check_data(node: &Node, data: &Payload, from: Option<&str>) -> Result<(), ApiError> {
+    if data.len() > node.config.max_message_bytes {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
@@ -101,18 +113,32 @@ fn decode_publish(
             ),
         ));
     }
-    if let Some(from) = &decoded.from {
-        if !is_valid_user_id(from) {
-            return Err(ApiError::bad(
-                "bad_request",
-                "`from` must be a valid user id",
-            ));
-        }
+    if from.is_some_and(|f| !is_valid_user_id(f)) {
+        return Err(ApiError::bad(
+            "bad_request",
+            "`from` must be a valid user id",
+        ));
     }
-    Ok(decoded)
+    Ok(())
 }
 
-fn outcome_json(o: &PublishOutcome) -> Value {
+/// Checks one message completely (channel, data, from) and makes it a request.
+pub(super) fn check_message(
+    node: &Node,
+    channel: String,
+    data: Payload,
+    from: Option<String>,
+) -> Result<PublishRequest, ApiError> {
+    check_channel(node, &channel)?;
+    check_data(node, &data, from.as_deref())?;
+    Ok(PublishRequest {
+        channel,
+        from,
+        data,
+    })
+}
+
+pub(super) fn outcome_json(o: &PublishOutcome) -> Value {
     json!({
         "channel": o.message.channel,
         "epoch": o.message.epoch,
@@ -122,7 +148,7 @@ fn outcome_json(o: &PublishOutcome) -> Value {
     })
 }
 
-fn outcome_pb(o: &PublishOutcome) -> pb::PublishResult {
+pub(super) fn outcome_pb(o: &PublishOutcome) -> pb::PublishResult {
     pb::PublishResult {
         channel: o.message.channel.clone(),
         epoch: o.message.epoch.clone(),

@@ -5,6 +5,7 @@
 //! - this file: helpers shared by the tests (publishing, error bodies, polling an endpoint,
 //!   joining a room).
 //! - [`publish`]: `POST /v1/publish` and `POST /v1/broadcast`.
+//! - [`batch`]: `POST /v1/batch`.
 //! - [`queries`]: users, disconnect, presence, history, nodes.
 //! - [`errors`]: the API key and bad requests.
 //! - [`protobuf`]: the protobuf variant of the API.
@@ -13,6 +14,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod batch;
 mod errors;
 mod ops;
 mod protobuf;

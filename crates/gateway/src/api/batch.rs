@@ -1,0 +1,143 @@
+//! `POST /v1/batch` (an addition to PROTOCOL.md §6): many publishes in one request, so a
+//! backend pays one HTTP round trip and the node one pipelined burst of Redis scripts for
+//! hundreds of messages. Every item is checked and answered on its own, in request order;
+//! items for the same channel are published in request order (their offsets follow it),
+//! different channels concurrently.
+
+use std::collections::HashMap;
+
+use prost::Message as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchboard_proto::pb;
+use switchboard_router::{PublishOutcome, PublishRequest};
+
+use super::publish::{check_message, outcome_json, outcome_pb, payload_from_json, PublishJson};
+use super::{answer, ApiError, ApiResult, Format};
+use crate::metrics as m;
+use crate::node::Node;
+
+/// Most messages one batch may carry.
+pub(super) const MAX_BATCH_MESSAGES: usize = 1000;
+/// Largest batch body (each message's data still obeys --max-message-bytes).
+pub(super) const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct BatchJson<'a> {
+    #[serde(borrow)]
+    messages: Option<Vec<PublishJson<'a>>>,
+}
+
+/// One decoded item, or why it is refused.
+type Item = Result<PublishRequest, ApiError>;
+
+fn decode(node: &Node, body: &[u8], proto: bool) -> Result<Vec<(String, Item)>, ApiError> {
+    let items: Vec<(String, Item)> = if proto {
+        let b = pb::BatchRequest::decode(body)
+            .map_err(|e| ApiError::bad("bad_request", e.to_string()))?;
+        b.messages
+            .into_iter()
+            .map(|p| {
+                let channel = p.channel.clone();
+                let item = switchboard_proto::binary::payload_from_pb(p.data)
+                    .map_err(|m| ApiError::bad("bad_request", m))
+                    .and_then(|data| {
+                        let from = (!p.from.is_empty()).then_some(p.from);
+                        check_message(node, p.channel, data, from)
+                    });
+                (channel, item)
+            })
+            .collect()
+    } else {
+        let j: BatchJson<'_> = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad("bad_request", format!("invalid JSON body: {e}")))?;
+        let messages = j
+            .messages
+            .ok_or_else(|| ApiError::bad("bad_request", "`messages` is required"))?;
+        messages
+            .into_iter()
+            .map(|p| {
+                let channel = p.channel.clone().unwrap_or_default();
+                let item = match p.channel {
+                    None => Err(ApiError::bad("bad_request", "`channel` is required")),
+                    Some(ch) => payload_from_json(p.data, p.data_b64)
+                        .and_then(|data| check_message(node, ch, data, p.from)),
+                };
+                (channel, item)
+            })
+            .collect()
+    };
+    if items.is_empty() || items.len() > MAX_BATCH_MESSAGES {
+        return Err(ApiError::bad(
+            "bad_request",
+            format!("`messages` must hold 1 to {MAX_BATCH_MESSAGES} messages"),
+        ));
+    }
+    Ok(items)
+}
+
+pub(super) async fn batch(node: &Node, body: &[u8], proto: bool, format: Format) -> ApiResult {
+    let items = decode(node, body, proto)?;
+    let n = items.len();
+    // Group the valid items by channel, keeping request order inside each group.
+    let mut results: Vec<Option<Result<PublishOutcome, ApiError>>> = Vec::with_capacity(n);
+    let mut groups: HashMap<String, Vec<(usize, PublishRequest)>> = HashMap::new();
+    for (i, (_, item)) in items.iter().enumerate() {
+        results.push(None);
+        if let Ok(req) = item {
+            groups
+                .entry(req.channel.clone())
+                .or_default()
+                .push((i, req.clone()));
+        }
+    }
+    let done = futures_util::future::join_all(groups.into_values().map(|group| async move {
+        let mut out = Vec::with_capacity(group.len());
+        for (i, req) in group {
+            out.push((i, node.router.publish(req).await.map_err(ApiError::from)));
+        }
+        out
+    }))
+    .await;
+    for (i, r) in done.into_iter().flatten() {
+        results[i] = Some(r);
+    }
+    let mut json_results = Vec::with_capacity(n);
+    let mut pb_results = Vec::with_capacity(n);
+    for ((channel, item), published) in items.into_iter().zip(results) {
+        let outcome = match (item, published) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(r)) => r,
+            (Ok(_), None) => Err(ApiError::bad("bad_request", "not published")),
+        };
+        match outcome {
+            Ok(o) => {
+                metrics::counter!(m::PUBLISHES).increment(1);
+                json_results.push(outcome_json(&o));
+                pb_results.push(outcome_pb(&o));
+            }
+            Err(ApiError(_, code, message)) => {
+                json_results
+                    .push(json!({"channel": channel, "error": {"code": code, "message": message}}));
+                pb_results.push(pb::PublishResult {
+                    channel,
+                    error: Some(pb::ErrorBody {
+                        code: code.into(),
+                        message,
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    answer(
+        format,
+        json!({ "results": Value::Array(json_results) }),
+        || {
+            pb::BatchResponse {
+                results: pb_results,
+            }
+            .encode_to_vec()
+        },
+    )
+}
