@@ -134,6 +134,8 @@ pub struct Config {
     pub history: HistoryPolicies,
     /// Extra channel namespaces besides `user` and `room`.
     pub namespaces: Vec<String>,
+    /// Extra namespaces with presence like rooms (the others are plain feeds).
+    pub presence_namespaces: Vec<String>,
     /// Log output format.
     pub log_format: LogFormat,
     /// `tracing_subscriber::EnvFilter` directive (checked).
@@ -156,6 +158,13 @@ impl Config {
         namespace == switchboard_proto::channel::USER_NAMESPACE
             || namespace == switchboard_proto::channel::ROOM_NAMESPACE
             || self.namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// Whether subscribers of `namespace` get presence frames: `room` and the configured
+    /// `--presence-namespaces`. User channels have none (PROTOCOL.md §2).
+    pub fn has_presence(&self, namespace: &str) -> bool {
+        namespace == switchboard_proto::channel::ROOM_NAMESPACE
+            || self.presence_namespaces.iter().any(|n| n == namespace)
     }
 
     /// Reads the `--config` file (if any) and builds the configuration from it, the
@@ -225,6 +234,7 @@ impl fmt::Debug for Config {
             .field("bad_frame_window", &self.bad_frame_window)
             .field("history", &self.history)
             .field("namespaces", &self.namespaces)
+            .field("presence_namespaces", &self.presence_namespaces)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("demo", &self.demo)

@@ -201,6 +201,11 @@ impl Session {
         None
     }
 
+    /// Whether `channel`'s namespace has presence (rooms and --presence-namespaces).
+    fn presence(&self, channel: &str) -> bool {
+        Channel::parse(channel).is_ok_and(|ch| self.node.config.has_presence(ch.namespace))
+    }
+
     /// Validates a channel name for this node's namespaces.
     fn channel<'a>(&self, name: &'a str) -> Result<Channel<'a>, (ErrorCode, String)> {
         let ch = Channel::parse(name).map_err(|e| (ErrorCode::BadChannel, e.to_string()))?;
@@ -265,12 +270,14 @@ impl Session {
         self.conn
             .open(&channel, &start, &ServerFrame::Reply(reply), &replay)
             .await;
-        if let Err(e) = node
-            .router
-            .join(&channel, &self.conn.user, &self.conn.conn_id)
-            .await
-        {
-            tracing::warn!(conn = %self.conn.conn_id, error = %e, "presence join failed");
+        if self.presence(&channel) {
+            if let Err(e) = node
+                .router
+                .join(&channel, &self.conn.user, &self.conn.conn_id)
+                .await
+            {
+                tracing::warn!(conn = %self.conn.conn_id, error = %e, "presence join failed");
+            }
         }
         // The reply was queued by `open`, in order with the replay.
         Ok(None)
@@ -336,12 +343,14 @@ impl Session {
                 }
             }
         }
-        if let Err(e) = node
-            .router
-            .leave(channel, &self.conn.user, &self.conn.conn_id)
-            .await
-        {
-            tracing::warn!(conn = %self.conn.conn_id, error = %e, "presence leave failed");
+        if self.presence(channel) {
+            if let Err(e) = node
+                .router
+                .leave(channel, &self.conn.user, &self.conn.conn_id)
+                .await
+            {
+                tracing::warn!(conn = %self.conn.conn_id, error = %e, "presence leave failed");
+            }
         }
     }
 

@@ -34,6 +34,7 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
     "rate_limit_burst",
     "bad_frame_limit",
     "bad_frame_window_seconds",
+    "presence_namespaces",
     "log_format",
     "log_level",
     "demo",
@@ -41,7 +42,12 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
 ];
 
 /// Settings that take a list: comma-separated text, a repeated flag or a TOML array.
-pub(super) const LIST_KEYS: &[&str] = &["api_key", "allowed_origins", "namespaces"];
+pub(super) const LIST_KEYS: &[&str] = &[
+    "api_key",
+    "allowed_origins",
+    "namespaces",
+    "presence_namespaces",
+];
 
 /// How to run a gateway node. Every value is optional and raw: [`Config::load`] applies the
 /// file and the defaults and checks everything.
@@ -189,6 +195,11 @@ pub struct ServeArgs {
     /// Default: none.
     #[arg(long, env = "SWITCHBOARD_NAMESPACES", value_name = "LIST")]
     pub namespaces: Option<String>,
+    /// Extra namespaces (from --namespaces) whose subscribers get presence frames and a
+    /// presence list like rooms do. `room` always has presence; other namespaces are plain
+    /// feeds without join/leave traffic (cheap fan-out to many subscribers). Default: none.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_NAMESPACES", value_name = "LIST")]
+    pub presence_namespaces: Option<String>,
     /// Log format: text or json. Default: text.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -274,6 +285,7 @@ pub(super) fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
         "bad_frame_window_seconds" => one(&args.bad_frame_window_seconds),
         "history" => one(&args.history),
         "namespaces" => one(&args.namespaces),
+        "presence_namespaces" => one(&args.presence_namespaces),
         "log_format" => one(&args.log_format),
         "log_level" => one(&args.log_level),
         "demo" => one(&args.demo),

@@ -120,6 +120,17 @@ pub(super) fn build(
             None => l.file.history.take().unwrap_or_default(),
         };
     let namespaces = l.list("namespaces", values::namespaces).unwrap_or_default();
+    let presence_namespaces = l
+        .list("presence_namespaces", values::namespaces)
+        .unwrap_or_default();
+    for ns in presence_namespaces
+        .iter()
+        .filter(|ns| !namespaces.contains(ns))
+    {
+        l.errors.push(format!(
+            "presence_namespaces: {ns:?} is not one of the configured --namespaces"
+        ));
+    }
     let log_format = l.get("log_format", LogFormat::Text, values::log_format);
     let log_level = l.get("log_level", "info".to_owned(), values::log_level);
     let demo = l.get("demo", false, values::bool);
@@ -170,6 +181,7 @@ pub(super) fn build(
         bad_frame_window,
         history: HistoryPolicies::new(history_rules),
         namespaces,
+        presence_namespaces,
         log_format,
         log_level,
         demo,

@@ -88,3 +88,50 @@ async fn presence_join_and_leave_proto() {
     );
     a.expect_silence(QUIET).await;
 }
+
+/// Extra namespaces are plain feeds (no presence frames, empty presence list) unless
+/// listed in --presence-namespaces; rooms always have presence.
+#[tokio::test]
+async fn feeds_have_no_presence_unless_configured() {
+    let node =
+        support::start(&["--namespaces", "feed,team", "--presence-namespaces", "team"]).await;
+    let claims = |sub: &str| {
+        support::sign(&json!({"sub": sub, "exp": support::now_secs() + 60,
+            "channels": ["feed:*", "team:*"], "publish": ["feed:*", "team:*"]}))
+    };
+    let (mut a, _) = node.connect_token(&claims("alice")).await;
+    let (mut b, _) = node.connect_token(&claims("bob")).await;
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.subscribe(1, "feed:f").await["ok"], true);
+    }
+    a.expect_silence(QUIET).await;
+    b.expect_silence(Duration::ZERO).await;
+    let (status, p) = node.api("GET", "/v1/presence/feed:f", None).await;
+    assert_eq!(
+        (status, p["users"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{p}"
+    );
+    // Messages still reach every subscriber.
+    a.send(json!({"type": "publish", "id": 2, "channel": "feed:f", "data": 7}))
+        .await;
+    let m = b.recv_until(|f| f["type"] == "message").await;
+    assert_eq!(m["data"], 7);
+
+    // A namespace listed in --presence-namespaces behaves like a room.
+    assert_eq!(a.subscribe(3, "team:t").await["ok"], true);
+    assert_eq!(a.recv().await, presence("team:t", "alice", "join"));
+    assert_eq!(b.subscribe(3, "team:t").await["ok"], true);
+    assert_eq!(
+        a.recv_until(|f| f["type"] == "presence").await,
+        presence("team:t", "bob", "join")
+    );
+}
+
+#[tokio::test]
+async fn presence_namespaces_must_be_configured_namespaces() {
+    let out = support::run_binary(&["serve", "--presence-namespaces", "feed"], &[]).await;
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("presence_namespaces"), "{err}");
+}
