@@ -34,7 +34,6 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
     "rate_limit_burst",
     "bad_frame_limit",
     "bad_frame_window_seconds",
-    "presence_namespaces",
     "log_format",
     "log_level",
     "demo",
