@@ -1,7 +1,15 @@
 //! Metric names (PROTOCOL.md §8) and the Prometheus recorder. Every name used anywhere in
 //! the gateway is a constant here; labels never carry user ids or channel names.
+//!
+//! The exporter only shows a series once it was touched, so `install` sets every series that
+//! the alerts (`deploy/prometheus/alerts.yml`) and the dashboard (`grafana/`) read to zero,
+//! for every value of its label that the code can produce. It also exports the standard
+//! `process_*` metrics (CPU, RSS, fds, threads), refreshed every few seconds.
+
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use switchboard_proto::{close, ErrorCode};
 
 /// Gauge: open WebSocket connections on this node.
 pub const CONNECTIONS: &str = "switchboard_connections";
@@ -45,27 +53,138 @@ pub const RPC_UPSTREAM_LATENCY: &str = "switchboard_rpc_upstream_latency_seconds
 pub const RPC_CIRCUIT_STATE: &str = "switchboard_rpc_circuit_state";
 /// Counter `{route}`: extra attempts of idempotent calls.
 pub const RPC_RETRIES: &str = "switchboard_rpc_retries_total";
+/// Gauge: the node's `--max-connections` (set by `record_config`), for "near the cap" alerts.
+pub const MAX_CONNECTIONS: &str = "switchboard_max_connections";
+/// Gauge `{version}`: always 1; the running build.
+pub const BUILD_INFO: &str = "switchboard_build_info";
+
+/// Every `reason` of `HANDSHAKE_REJECTED` (`ws::handshake` and `auth::AuthError::code`).
+pub const HANDSHAKE_REASONS: &[&str] = &[
+    "upgrade_required",
+    "draining",
+    "origin_not_allowed",
+    "unsupported_subprotocol",
+    "bad_request",
+    "over_capacity",
+    "missing_token",
+    "invalid_token",
+    "token_expired",
+];
+/// Every `result` of `RECOVERY`.
+pub const RECOVERY_RESULTS: &[&str] = &["recovered", "not_recovered"];
+/// The close codes the server sends (PROTOCOL.md §7) and 1006 (no close frame): the `code`
+/// values of `DISCONNECTS` present from the start. A code a client sends appears when used.
+const CLOSE_CODES: &[u16] = &[
+    close::NORMAL,
+    close::GOING_AWAY,
+    close::PROTOCOL_ERROR,
+    1006,
+    close::INVALID_PAYLOAD,
+    close::MESSAGE_TOO_BIG,
+    close::INTERNAL_ERROR,
+    close::SERVICE_RESTART,
+    close::TRY_AGAIN_LATER,
+    close::TOKEN_EXPIRED,
+    close::FORBIDDEN,
+    close::SLOW_CONSUMER,
+    close::RATE_LIMITED,
+    close::TOO_MANY_BAD_FRAMES,
+];
+/// The `code` values of `CLIENT_ERRORS` present from the start.
+const ERROR_CODES: &[ErrorCode] = &[
+    ErrorCode::BadFrame,
+    ErrorCode::UnknownType,
+    ErrorCode::Forbidden,
+    ErrorCode::BadChannel,
+    ErrorCode::TooLarge,
+    ErrorCode::RateLimited,
+    ErrorCode::NotSubscribed,
+    ErrorCode::TokenExpired,
+    ErrorCode::Unavailable,
+    ErrorCode::InvalidToken,
+    ErrorCode::Internal,
+    ErrorCode::NoRoute,
+    ErrorCode::UpstreamTimeout,
+    ErrorCode::UpstreamUnavailable,
+    ErrorCode::UpstreamError,
+    ErrorCode::TooManyRequests,
+    ErrorCode::AlreadySubscribed,
+    ErrorCode::LimitExceeded,
+];
+/// How often the `process_*` metrics are refreshed. Counting `/proc/self/fd` costs about a
+/// microsecond per open socket, so not on every scrape of a node with 100k connections.
+const PROCESS_INTERVAL: Duration = Duration::from_secs(5);
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Installs the global recorder and describes every metric.
+/// Installs the global recorder, describes every metric and sets every series the alerts
+/// and the dashboard read to its starting value. Call it inside the Tokio runtime: it spawns
+/// the task that refreshes the `process_*` metrics.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(RPC_UPSTREAM_LATENCY.into()), LATENCY_BUCKETS)?
         .install_recorder()?;
     describe();
-    // Make the always-present series visible from the first scrape.
-    metrics::gauge!(CONNECTIONS).set(0.0);
-    metrics::counter!(CONNECTIONS_TOTAL).absolute(0);
-    metrics::counter!(MESSAGES_RECEIVED).absolute(0);
-    metrics::counter!(MESSAGES_DELIVERED).absolute(0);
-    metrics::counter!(BACKPLANE_RECONNECTS).absolute(0);
-    metrics::counter!(SLOW_CONSUMER_DISCONNECTS).absolute(0);
-    metrics::gauge!(DRAINING).set(0.0);
+    initialise();
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(PROCESS_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                process.collect();
+            }
+        });
+    }
     Ok(handle)
+}
+
+/// Exports the settings that alerts compare against (`switchboard_max_connections`).
+/// Call it once at startup with the node's configuration (`server::run`).
+// Until `server::run` calls it, only the tests do.
+#[allow(dead_code)]
+pub fn record_config(config: &crate::config::Config) {
+    metrics::gauge!(MAX_CONNECTIONS).set(config.max_connections as f64);
+}
+
+/// Makes every series the alerts and the dashboard use visible from the first scrape.
+fn initialise() {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(CONNECTIONS).set(0.0);
+    // Not routing until the router has started (`server::run` sets it to 1 then).
+    metrics::gauge!(BACKPLANE_UP).set(0.0);
+    metrics::gauge!(DRAINING).set(0.0);
+    for name in [
+        CONNECTIONS_TOTAL,
+        MESSAGES_RECEIVED,
+        MESSAGES_DELIVERED,
+        BACKPLANE_RECONNECTS,
+        SLOW_CONSUMER_DISCONNECTS,
+        PUBLISHES,
+        DELIVERY_GAPS,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for reason in HANDSHAKE_REASONS {
+        metrics::counter!(HANDSHAKE_REJECTED, "reason" => *reason).absolute(0);
+    }
+    for code in CLOSE_CODES {
+        metrics::counter!(DISCONNECTS, "code" => code.to_string()).absolute(0);
+    }
+    for result in RECOVERY_RESULTS {
+        metrics::counter!(RECOVERY, "result" => *result).absolute(0);
+    }
+    for code in ERROR_CODES {
+        metrics::counter!(CLIENT_ERRORS, "code" => code.as_str()).absolute(0);
+    }
+    // Registers the histogram so its (empty) buckets are exported before the first delivery.
+    let _ = metrics::histogram!(DELIVERY_LATENCY);
 }
 
 fn describe() {
@@ -107,4 +226,65 @@ fn describe() {
         RPC_RETRIES,
         "Extra attempts of idempotent RPC calls, by route"
     );
+    describe_gauge!(MAX_CONNECTIONS, "The node's --max-connections");
+    describe_gauge!(BUILD_INFO, "Always 1; the running build's version");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders what `initialise` exports, with a recorder local to this test.
+    fn initial_render() -> String {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, initialise);
+        handle.render()
+    }
+
+    #[test]
+    fn every_series_the_alerts_read_exists_before_the_first_event() {
+        let text = initial_render();
+        for series in [
+            "switchboard_connections 0",
+            "switchboard_connections_total 0",
+            "switchboard_backplane_up 0",
+            "switchboard_draining 0",
+            "switchboard_slow_consumer_disconnects_total 0",
+            "switchboard_backplane_reconnects_total 0",
+            "switchboard_handshake_rejected_total{reason=\"over_capacity\"} 0",
+            "switchboard_handshake_rejected_total{reason=\"invalid_token\"} 0",
+            "switchboard_disconnects_total{code=\"4008\"} 0",
+            "switchboard_disconnects_total{code=\"1006\"} 0",
+            "switchboard_recovery_total{result=\"recovered\"} 0",
+            "switchboard_recovery_total{result=\"not_recovered\"} 0",
+            "switchboard_client_errors_total{code=\"bad_frame\"} 0",
+            "switchboard_delivery_latency_seconds_count 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == series),
+                "{series} missing in:\n{text}"
+            );
+        }
+        let buckets = text
+            .lines()
+            .filter(|l| l.starts_with("switchboard_delivery_latency_seconds_bucket{"))
+            .count();
+        assert_eq!(buckets, LATENCY_BUCKETS.len() + 1, "{text}");
+    }
+
+    #[test]
+    fn handshake_reasons_cover_the_auth_errors() {
+        use crate::auth::AuthError;
+        for e in [
+            AuthError::Missing,
+            AuthError::Expired,
+            AuthError::Invalid(String::new()),
+        ] {
+            assert!(HANDSHAKE_REASONS.contains(&e.code()), "{}", e.code());
+        }
+    }
 }
