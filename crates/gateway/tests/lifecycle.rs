@@ -441,3 +441,39 @@ async fn sigterm_without_connections_exits_zero_quickly() {
     assert!(status.success(), "exit status {status}");
     assert!(sent.elapsed() < Duration::from_secs(2));
 }
+
+/// RFC 6455 §5.1: a client frame without a mask is a protocol error (close 1002), and
+/// the same frame masked is served.
+#[tokio::test]
+async fn an_unmasked_client_frame_closes_with_1002() {
+    let node = support::start(&[]).await;
+    let ping = br#"{"type":"ping","id":1}"#;
+    for masked in [true, false] {
+        let mut raw = RawWs::connect(&node, "mallory").await;
+        let welcome = raw.frame().await.expect("welcome");
+        assert_eq!(welcome.0, 0x1);
+        let mut frame = vec![0x81];
+        if masked {
+            let key = [0x37u8, 0xfa, 0x21, 0x3d];
+            frame.push(0x80 | ping.len() as u8);
+            frame.extend_from_slice(&key);
+            frame.extend(ping.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            frame.push(ping.len() as u8);
+            frame.extend_from_slice(ping);
+        }
+        raw.stream.write_all(&frame).await.expect("write");
+        let (opcode, payload) = tokio::time::timeout(Duration::from_secs(5), raw.frame())
+            .await
+            .expect("an answer")
+            .expect("a frame, not EOF");
+        if masked {
+            assert_eq!(opcode, 0x1, "masked: served");
+            let pong: Value = serde_json::from_slice(&payload).expect("JSON");
+            assert_eq!(pong["type"], "pong");
+        } else {
+            assert_eq!(opcode, 0x8, "unmasked: a close frame");
+            assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+        }
+    }
+}

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use fastwebsockets::{OpCode, Role};
 use hyper_util::rt::TokioIo;
 use switchboard_proto::{close, Encoding, ErrorCode, ServerFrame};
-use tokio::io::BufWriter;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::Accepted;
+use super::lazy_buf::LazyBufWriter;
 use super::outbound::{CloseRequest, Outbound};
 use super::reader::{self, End};
 use super::writer::{self, Signals, WriterConfig};
@@ -52,7 +52,7 @@ pub async fn run(
     let (r, w) = tokio::io::split(io);
     let (mut rd, mut wr) = fastwebsockets::after_handshake_split(
         r,
-        BufWriter::with_capacity(64 * 1024, w),
+        LazyBufWriter::new(w, 64 * 1024),
         Role::Server,
     );
     rd.set_auto_close(false);
