@@ -66,6 +66,7 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Runs a node until it is told to stop and has drained.
 pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    crate::metrics::record_config(&config);
     let router = router(&config)?;
     let (hub, repairs) = Hub::new();
     let hub = Arc::new(hub);
