@@ -147,8 +147,6 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 
 /// Exports the settings that alerts compare against (`switchboard_max_connections`).
 /// Call it once at startup with the node's configuration (`server::run`).
-// Until `server::run` calls it, only the tests do.
-#[allow(dead_code)]
 pub fn record_config(config: &crate::config::Config) {
     metrics::gauge!(MAX_CONNECTIONS).set(config.max_connections as f64);
 }

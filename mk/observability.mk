@@ -1,0 +1,25 @@
+# Observability: the alert rules (deploy/prometheus/), the PrometheusRule generated from them
+# (k8s/base/prometheusrule.yaml), the Grafana dashboard (grafana/) and a real Prometheus
+# scraping a local 3-node cluster. The scripts are in deploy/checks/.
+
+.PHONY: prometheus-deps
+prometheus-deps: ## Install prometheus and promtool (Debian package) when missing
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		echo "installing prometheus (apt-get)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { echo "prometheus and promtool are required (apt-get install prometheus)"; exit 1; }
+
+.PHONY: prometheusrule
+prometheusrule: ## Regenerate k8s/base/prometheusrule.yaml from deploy/prometheus/alerts.yml
+	python3 deploy/checks/gen_prometheusrule.py --write
+
+.PHONY: check-observability
+check-observability: deps prometheus-deps venv ## Alert rules (promtool check + unit tests), PrometheusRule in sync, dashboard checks, a real Prometheus scraping 3 nodes
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
+	$(VENV_BIN)/python deploy/checks/gen_prometheusrule.py --check
+	python3 deploy/checks/check_dashboard.py
+	$(CARGO) build --locked -p switchboard-gateway
+	python3 deploy/checks/scrape_test.py --binary target/debug/switchboard
+
+TEST_TARGETS += check-observability
