@@ -19,9 +19,9 @@ peers-node: ## Install the Node peers (Socket.IO + redis adapter, ws + ioredis) 
 
 .PHONY: peers-sockudo
 peers-sockudo: ## Build Sockudo 5.2.0 (--features redis) into ~/.cache/switchboard-peers/sockudo unless it is there
-	@command -v cmake >/dev/null || { \
-		echo "installing cmake (apt-get)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; }
+	@command -v cmake >/dev/null && command -v protoc >/dev/null || { \
+		echo "installing cmake and protobuf-compiler (apt-get)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake protobuf-compiler >/dev/null; }
 	CARGO=$(CARGO) $(PEERS_DIR)/build-sockudo.sh
 
 .PHONY: peers

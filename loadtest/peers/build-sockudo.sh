@@ -9,7 +9,8 @@
 #
 # Pinned: sockudo 5.2.0 with its default features (local, v2, opentelemetry) plus `redis`
 # (the Redis horizontal adapter, cache, queue and rate limiter). `--locked` uses the crate's
-# own Cargo.lock. Needs: cargo (rust >= 1.95), cc, make, cmake, perl (jemalloc, aws-lc).
+# own Cargo.lock. Needs: cargo (rust >= 1.95), cc, make, perl, cmake and protoc (installed here with
+# apt-get when missing).
 set -euo pipefail
 
 SOCKUDO_VERSION="5.2.0"
@@ -30,10 +31,14 @@ fi
 
 CARGO="${CARGO:-cargo}"
 command -v "$CARGO" >/dev/null || { echo "cargo not found" >&2; exit 2; }
-if ! command -v cmake >/dev/null; then
-    echo "cmake missing: installing it (apt-get)" >&2
+# Build tools the dependency tree needs: cmake (aws-lc), protoc (metrics-exporter-tcp's prost-build).
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+if (( ${#missing[@]} )); then
+    echo "installing ${missing[*]} (apt-get)" >&2
     SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
-    $SUDO apt-get install -y cmake >&2
+    $SUDO apt-get update -qq >&2 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 
 mkdir -p "$ROOT"
