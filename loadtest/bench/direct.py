@@ -6,8 +6,9 @@ loadgen prints `ready` (setup excluded) and again after the sending phase plus o
 (DRAIN_S), before the loadgen's settle period ends and it closes its connections.
 Messages per server CPU-second = messages delivered / (gateway CPU-s + Redis CPU-s).
 Saturation: the rate grows ×STEP until a run fails (achieved rate < 95 % of the target, any
-message lost or not acked, or p99 above P99_LIMIT_MS), then one bisection step; the
-saturation rate is the highest passing rate. Used by bench.py.
+message lost or not acked, or p99 above P99_LIMIT_MS), then up to BISECTIONS bisection steps
+within the time budget (it halves instead while nothing passed); the fixed-rate runs count
+too; the saturation rate is the highest passing rate. Used by bench.py.
 """
 
 import time
@@ -18,6 +19,8 @@ DRAIN_S = 1.0
 SETTLE_S = 3
 STEP = 1.5
 P99_LIMIT_MS = 50.0
+MIN_RATE = 250
+BISECTIONS = 2
 
 
 def one(ctx, sut, rate, duration, via="api", batch=None, pairs=300, tag=""):
@@ -77,13 +80,23 @@ def verdict(r):
     return not why, "; ".join(why)
 
 
-def saturate(ctx, sut, via, batch, start, duration, max_rate, budget_s, pairs):
-    """Returns {"rate": highest passing rate or None, "runs": […], "stopped": reason}."""
+def saturate(ctx, sut, via, batch, start, duration, max_rate, budget_s, pairs, known=()):
+    """Returns {"rate": highest passing rate or None, "runs": […], "stopped": reason}.
+
+    `known`: runs already made (the fixed rates); a passing one seeds the lower bound. When
+    the first step fails, the rate halves until a run passes (or MIN_RATE)."""
     t_end = time.monotonic() + budget_s
-    runs, best, fail = [], None, None
+    runs = []
+    best = max((r["rate"] for r in known if r["pass"]), default=None)
+    fail = min((r["rate"] for r in known if not r["pass"]), default=None)
     rate = start
     stopped = "max rate reached"
-    while rate <= max_rate:
+    if fail is not None and fail <= start:  # a fixed rate already failed: search below it
+        rate = fail // 2
+        if best is not None and rate <= best:
+            rate = None
+            stopped = f"failed at {fail}/s (fixed rate)"
+    while rate is not None and rate <= max_rate:
         if time.monotonic() > t_end:
             stopped = "time budget"
             break
@@ -91,15 +104,24 @@ def saturate(ctx, sut, via, batch, start, duration, max_rate, budget_s, pairs):
         runs.append(r)
         if not r["pass"]:
             fail, stopped = rate, f"failed at {rate}/s: {r['why']}"
+            if best is None and rate // 2 >= MIN_RATE:
+                rate //= 2  # not even the first step: look lower
+                continue
             break
-        best = rate
+        best = max(best or 0, rate)
+        if fail is not None and rate * STEP >= fail:
+            break
         rate = int(rate * STEP)
-    if best and fail and fail - best > 0.1 * best and time.monotonic() < t_end:
+    for _ in range(BISECTIONS):
+        if not (best and fail and fail - best > 0.1 * best and time.monotonic() < t_end):
+            break
         mid = (best + fail) // 2
         r = one(ctx, sut, mid, duration, via, batch, pairs, tag="-sat")
         runs.append(r)
         if r["pass"]:
             best = mid
+        else:
+            fail = mid
     return {"rate": best, "runs": runs, "stopped": stopped}
 
 
@@ -111,7 +133,8 @@ def run(ctx, sut, cfg, via="api", batch=None, search=True):
         out["fixed"].append(one(ctx, sut, rate, cfg["duration"], via, batch, cfg["pairs"]))
     if search:
         sat = saturate(ctx, sut, via, batch, cfg["search_start"], cfg["search_duration"],
-                       cfg["search_max"], cfg["search_budget_s"], cfg["pairs"])
+                       cfg["search_max"], cfg["search_budget_s"], cfg["pairs"],
+                       known=out["fixed"])
         out["saturation"] = sat
         if sat["rate"]:
             out["half"] = one(ctx, sut, max(1, sat["rate"] // 2), cfg["duration"], via, batch,

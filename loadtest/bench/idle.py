@@ -6,9 +6,9 @@ the loadgen lives on this box too and is not counted), /proc/net/sockstat and th
 caches. User bytes per connection = least-squares slope of total server RSS over connections.
 Kernel bytes per connection: on loopback both ends of a connection are TCP sockets of this
 kernel, so sockstat's TCP `inuse` grows by 2 per connection; the TCP `mem` pages (buffers)
-delta is divided by the `inuse` delta = the memory of one end, the server's socket.
-The same per-socket division is applied to the slab caches (struct tcp_sock, file, epoll
-item). Used by bench.py.
+are divided by `inuse` (least-squares slope of mem bytes over inuse across the steps) = the
+memory of one end, the server's socket. The same per-socket slope is taken of the slab caches
+(struct tcp_sock, file, epoll item). Used by bench.py.
 """
 
 import signal
@@ -93,8 +93,13 @@ def summarize(sut, points, runs, nodes):
     d_mem = (last["sockstat"]["tcp_mem_pages"] - first["sockstat"]["tcp_mem_pages"]) \
         * procstat.PAGE_SIZE
     slab_d = {k: last["slab"].get(k, 0) - first["slab"].get(k, 0) for k in last["slab"]}
-    kernel_tcp = d_mem / d_inuse if d_inuse > 0 else None
-    kernel_slab = sum(slab_d.values()) / d_inuse if d_inuse > 0 and slab_d else None
+    # Per socket = least-squares slope over TCP inuse (sockstat is system-wide: a slope over
+    # every step is less sensitive to other sockets on the box than last − first).
+    inuse = [p["sockstat"]["tcp_inuse"] for p in points]
+    kernel_tcp = _slope(inuse, [p["sockstat"]["tcp_mem_pages"] * procstat.PAGE_SIZE
+                                for p in points]) if d_inuse > 0 else None
+    kernel_slab = _slope(inuse, [sum(p["slab"].values()) for p in points]) \
+        if d_inuse > 0 and slab_d else None
     conns = last["connections"]
     return {
         "system": sut.name, "nodes": nodes, "points": points, "runs": runs,

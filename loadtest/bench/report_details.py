@@ -40,10 +40,11 @@ def w1_section(w1, title):
             f"** per connection (per node: {slopes}).",
             f"- sockstat: TCP inuse +{num(w1['tcp_inuse_delta'])} = "
             f"{w1['sockets_per_conn']:.2f} sockets per connection (both loopback ends); TCP mem "
-            f"+{num(w1['tcp_mem_delta_bytes'])} B → {kib(w1['kernel_tcp_bytes_per_conn'])} per "
-            "socket (= the server's end).",
+            f"{num(w1['tcp_mem_delta_bytes'])} B; slope over inuse → "
+            f"{kib(w1['kernel_tcp_bytes_per_conn'])} per socket (= the server's end; "
+            "system-wide counters, other sockets on the box add noise).",
             f"- Socket slab caches {sorted(w1['slab_delta_bytes'])}: "
-            f"+{num(sum(w1['slab_delta_bytes'].values()))} B → "
+            f"{num(sum(w1['slab_delta_bytes'].values()))} B; slope over inuse → "
             f"{kib(w1['kernel_slab_bytes_per_conn'])} per socket.",
             "- Connect runs: " + "; ".join(
                 f"{num(r['established'])} ok / {r['failed']} failed in {r['connect_wall_s']} s"
@@ -159,7 +160,8 @@ def details(res):
                 f"- CPU over the storm ({w4['wall_s']:.2f} s): gateways {w4['gateways_cpu_s']:.2f}"
                 f" s, Redis {w4['redis_cpu_s']:.2f} s → {num(w4['connects_per_gateway_cpu_s'])} "
                 f"connects per gateway CPU-s ({num(w4['connects_per_server_cpu_s'])} with Redis).",
-                f"- /proc/net/netstat TcpExt deltas: {w4['netstat_delta']}.",
+                f"- /proc/net/netstat TcpExt deltas: {w4['netstat_delta']}; gateway "
+                f"switchboard_handshake_rejected_total +{w4.get('handshake_rejected_metric')}.",
                 f"- Command: `{w4['cmd']}`", ""]
     else:
         out += failed(w4) if w4 else ["Not run.", ""]
@@ -178,7 +180,9 @@ def details(res):
         out += ["", f"- {w5['with-slow']['messages']} messages of {w5['with-slow']['payload_bytes']}"
                 f" B at {w5['with-slow']['rate']}/s. Extra peak RSS with slow consumers "
                 f"{mib(w5['extra_peak_rss'])} (bound {mib(w5['rss_bound'])}); RSS after − before "
-                f"{mib(w5['rss_after_minus_before'])}.",
+                f"{mib(w5['rss_after_minus_before'])}. Gateway "
+                "switchboard_slow_consumer_disconnects_total during the slow run: "
+                f"+{w5['with-slow'].get('slow_consumer_disconnects_metric')}.",
                 f"- Command: `{w5['with-slow']['cmd']}`", ""]
     else:
         out += failed(w5) if w5 else ["Not run.", ""]
@@ -200,11 +204,11 @@ METHOD = ["", "## How the figures are measured", "",
           "- W1: VmRSS of the server processes only (the loadgen lives on this box too and is "
           "not counted), least-squares slope over the connection steps. Kernel: on loopback "
           "both ends of every connection are sockets of this kernel (sockstat TCP inuse grows "
-          "by 2 per connection), so the TCP mem pages × page size delta and the socket slab "
-          "delta are divided by the TCP inuse delta = one end, the server's.",
+          "by 2 per connection), so TCP mem pages × page size and the socket slab bytes are "
+          "taken per TCP socket (least-squares slope over TCP inuse) = one end, the server's.",
           "- W2: open loop, the payload carries its scheduled send time, latency = receive − "
           "scheduled (no coordinated omission). Messages per server CPU-second = delivered ÷ "
-          "(gateway + Redis CPU-s). Saturation search: ×1.5 steps, then one bisection; a run "
+          "(gateway + Redis CPU-s). Saturation search: ×1.5 steps, then up to two bisections; a run "
           "passes when achieved ≥ 95 % of the target, nothing lost / failed / unconfirmed, and "
           "p99 ≤ 50 ms. The figure in the table is taken at the saturation rate.",
           "- W5: the baseline and the slow run each start a fresh cluster; RSS is the sum over "

@@ -11,6 +11,7 @@ workload modules.
 
 import os
 import sys
+import urllib.request
 
 import procs
 
@@ -55,6 +56,16 @@ class Ours:
 
     def alive(self):
         return all(n.proc.poll() is None for n in self.cluster.nodes)
+
+    def metric(self, name):
+        """Sum of one Prometheus metric (every label set) over the nodes' /metrics."""
+        total = 0.0
+        for url in self.api:
+            with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+                        total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def describe(self):
         return {"name": self.name, "nodes": self.nodes,

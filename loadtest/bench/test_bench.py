@@ -79,6 +79,38 @@ class Direct(unittest.TestCase):
         self.assertFalse(w2run(2000, 0.8, achieved=1800)["pass"])
         self.assertFalse(w2run(2000, direct.P99_LIMIT_MS + 1)["pass"])
 
+    def fake_search(self, limit, known=(), start=4000):
+        calls = []
+
+        def one(ctx, sut, rate, duration, via, batch, pairs, tag=""):
+            calls.append(rate)
+            return w2run(rate, 1.0 if rate <= limit else 99.0)
+        real = direct.one
+        direct.one = one
+        try:
+            sat = direct.saturate(None, None, "api", None, start, 1, 10 ** 6, 60, 10,
+                                  known=known)
+        finally:
+            direct.one = real
+        return sat, calls
+
+    def test_saturation_search(self):
+        sat, calls = self.fake_search(10000)
+        self.assertEqual(calls[:4], [4000, 6000, 9000, 13500])
+        self.assertLessEqual(sat["rate"], 10000)
+        self.assertGreaterEqual(sat["rate"], 9000)
+        self.assertIn("failed at", sat["stopped"])
+        # nothing passes at the start: halve until a run passes, then bisect
+        sat, calls = self.fake_search(1500)
+        self.assertEqual(calls[:3], [4000, 2000, 1000])
+        self.assertTrue(1000 <= sat["rate"] <= 1500)
+        # a failing fixed rate below the start: search below it
+        sat, calls = self.fake_search(800, known=[w2run(2000, 99.0)])
+        self.assertEqual(calls[0], 1000)
+        self.assertTrue(sat["rate"] is not None and sat["rate"] <= 800)
+        sat, _ = self.fake_search(100, known=[w2run(2000, 99.0)])
+        self.assertIsNone(sat["rate"])
+
     def test_best_efficiency_ignores_failed_runs(self):
         w = {"fixed": [w2run(2000, 0.5, eff=30000)],
              "saturation": {"rate": 8000, "runs": [w2run(8000, 2, eff=60000),

@@ -35,6 +35,8 @@ def fanout_once(ctx, sut, label, subscribers, messages, rate, payload=64, slow=0
         if sampler:
             sampler.mark_ready()
 
+    slow_metric = "switchboard_slow_consumer_disconnects_total"
+    slow0 = sut.metric(slow_metric) if slow and hasattr(sut, "metric") else None
     if sampler:
         sampler.start()
     try:
@@ -65,6 +67,8 @@ def fanout_once(ctx, sut, label, subscribers, messages, rate, payload=64, slow=0
     }
     if sampler:
         out["rss"] = sampler.summary()
+    if slow0 is not None:
+        out["slow_consumer_disconnects_metric"] = sut.metric(slow_metric) - slow0
     return out
 
 
@@ -82,6 +86,7 @@ def w4(ctx, sut, cfg):
     box = {}
 
     def before():
+        box["rejected"] = sut.metric("switchboard_handshake_rejected_total")
         box["net"] = procstat.netstat_tcpext()
         box["cpu"] = cpu_snapshot(sut)
 
@@ -115,6 +120,8 @@ def w4(ctx, sut, cfg):
         "connects_per_server_cpu_s": round(est / (cpu["gateways_cpu_s"] + cpu["redis_cpu_s"]))
         if cpu["gateways_cpu_s"] > 0 else None,
         "netstat_delta": net,
+        "handshake_rejected_metric":
+            sut.metric("switchboard_handshake_rejected_total") - box["rejected"],
         "listen_overflows": net["ListenOverflows"] + net["ListenDrops"],
     }
 
