@@ -73,7 +73,8 @@ pub const HANDSHAKE_REASONS: &[&str] = &[
 /// Every `result` of `RECOVERY`.
 pub const RECOVERY_RESULTS: &[&str] = &["recovered", "not_recovered"];
 /// The close codes the server sends (PROTOCOL.md §7) and 1006 (no close frame): the `code`
-/// values of `DISCONNECTS` present from the start. A code a client sends appears when used.
+/// values of `DISCONNECTS`, present from the start. Any other code (a client's or a
+/// backend's choice) is counted as `other`, so peers cannot mint new series.
 const CLOSE_CODES: &[u16] = &[
     close::NORMAL,
     close::GOING_AWAY,
@@ -90,6 +91,16 @@ const CLOSE_CODES: &[u16] = &[
     close::RATE_LIMITED,
     close::TOO_MANY_BAD_FRAMES,
 ];
+/// The `code` label of `DISCONNECTS` for a close code: the code itself when it is one of
+/// [`CLOSE_CODES`], else `other`.
+pub fn close_code_label(code: u16) -> String {
+    if CLOSE_CODES.contains(&code) {
+        code.to_string()
+    } else {
+        "other".to_owned()
+    }
+}
+
 /// The `code` values of `CLIENT_ERRORS` present from the start.
 const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::BadFrame,
@@ -175,6 +186,7 @@ fn initialise() {
     for code in CLOSE_CODES {
         metrics::counter!(DISCONNECTS, "code" => code.to_string()).absolute(0);
     }
+    metrics::counter!(DISCONNECTS, "code" => "other").absolute(0);
     for result in RECOVERY_RESULTS {
         metrics::counter!(RECOVERY, "result" => *result).absolute(0);
     }

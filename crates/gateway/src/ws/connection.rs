@@ -50,11 +50,8 @@ pub async fn run(
     };
     let io: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
     let (r, w) = tokio::io::split(io);
-    let (mut rd, mut wr) = fastwebsockets::after_handshake_split(
-        r,
-        LazyBufWriter::new(w, 64 * 1024),
-        Role::Server,
-    );
+    let (mut rd, mut wr) =
+        fastwebsockets::after_handshake_split(r, LazyBufWriter::new(w, 64 * 1024), Role::Server);
     rd.set_auto_close(false);
     rd.set_auto_pong(false);
     rd.set_max_message_size(cfg.max_message_bytes.saturating_add(1));
@@ -165,6 +162,6 @@ pub async fn run(
     drop(rd);
     session.close().await;
     metrics::gauge!(m::CONNECTIONS).decrement(1.0);
-    metrics::counter!(m::DISCONNECTS, "code" => code.to_string()).increment(1);
+    metrics::counter!(m::DISCONNECTS, "code" => m::close_code_label(code)).increment(1);
     tracing::debug!(conn = %conn.conn_id, code, "disconnected");
 }

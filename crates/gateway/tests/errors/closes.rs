@@ -287,6 +287,41 @@ async fn client_close_1000_is_echoed() {
     s.finish().await;
 }
 
+/// A close code the client picks is counted as `other`: peers cannot mint new series.
+#[tokio::test]
+async fn client_chosen_close_codes_are_counted_as_other() {
+    let s = scene(&[]).await;
+    for code in [4321u16, 3999] {
+        let (mut c, _) = s.node.connect("carol").await;
+        c.send_raw(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: "".into(),
+        })))
+        .await;
+        let _ = c.expect_close().await;
+    }
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let (_, metrics) = s.node.get_internal("/metrics").await;
+        assert!(
+            !metrics.contains("code=\"4321\"") && !metrics.contains("code=\"3999\""),
+            "{metrics}"
+        );
+        if metrics
+            .lines()
+            .any(|l| l == "switchboard_disconnects_total{code=\"other\"} 2")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no other=2 in:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    s.finish().await;
+}
+
 // ---- all of the above on one node --------------------------------------------------------
 
 /// One node takes every kind of abuse in turn and stays ready; each close is counted.
