@@ -95,11 +95,8 @@ mod tests {
         w.write_all(b"world").await.unwrap();
         assert!(w.held() > 0);
         let mut probe = [0u8; 1];
-        let early = tokio::time::timeout(
-            std::time::Duration::from_millis(20),
-            b.read(&mut probe),
-        )
-        .await;
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(20), b.read(&mut probe)).await;
         assert!(early.is_err(), "nothing reaches the peer before the flush");
         w.flush().await.unwrap();
         assert_eq!(w.held(), 0, "the buffer is released after the flush");
