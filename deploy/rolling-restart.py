@@ -34,6 +34,7 @@ import threading
 import time
 import urllib.request
 
+sys.dont_write_bytecode = True  # no __pycache__ in deploy/
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "rolling"))
@@ -223,6 +224,7 @@ def run_restarts(a, c, lg, cfg, events, warmup, duration):
         return 2, (f"the load generator printed no ready line (exit {lg.proc.poll()}); "
                    f"stdout: {lg.lines[-5:]}")
     cfg["loadgen_ready"] = ready
+    cfg["expected_connections"] = ready.get("connections", cfg["expected_connections"])
     cfg["send_end_unix"] = lg.ready_unix + duration
     log(f"loadgen {lg.ready_line}; warm-up {warmup:.0f} s, sending for {duration} s")
     if ready.get("failed", 0) > 0:

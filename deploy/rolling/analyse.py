@@ -38,15 +38,15 @@ def per_second(timeline, key, total=None):
 
 
 def _rates(timeline, counts):
-    """Counts per second, a bucket after a gap in unix_s divided over the seconds it covers
-    (a sampler tick that came late must not look like a burst)."""
+    """Counts per second. The loadgen labels a sample with the second it was due to close; a
+    tick that wakes late counts up to the moment it ran and the next label skips ahead, so
+    an entry followed by a gap in unix_s covers several seconds and is divided over them
+    (a sampler starved of CPU must not look like a burst)."""
+    secs = [int(e["unix_s"]) for e in timeline]
     out = []
-    prev = None
-    for e, n in zip(timeline, counts):
-        s = int(e["unix_s"])
-        span = 1 if prev is None else max(1, s - prev)
+    for i, (s, n) in enumerate(zip(secs, counts)):
+        span = max(1, secs[i + 1] - s) if i + 1 < len(secs) else 1
         out.append((s, n / span, n))
-        prev = s
     return out
 
 
@@ -111,14 +111,22 @@ def first_full_second(timeline, delivered, since_unix, cfg):
                   f"delivered {last[2]:.0f}/s of {need:.0f}/s needed")
 
 
-def first_dip(timeline, since_unix, cfg):
-    """The first second at or after `since_unix` with fewer than every connection connected
-    (the drain's closes showing), or `since_unix` itself when none dips."""
+def all_connected_again(timeline, since_unix, cfg):
+    """The first second after the first dip below every connection at or after `since_unix`
+    (the drain's closes showing) that ends with every connection connected again; None when
+    that never happens while sending."""
     want = int(cfg["expected_connections"])
+    stop = math.floor(cfg["send_end_unix"])
+    dipped = False
     for e in timeline:
-        if e["unix_s"] >= math.floor(since_unix) and int(e.get("connected") or 0) < want:
-            return e["unix_s"]
-    return since_unix
+        s, c = int(e["unix_s"]), int(e.get("connected") or 0)
+        if s < math.floor(since_unix) or s >= stop:
+            continue
+        if c < want:
+            dipped = True
+        elif dipped:
+            return s
+    return None
 
 
 def analyse(result, events, cfg):
@@ -140,12 +148,9 @@ def analyse(result, events, cfg):
             "ready_after_restart_s": (round(ev["ready_unix"] - ev["exit_unix"], 3)
                                       if ev.get("ready_unix") else None),
         }
-        dip = first_dip(timeline, ev["sigterm_unix"], cfg)
-        full = None
-        if dip is not None:
-            full, _ = first_full_second(timeline, delivered, dip, cfg)
-        row["all_connected_again_s"] = (round(max(0.0, full + 1 - ev["sigterm_unix"]), 1)
-                                        if full is not None else None)
+        back = all_connected_again(timeline, ev["sigterm_unix"], cfg)
+        row["all_connected_again_s"] = (round(max(0.0, back + 1 - ev["sigterm_unix"]), 1)
+                                        if back is not None else None)
         nodes.append(row)
 
     spreads = drain_spreads(timeline, reconnects, events, cfg)
@@ -161,6 +166,9 @@ def analyse(result, events, cfg):
     totals = {k: int(msgs.get(k) or 0) for k in
               ("scheduled", "sent", "acked", "send_failed", "unconfirmed", "delivered", "lost",
                "duplicated", "out_of_order")}
+    lat = result.get("latency_us") or {}
+    totals["latency_ms"] = {k: round(lat[k] / 1000, 1) for k in ("p50", "p99", "p999", "max")
+                            if lat.get(k) is not None}
     totals["recovery_failed"] = int(result.get("recovery_failed") or 0)
     totals["reconnects"] = int(result.get("reconnects") or sum(reconnects))
     conns = result.get("connections") or {}
@@ -199,7 +207,8 @@ def analyse(result, events, cfg):
         "nodes": nodes,
         "totals": totals,
         "closes": closes,
-        "connections": {k: conns.get(k) for k in ("attempted", "established", "failed")},
+        "connections": {k: conns.get(k) for k in ("attempted", "established", "failed",
+                                                   "failures")},
         "reconnects_per_second": [
             {"t_s": int(e["unix_s"]) - t0, "unix_s": int(e["unix_s"]), "reconnects": n,
              "connected": int(e.get("connected") or 0), "delivered": d}

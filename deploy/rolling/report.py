@@ -38,9 +38,16 @@ def render(rep, cfg):
                                           "duplicated", "out_of_order", "unconfirmed",
                                           "send_failed", "recovery_failed", "reconnects")],
                      ["messages / connections", "count"]))
+    if t.get("latency_ms"):
+        out.append("delivery latency from the scheduled send time (recovered messages included): "
+                   + ", ".join(f"{k} {v} ms" for k, v in t["latency_ms"].items()))
     out.append("")
     closes = ", ".join(f"{k}: {v}" for k, v in sorted(rep["closes"].items())) or "none"
     out.append(f"closes by code: {closes}   (1006: {rep['closes'].get('1006', 0)})")
+    fails = rep["connections"].get("failures") or {}
+    if fails:
+        out.append("connect failures by kind (reconnect_* = a reconnect attempt refused, then "
+                   "retried elsewhere): " + ", ".join(f"{k}: {v}" for k, v in sorted(fails.items())))
     out.append("")
     out.append(table(
         [(d["node"], d["reconnects"], _fmt(d["spread_window_s"], " s"),

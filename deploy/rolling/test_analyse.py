@@ -56,6 +56,15 @@ class Analyse(unittest.TestCase):
         self.assertEqual(rep["nodes"][0]["drain_s"], 3.0)
         self.assertIsNotNone(rep["recovery"]["seconds"])
         self.assertLessEqual(rep["recovery"]["seconds"], 1.0)
+        # dips in seconds 5 and 6, all back at the end of second 7: 8 - 5.2
+        self.assertEqual(rep["nodes"][0]["all_connected_again_s"], 2.8)
+
+    def test_all_connected_again_ignores_the_next_drain(self):
+        result, events, cfg = base()
+        tl = result["timeline"]
+        tl[8]["connected"] = CONNS - 10  # the next drain starts right after all came back
+        rep = self.run_it(result, events, cfg)
+        self.assertEqual(rep["nodes"][0]["all_connected_again_s"], 2.8)
 
     def test_burst_fails(self):
         result, events, cfg = base()
@@ -90,8 +99,10 @@ class Analyse(unittest.TestCase):
         # the sampler skipped a second: its bucket covers two seconds
         result, events, cfg = base()
         tl = result["timeline"]
-        tl[7]["reconnects"] = 90  # 45 + 45 of two seconds in the entry after the gap (> 2x43)
-        del tl[6]
+        # the tick due at the end of second 6 ran 1.5 s late: its entry (labelled 6) holds
+        # seconds 6 and 7, the next label is 8
+        tl[6]["reconnects"] = 90  # 45 + 45 (> 2 x 43 if it were one second)
+        del tl[7]
         rep = self.run_it(result, events, cfg)
         self.assertTrue(rep["drains"][0]["ok"], rep["drains"][0])
 
