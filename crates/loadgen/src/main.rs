@@ -1,24 +1,46 @@
 //! `switchboard-loadgen`: a load generator for what k6 cannot reach (100k+ sockets, open-loop
-//! publishing, latency histograms merged across worker processes).
+//! publishing without coordinated omission, latency histograms merged across processes).
+//! README.md documents every subcommand, flag and the result JSON.
 //!
 //! # Layout
 //!
-//! - `cli`     — the command line (the interface contract; serde so workers get it verbatim).
-//!
-//! More modules land with the modes; see README.md for the flags and the result JSON.
+//! - `cli`      — the command line (the interface contract; serde so workers get it verbatim).
+//! - `run`      — validation, process count, the per-process context (`Ctx`) and start/stop
+//!   plumbing (`Ctl`), the run of one shard.
+//! - `workers`  — multi-process: the parent spawns itself as workers over stdin/stdout pipes.
+//! - `addr`     — resolved targets and source addresses (`--source-ips`).
+//! - `conn`     — one WebSocket: bind, TCP, upgrade, setup, the shared read loop.
+//! - `proto/`   — wire formats: switchboard, socketio, plain, pusher (frames, publish calls).
+//! - `modes/`   — idle and storm, direct, fanout; the reconnecting session; HTTP publishing
+//!   on the schedule.
+//! - `api`      — HTTP/1.1 keep-alive publishing clients (a few connections per URL).
+//! - `stats`    — counters, close codes, histograms, timeline; the per-process `Partial`.
+//! - `report`   — merges partials into the result JSON, the summary and the checks.
+//! - `payload`  — the message payload and the clock; `token` — client JWTs.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+mod addr;
+mod api;
 mod cli;
+mod conn;
+mod modes;
+mod payload;
+mod proto;
+mod report;
+mod run;
+mod stats;
+mod token;
+mod workers;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    eprintln!(
-        "switchboard-loadgen: {:?} over {} is not implemented yet",
-        cli.command,
-        cli.common.protocol.name()
-    );
-    ExitCode::from(2)
+    // A few hundred sockets per worker need more than the usual soft limit of 1024.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    match cli.command {
+        cli::Command::Worker => workers::worker_main(),
+        _ => run::main(cli),
+    }
 }

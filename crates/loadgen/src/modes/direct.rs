@@ -1,0 +1,351 @@
+//! `direct`: pairs of sender → recipient on user channels, open loop.
+//!
+//! Message j (0 ≤ j < rate × duration) goes from pair j % N as its sequence j / N, scheduled
+//! at t0 + j / rate. Recipient i (`…-r<i>`) is on targets[i % k]; in `ws` mode sender i
+//! (`…-s<i>`) is on targets[(i+1) % k] and publishes over its socket, in `api` mode the
+//! messages go through `publish`. A process owns whole pairs, so it counts acks and
+//! deliveries of the same messages and reports `lost` itself.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::bits::Bits;
+use super::session::{self, Peer, Reconnect, Spec};
+use super::{close_all, publish, sleep_until_unix, Setup};
+use crate::cli::{DirectArgs, Via};
+use crate::conn::{self, new_writer, Control, Writer};
+use crate::payload::{self, now_us};
+use crate::proto::{switchboard, Established, Incoming, Pos};
+use crate::run::{Ctl, Ctx, Ready};
+use crate::stats::{Partial, Stats};
+
+#[derive(Default)]
+struct Pair {
+    delivered: Bits,
+    acked: Bits,
+    highest: Option<u64>,
+}
+
+/// Acks and deliveries of this process's pairs.
+pub struct DirectState {
+    /// All pairs of the run (N) and messages of the run (rate × duration).
+    pub n: u64,
+    pub total: u64,
+    lo: u64,
+    pairs: Vec<Mutex<Pair>>,
+    stats: Arc<Stats>,
+}
+
+impl DirectState {
+    fn pair(&self, g: u64) -> Option<std::sync::MutexGuard<'_, Pair>> {
+        let i = g.checked_sub(self.lo)? as usize;
+        self.pairs
+            .get(i)
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Messages of pair `g`.
+    pub fn count(&self, g: u64) -> u64 {
+        if g >= self.total {
+            0
+        } else {
+            (self.total - g).div_ceil(self.n)
+        }
+    }
+
+    /// Schedule of message `q` of pair `g` (unix µs), from t0 at `rate`.
+    pub fn at(&self, t0: u64, rate: f64, g: u64, q: u64) -> u64 {
+        t0 + ((q * self.n + g) as f64 * 1e6 / rate) as u64
+    }
+
+    pub fn ack(&self, g: u64, q: u64) {
+        if let Some(mut p) = self.pair(g) {
+            if !p.acked.set(q) {
+                self.stats.acked.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    pub fn deliver(&self, g: u64, q: u64, t: u64) {
+        self.stats.latency.record(now_us().saturating_sub(t));
+        let Some(mut p) = self.pair(g) else { return };
+        if p.delivered.set(q) {
+            self.stats.duplicated.fetch_add(1, Relaxed);
+            return;
+        }
+        self.stats.delivered.fetch_add(1, Relaxed);
+        if p.highest.is_some_and(|h| q < h) {
+            self.stats.out_of_order.fetch_add(1, Relaxed);
+        }
+        p.highest = p.highest.max(Some(q));
+    }
+
+    /// Acked but not (yet) delivered.
+    pub fn lost(&self) -> u64 {
+        self.pairs
+            .iter()
+            .map(|p| {
+                let p = p.lock().unwrap_or_else(|e| e.into_inner());
+                p.acked.count_missing_from(&p.delivered)
+            })
+            .sum()
+    }
+
+    /// Every send answered and every acked message delivered.
+    fn settled(&self) -> bool {
+        let s = &self.stats;
+        s.sent.load(Relaxed) <= s.acked.load(Relaxed) + s.send_failed.load(Relaxed)
+            && self.lost() == 0
+    }
+}
+
+/// A recipient: counts deliveries of its pair, remembers its personal channel position.
+struct Recipient {
+    g: u64,
+    st: Arc<DirectState>,
+    protocol: crate::cli::Protocol,
+    pos: Option<Pos>,
+    goaway: Option<u64>,
+}
+
+impl Peer for Recipient {
+    fn on_text(&mut self, text: &[u8]) -> Control {
+        match self.protocol.classify(text) {
+            Incoming::Delivery {
+                channel,
+                payload,
+                pos,
+            } => {
+                if let (Some((epoch, offset)), Some(ch)) = (pos, channel) {
+                    if ch.starts_with("user:") {
+                        match &mut self.pos {
+                            Some(p) if p.epoch == epoch => p.offset = offset,
+                            _ => {
+                                self.pos = Some(Pos {
+                                    epoch: epoch.into_owned(),
+                                    offset,
+                                })
+                            }
+                        }
+                    }
+                }
+                if payload.s == self.g {
+                    self.st.deliver(payload.s, payload.q, payload.t);
+                }
+                Control::Continue
+            }
+            Incoming::Goaway { reconnect_ms } => {
+                self.goaway = reconnect_ms;
+                Control::Continue
+            }
+            Incoming::Answer(a) => Control::Answer(a),
+            _ => Control::Continue,
+        }
+    }
+    fn on_established(&mut self, est: &Established, first: bool) {
+        if first {
+            self.pos = est.pos.clone();
+        }
+    }
+    fn since(&self) -> Option<Pos> {
+        self.pos.clone()
+    }
+    fn take_goaway(&mut self) -> Option<u64> {
+        self.goaway.take()
+    }
+}
+
+/// A ws sender's reader: replies are acks (id = sequence).
+struct Sender {
+    g: u64,
+    st: Arc<DirectState>,
+    goaway: Option<u64>,
+}
+
+impl Peer for Sender {
+    fn on_text(&mut self, text: &[u8]) -> Control {
+        match switchboard::classify(text) {
+            Incoming::Reply { id, ok: true } => self.st.ack(self.g, id),
+            Incoming::Reply { ok: false, .. } => {
+                self.st.stats.send_failed.fetch_add(1, Relaxed);
+            }
+            Incoming::Goaway { reconnect_ms } => self.goaway = reconnect_ms,
+            _ => {}
+        }
+        Control::Continue
+    }
+    fn take_goaway(&mut self) -> Option<u64> {
+        self.goaway.take()
+    }
+}
+
+pub async fn run(ctx: Arc<Ctx>, mut ctl: Ctl, a: &DirectArgs) -> Partial {
+    let range = ctx.shard_range(a.pairs);
+    let k = ctx.endpoints.len() as u64;
+    let st = Arc::new(DirectState {
+        n: a.pairs,
+        total: (a.rate * a.duration).round() as u64,
+        lo: range.start,
+        pairs: range.clone().map(|_| Mutex::default()).collect(),
+        stats: ctx.stats.clone(),
+    });
+    let scheduled: u64 = range.clone().map(|g| st.count(g)).sum();
+    ctx.stats.scheduled.store(scheduled, Relaxed);
+    let reconnect = Reconnect {
+        enabled: a.reconnect,
+        max_ms: a.max_reconnect_ms,
+    };
+    let setup = Setup::new(a.concurrency.div_ceil(ctx.processes));
+    let closing = CancellationToken::new();
+    let mut writers = Vec::new();
+    let mut tasks = JoinSet::new();
+    let mut senders: Vec<(u64, Writer, watch::Receiver<u64>)> = Vec::new();
+    let mut spawned = 0u64;
+    'setup: for g in range.clone() {
+        for role in ["r", "s"] {
+            if role == "s" && a.via == Via::Api {
+                continue;
+            }
+            let Some(slot) = setup.slot(&ctx).await else {
+                break 'setup;
+            };
+            let writer = new_writer();
+            writers.push(writer.clone());
+            let (home, idx) = if role == "r" {
+                (g % k, 2 * g)
+            } else {
+                ((g + 1) % k, 2 * g + 1)
+            };
+            let (gen_tx, gen_rx) = watch::channel(0);
+            let spec = Spec {
+                idx,
+                home: home as usize,
+                user: ctx.user(role, g),
+                writer: writer.clone(),
+                generation: Some(gen_tx),
+                reconnect,
+                closing: closing.clone(),
+            };
+            let c = ctx.clone();
+            if role == "r" {
+                let peer = Recipient {
+                    g,
+                    st: st.clone(),
+                    protocol: ctx.protocol,
+                    pos: None,
+                    goaway: None,
+                };
+                tasks.spawn(async move {
+                    session::run(c, spec, slot, peer).await;
+                });
+            } else {
+                senders.push((g, writer, gen_rx));
+                let peer = Sender {
+                    g,
+                    st: st.clone(),
+                    goaway: None,
+                };
+                tasks.spawn(async move {
+                    session::run(c, spec, slot, peer).await;
+                });
+            }
+            spawned += 1;
+        }
+    }
+    let setup_end = setup.wait(&ctx, spawned).await;
+    let ready = Ready {
+        established: ctx.stats.established.load(Relaxed),
+        failed: ctx.stats.failed.load(Relaxed),
+    };
+    ctx.progress(&format!(
+        "setup done: {} established, {} failed; sending {} messages",
+        ready.established, ready.failed, scheduled
+    ));
+    let mut send_end = 0;
+    let t0 = ctl.ready(ready).await;
+    if let Some(t0) = t0 {
+        send_end = match a.via {
+            Via::Ws => send_ws(&ctx, &st, senders, t0, a).await,
+            Via::Api => publish::direct(&ctx, &st, range.clone(), t0, a).await,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(a.settle_seconds);
+        while !st.settled() && !ctx.stop.is_cancelled() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    closing.cancel();
+    close_all(&writers, tasks).await;
+    let mut p = ctx.stats.partial();
+    p.setup_start_us = setup.start_us;
+    p.setup_end_us = setup_end;
+    if let Some(t0) = t0 {
+        p.send_start_us = t0;
+        p.send_end_us = send_end.max(t0);
+    }
+    p.lost = st.lost();
+    p.unconfirmed = p.sent.saturating_sub(p.acked + p.send_failed);
+    p
+}
+
+/// One schedule loop per sender; returns when the last message was sent.
+async fn send_ws(
+    ctx: &Arc<Ctx>,
+    st: &Arc<DirectState>,
+    senders: Vec<(u64, Writer, watch::Receiver<u64>)>,
+    t0: u64,
+    a: &DirectArgs,
+) -> u64 {
+    let mut set = JoinSet::new();
+    for (g, writer, gen) in senders {
+        let (ctx, st, a) = (ctx.clone(), st.clone(), a.clone());
+        set.spawn(async move { sender_loop(&ctx, &st, g, writer, gen, t0, &a).await });
+    }
+    let mut last = 0;
+    while let Some(r) = set.join_next().await {
+        last = last.max(r.unwrap_or(0));
+    }
+    last
+}
+
+async fn sender_loop(
+    ctx: &Ctx,
+    st: &DirectState,
+    g: u64,
+    writer: Writer,
+    mut gen: watch::Receiver<u64>,
+    t0: u64,
+    a: &DirectArgs,
+) -> u64 {
+    let channel = format!("user:{}", ctx.user("r", g));
+    let mut last = 0;
+    'messages: for q in 0..st.count(g) {
+        let at = st.at(t0, a.rate, g, q);
+        if !sleep_until_unix(at, &ctx.stop).await {
+            break;
+        }
+        let body =
+            switchboard::publish_frame(q, &channel, &payload::build(g, q, at, a.payload_bytes));
+        loop {
+            gen.borrow_and_update();
+            match conn::send(&writer, body.as_bytes().to_vec()).await {
+                Ok(()) => {
+                    ctx.stats.sent.fetch_add(1, Relaxed);
+                    last = now_us();
+                    break;
+                }
+                // Disconnected: wait for the session's next connection (it drops the
+                // channel when it ends for good).
+                Err(_) => tokio::select! {
+                    r = gen.changed() => if r.is_err() { break 'messages },
+                    _ = ctx.stop.cancelled() => break 'messages,
+                },
+            }
+        }
+    }
+    last
+}
