@@ -144,6 +144,8 @@ pub struct Config {
     pub demo: bool,
     /// Most RPC calls one connection may have in flight (`too_many_requests` beyond).
     pub rpc_max_inflight: usize,
+    /// Tokio worker threads; 0 = one per available CPU.
+    pub worker_threads: usize,
     /// RPC routes (PROTOCOL.md §4b): the file's `[[routes]]`, then `--rpc-route`s; the
     /// first whose pattern matches a method serves it.
     pub routes: Vec<RouteConfig>,
@@ -239,6 +241,7 @@ impl fmt::Debug for Config {
             .field("log_level", &self.log_level)
             .field("demo", &self.demo)
             .field("rpc_max_inflight", &self.rpc_max_inflight)
+            .field("worker_threads", &self.worker_threads)
             .field("routes", &self.routes)
             .finish_non_exhaustive()
     }

@@ -45,6 +45,11 @@ use crate::config::{Config, LogFormat};
 /// Exit status for invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+/// mimalloc: allocation-heavy paths (frames, JSON, Redis replies) spend a tenth of their
+/// time in glibc malloc otherwise (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     auth::install_crypto_provider();
@@ -84,9 +89,11 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         let handle = metrics::install()?;
         server::run(config, handle).await

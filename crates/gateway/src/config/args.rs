@@ -38,6 +38,7 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
     "log_level",
     "demo",
     "rpc_max_inflight",
+    "worker_threads",
 ];
 
 /// Settings that take a list: comma-separated text, a repeated flag or a TOML array.
@@ -199,6 +200,10 @@ pub struct ServeArgs {
     /// feeds without join/leave traffic (cheap fan-out to many subscribers). Default: none.
     #[arg(long, env = "SWITCHBOARD_PRESENCE_NAMESPACES", value_name = "LIST")]
     pub presence_namespaces: Option<String>,
+    /// Tokio worker threads, 0..=1024; 0 = one per CPU available to the process (its
+    /// cgroup/affinity limit). Set it to the pod's CPU limit on Kubernetes. Default: 0.
+    #[arg(long, env = "SWITCHBOARD_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<String>,
     /// Log format: text or json. Default: text.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -289,6 +294,7 @@ pub(super) fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
         "log_level" => one(&args.log_level),
         "demo" => one(&args.demo),
         "rpc_max_inflight" => one(&args.rpc_max_inflight),
+        "worker_threads" => one(&args.worker_threads),
         "rpc_route" => args.rpc_route.clone(),
         _ => None,
     }

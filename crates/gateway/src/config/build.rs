@@ -135,6 +135,7 @@ pub(super) fn build(
     let log_level = l.get("log_level", "info".to_owned(), values::log_level);
     let demo = l.get("demo", false, values::bool);
     let rpc_max_inflight = l.int("rpc_max_inflight", 16, 1, 10_000);
+    let worker_threads = l.int("worker_threads", 0, 0, 1024);
     let mut located = std::mem::take(&mut l.file.routes);
     if let Some(items) = cli_value(l.args, "rpc_route") {
         let label = "--rpc-route / SWITCHBOARD_RPC_ROUTES";
@@ -186,6 +187,7 @@ pub(super) fn build(
         log_level,
         demo,
         rpc_max_inflight: to_usize(rpc_max_inflight),
+        worker_threads: to_usize(worker_threads),
         routes,
         warnings,
     })
