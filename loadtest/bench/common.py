@@ -54,13 +54,14 @@ def cpu_window(a, b):
 
 
 def run_loadgen(ctx, sut, label, args, window_s=None, ready_timeout=180, run_timeout=None,
-                before=None, on_ready=None):
+                before=None, on_ready=None, redis_stats=False):
     """Run one loadgen command against `sut`.
 
     CPU is read when the `ready` line arrives (setup excluded) and `window_s` seconds later
     (the sending phase plus a short drain), or when the loadgen exits if window_s is None.
     `before()` runs just before the start, `on_ready(lg)` right after the first CPU reading
-    (it may block, e.g. to sample memory). Returns a dict: result (loadgen JSON), rc, cpu,
+    (it may block, e.g. to sample memory). redis_stats: Redis INFO commandstats over the same
+    window (CONFIG RESETSTAT at its start). Returns a dict: result (loadgen JSON), rc, cpu,
     ready, log, and whatever before/on_ready returned.
     """
     json_path, log_path = ctx.paths(label)
@@ -71,12 +72,16 @@ def run_loadgen(ctx, sut, label, args, window_s=None, ready_timeout=180, run_tim
     try:
         out["ready"] = lg.wait_ready(ready_timeout)
         c0 = cpu_snapshot(sut)
+        if redis_stats:
+            procs.redis_command(sut.redis_port, "CONFIG", "RESETSTAT")
         out["on_ready"] = on_ready(lg) if on_ready else None
         if window_s is not None:
             left = c0["t"] + window_s - time.monotonic()
             if left > 0:
                 time.sleep(left)
             out["cpu"] = cpu_window(c0, cpu_snapshot(sut))
+            if redis_stats:
+                out["redis_commands"] = procs.redis_commandstats(sut.redis_port)
         rc, result = lg.finish(run_timeout or 600)
         if window_s is None:
             out["cpu"] = cpu_window(c0, cpu_snapshot(sut))

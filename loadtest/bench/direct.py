@@ -32,7 +32,8 @@ def one(ctx, sut, rate, duration, via="api", batch=None, pairs=300, tag=""):
     ctx.log(f"W2 {sut.name} via={via}{' batch=%d' % batch if batch else ''} "
             f"rate={rate}/s for {duration}s")
     run = run_loadgen(ctx, sut, label, args, window_s=duration + DRAIN_S,
-                      ready_timeout=60 + pairs / 100, run_timeout=duration + SETTLE_S + 120)
+                      ready_timeout=60 + pairs / 100, run_timeout=duration + SETTLE_S + 120,
+                      redis_stats=True)
     return summarize(run, rate, duration, via, batch, pairs)
 
 
@@ -62,6 +63,13 @@ def summarize(run, rate, duration, via, batch, pairs):
         "redis_cpu_us_per_msg": round(cpu["redis_cpu_s"] * 1e6 / delivered, 2)
         if delivered else None,
     }
+    if delivered and run.get("redis_commands"):
+        # Redis time per delivered message by command (where the Redis CPU goes).
+        out["redis_per_msg"] = {
+            name: {"calls": round(c["calls"] / delivered, 2),
+                   "us": round(c["usec"] / delivered, 1)}
+            for name, c in sorted(run["redis_commands"].items(), key=lambda kv: -kv[1]["usec"])
+            if c["usec"] / delivered >= 0.5}
     out["pass"], out["why"] = verdict(out)
     return out
 
@@ -92,6 +100,7 @@ def saturate(ctx, sut, via, batch, start, duration, max_rate, budget_s, pairs, k
     rate = start
     stopped = "max rate reached"
     if fail is not None and fail <= start:  # a fixed rate already failed: search below it
+        stopped = f"failed at {fail}/s (fixed rate)"
         rate = fail // 2
         if best is not None and rate <= best:
             rate = None
@@ -122,6 +131,7 @@ def saturate(ctx, sut, via, batch, start, duration, max_rate, budget_s, pairs, k
             best = mid
         else:
             fail = mid
+            stopped = f"failed at {mid}/s: {r['why']}"
     return {"rate": best, "runs": runs, "stopped": stopped}
 
 

@@ -37,13 +37,15 @@ def _slope(xs, ys):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den
 
 
-def run(ctx, sut, steps_per_node, settle_s=3.0, concurrency=256):
-    """steps_per_node: e.g. [0, 5000, 10000, 15000]; returns the W1 result dict."""
+def run(ctx, sut, steps_per_node, settle_s=3.0, concurrency=256, step_budget_s=90.0):
+    """steps_per_node: e.g. [0, 5000, 10000, 15000]; returns the W1 result dict. A step whose
+    connects took longer than step_budget_s is the last one (bounded run time)."""
     nodes = len(sut.targets)
     time.sleep(1.0)
     points = [_measure(sut, 0)]
     held, runs = [], []
     established = 0
+    stopped = None
     try:
         prev = steps_per_node[0]
         for per_node in steps_per_node[1:]:
@@ -69,6 +71,11 @@ def run(ctx, sut, steps_per_node, settle_s=3.0, concurrency=256):
             if not sut.alive():
                 raise RuntimeError(f"a server process of {sut.name} died at {per_node}/node")
             points.append(_measure(sut, established))
+            if connect_s > step_budget_s and per_node != steps_per_node[-1]:
+                stopped = (f"stopped at {per_node}/node: that step's connects took "
+                           f"{connect_s:.0f} s (> {step_budget_s:.0f} s)")
+                ctx.log(f"W1 {sut.name}: {stopped}")
+                break
     finally:
         for lg in held:
             lg.signal(signal.SIGTERM)
@@ -79,7 +86,9 @@ def run(ctx, sut, steps_per_node, settle_s=3.0, concurrency=256):
                 r["closes"] = (res or {}).get("closes")
             except Exception as e:  # noqa: BLE001  (a close problem must not hide the numbers)
                 r["finish_error"] = str(e)
-    return summarize(sut, points, runs, nodes)
+    out = summarize(sut, points, runs, nodes)
+    out["stopped"] = stopped
+    return out
 
 
 def summarize(sut, points, runs, nodes):

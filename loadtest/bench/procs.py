@@ -99,6 +99,39 @@ class Redis:
         stop(self.proc)
 
 
+def redis_command(port, *args, timeout=5.0):
+    """One command to a local Redis over RESP; returns the reply as text (bulk/simple)."""
+    req = f"*{len(args)}\r\n" + "".join(f"${len(str(a).encode())}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(req.encode())
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            if buf[:1] in (b"+", b"-", b":") and buf.endswith(b"\r\n"):
+                break
+            if buf[:1] == b"$":
+                head, _, rest = buf.partition(b"\r\n")
+                if len(rest) >= int(head[1:]) + 2:
+                    break
+    if buf[:1] == b"$":
+        return buf.partition(b"\r\n")[2][:-2].decode()
+    return buf[1:].decode().strip()
+
+
+def redis_commandstats(port):
+    """{command: {"calls", "usec"}} from INFO commandstats."""
+    out = {}
+    for line in redis_command(port, "INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, vals = line[8:].partition(":")
+            kv = dict(v.split("=") for v in vals.split(","))
+            out[name] = {"calls": int(kv["calls"]), "usec": int(kv["usec"])}
+    return out
+
+
 READY_RE = re.compile(r"^ready connections=(\d+) failed=(\d+)")
 
 

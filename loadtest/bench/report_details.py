@@ -46,6 +46,11 @@ def w1_section(w1, title):
             f"- Socket slab caches {sorted(w1['slab_delta_bytes'])}: "
             f"{num(sum(w1['slab_delta_bytes'].values()))} B; slope over inuse → "
             f"{kib(w1['kernel_slab_bytes_per_conn'])} per socket.",
+            *([f"- **Noisy:** {w1['sockets_per_conn']:.2f} TCP sockets per connection instead "
+               "of 2 — other processes opened or closed sockets during the measurement, so the "
+               "system-wide sockstat figures are unreliable for this run."]
+              if w1["sockets_per_conn"] and not 1.8 <= w1["sockets_per_conn"] <= 2.2 else []),
+            *([f"- {w1['stopped']}."] if w1.get("stopped") else []),
             "- Connect runs: " + "; ".join(
                 f"{num(r['established'])} ok / {r['failed']} failed in {r['connect_wall_s']} s"
                 for r in w1["runs"]), ""]
@@ -68,6 +73,11 @@ def w2_section(w, title):
     if sat:
         out += ["", f"Saturation: **{num(sat['rate'])} msg/s** ({sat['stopped']})."]
     first = (w.get("fixed") or [{}])[0]
+    if first.get("redis_per_msg"):
+        out += ["", f"Redis time per delivered message at {num(first['rate'])} msg/s (INFO "
+                "commandstats over the window; commands ≥ 0.5 µs): " + ", ".join(
+                    f"{k} {v['us']} µs ({v['calls']} calls)"
+                    for k, v in first["redis_per_msg"].items()) + "."]
     if first.get("cmd"):
         out += ["", f"Command of the first run: `{first['cmd']}`"]
     return out + [""]
@@ -179,7 +189,9 @@ def details(res):
                        f"{r.get('slow_closes')} |")
         out += ["", f"- {w5['with-slow']['messages']} messages of {w5['with-slow']['payload_bytes']}"
                 f" B at {w5['with-slow']['rate']}/s. Extra peak RSS with slow consumers "
-                f"{mib(w5['extra_peak_rss'])} (bound {mib(w5['rss_bound'])}); RSS after − before "
+                f"{mib(w5['extra_peak_rss'])} (bound {mib(w5['rss_bound'])} = slow × 2 × the "
+                "4 MiB outbound queue cap: a full queue plus one coalesced write in flight; "
+                f"buffering everything would take {mib(w5.get('unbounded_bytes'))}); RSS after − before "
                 f"{mib(w5['rss_after_minus_before'])}. Gateway "
                 "switchboard_slow_consumer_disconnects_total during the slow run: "
                 f"+{w5['with-slow'].get('slow_consumer_disconnects_metric')}.",

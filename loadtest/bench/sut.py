@@ -52,6 +52,7 @@ class Ours:
         self.api = [n.api_url for n in c.nodes]
         self.server_pids = [n.pid for n in c.nodes]
         self.redis_pid = c.redis_pid
+        self.redis_port = c.redis_port
         return self
 
     def alive(self):
@@ -96,18 +97,29 @@ class Peer:
         sys.path.insert(0, os.path.join(ROOT, "loadtest", "peers"))
         from run_peer import Peer as PeerCluster
         self.redis = procs.Redis(self.workdir).__enter__()
-        try:
-            self.cluster = PeerCluster(self.peer, nodes=self.nodes, redis_port=self.redis.port)
-            self.cluster.start()
-        except BaseException:
-            self.cluster = None
-            self.redis.__exit__()
-            raise
+        for attempt in (1, 2):
+            try:
+                self.cluster = PeerCluster(self.peer, nodes=self.nodes,
+                                           redis_port=self.redis.port)
+                self.cluster.start()
+                break
+            except (RuntimeError, TimeoutError) as e:
+                # A node that lost a free-port race ("Address already in use") gets one retry.
+                self.cluster = None
+                if attempt == 2:
+                    self.redis.__exit__()
+                    raise
+                print(f"bench: {self.peer} did not start ({e}); retrying once", file=sys.stderr)
+            except BaseException:
+                self.cluster = None
+                self.redis.__exit__()
+                raise
         self.info = self.cluster.info()
         self.targets = list(self.cluster.targets)
         self.api = list(self.cluster.api)
         self.server_pids = list(self.cluster.pids)
         self.redis_pid = self.redis.pid
+        self.redis_port = self.redis.port
         self.auth_args = []
         pusher = self.info.get("pusher") or {}
         if self.protocol == "pusher":

@@ -147,7 +147,10 @@ def w5(ctx, sut_factory, cfg):
     grow_b = base["rss"]["peak"] - base["rss"]["ready"]
     grow_s = with_slow["rss"]["peak"] - with_slow["rss"]["ready"]
     out["extra_peak_rss"] = grow_s - grow_b
-    out["rss_bound"] = k * OUTBOUND_QUEUE_BYTES
+    # Per slow connection: its outbound queue (≤ 4 MiB) plus the one coalesced write the
+    # writer task has taken out of it and cannot finish.
+    out["rss_bound"] = k * 2 * OUTBOUND_QUEUE_BYTES
+    out["unbounded_bytes"] = k * cfg["messages"] * cfg["payload"]
     out["rss_after_minus_before"] = with_slow["rss"]["after"] - with_slow["rss"]["before"]
     return out
 
