@@ -230,6 +230,53 @@ fn fanout_reaches_every_subscriber() {
     }
 }
 
+#[test]
+fn slow_subscribers_find_the_slow_consumer_close() {
+    // A 2 MB outbound queue: ~13 MB of messages overflow it and the loopback buffers of the
+    // slow subscriber, while the fast one (even a debug build) never falls 2 MB behind.
+    let node = Node::start(
+        None,
+        &[
+            "--outbound-queue-frames",
+            "64",
+            "--outbound-queue-bytes",
+            "2097152",
+        ],
+    );
+    let c = common(&[&node]);
+    let r = loadgen(
+        &args(
+            &c,
+            &[
+                "fanout",
+                "--subscribers",
+                "1",
+                "--messages",
+                "400",
+                "--rate",
+                "200",
+                "--payload-bytes",
+                "32000",
+                "--slow",
+                "1",
+                "--max-lost",
+                "0",
+            ],
+        ),
+        || {},
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(r.ready_line(), "ready connections=2 failed=0");
+    assert_eq!(
+        r.n(&["messages", "delivered"]),
+        400,
+        "the fast one got everything: {}",
+        r.stdout
+    );
+    assert_eq!(r.n(&["slow", "connections"]), 1);
+    assert_eq!(r.n(&["slow", "closes", "4008"]), 1, "{}", r.stdout);
+}
+
 fn direct_ws(c: &[String], extra: &[&str]) -> Vec<String> {
     let mut a = vec![
         "direct",
