@@ -104,11 +104,11 @@ def peers_section(res):
         f"{p['label']} | ours/theirs" for _, p in ran) + " |"
     out += ["", head, "|---|---|---|" + "---|---|" * len(ran)]
 
-    def row(name, better, ours, theirs_fn, fmt):
+    def row(name, better, ours, theirs_fn, fmt, ratios=True):
         cells = [f"| {name} | {better} | {fmt(ours)} |"]
         for _, p in ran:
             t = theirs_fn(p)
-            ratio = f"{ours / t:.2f}" if ours is not None and t else "—"
+            ratio = f"{ours / t:.2f}" if ratios and ours is not None and t else "—"
             cells.append(f" {fmt(t)} | {ratio} |")
         out.append("".join(cells))
 
@@ -129,7 +129,8 @@ def peers_section(res):
             row(f"W2 API {num(rate)} msg/s: {name}", better, o.get(key),
                 lambda p, key=key, rate=rate: (_fixed(p.get("w2"), rate) or {}).get(key), fmt)
         row(f"W2 API {num(rate)} msg/s: lost", "lower", o.get("lost"),
-            lambda p, rate=rate: (_fixed(p.get("w2"), rate) or {}).get("lost"), num)
+            lambda p, rate=rate: (_fixed(p.get("w2"), rate) or {}).get("lost"), num,
+            ratios=False)
     out += ["", "Peer details (same columns as above):", ""]
     for k, p in ran:
         out += w1_section(p.get("w1"), f"#### {p['label']}: W1")
