@@ -279,7 +279,7 @@ pub async fn run(ctx: Arc<Ctx>, mut ctl: Ctl, a: &DirectArgs) -> Partial {
         }
     }
     closing.cancel();
-    close_all(&writers, tasks).await;
+    close_all(&ctx, &writers, tasks).await;
     let mut p = ctx.stats.partial();
     p.setup_start_us = setup.start_us;
     p.setup_end_us = setup_end;

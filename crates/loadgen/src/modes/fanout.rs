@@ -238,7 +238,7 @@ pub async fn run(ctx: Arc<Ctx>, mut ctl: Ctl, a: &FanoutArgs) -> Partial {
         }
     }
     closing.cancel();
-    close_all(&writers, tasks).await;
+    close_all(&ctx, &writers, tasks).await;
     let slow_part = drain_slow(parked, publishes.then_some(a.slow)).await;
     let mut p = ctx.stats.partial();
     p.setup_start_us = setup.start_us;

@@ -133,7 +133,7 @@ async fn hold(
         }
     }
     closing.cancel();
-    close_all(&writers, tasks).await;
+    close_all(&ctx, &writers, tasks).await;
     let mut p = ctx.stats.partial();
     p.setup_start_us = setup.start_us;
     p.setup_end_us = setup_end;

@@ -111,7 +111,8 @@ impl Drop for Slot {
 
 /// Closes every connection with 1000 (a few hundred at a time) and waits a bounded time for
 /// the connection tasks to see the servers' answers.
-pub async fn close_all(writers: &[Writer], mut tasks: JoinSet<()>) {
+pub async fn close_all(ctx: &Ctx, writers: &[Writer], mut tasks: JoinSet<()>) {
+    let start = std::time::Instant::now();
     for chunk in writers.chunks(CLOSE_BATCH) {
         let mut set = JoinSet::new();
         for w in chunk {
@@ -122,10 +123,18 @@ pub async fn close_all(writers: &[Writer], mut tasks: JoinSet<()>) {
         }
         while set.join_next().await.is_some() {}
     }
+    let written = start.elapsed();
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    ctx.progress(&format!(
+        "closed {} connections: close frames written in {:.2} s, {} not answered after {:.2} s",
+        writers.len(),
+        written.as_secs_f64(),
+        tasks.len(),
+        start.elapsed().as_secs_f64()
+    ));
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
 }
