@@ -12,6 +12,11 @@ Inputs
   cfg     drain_seconds, rate, expected_connections, send_end_unix, min_even_spread,
           spread_factor (2.0), delivery_ratio (0.9)
 
+Out of order: the loadgen's count is compared with the stored order of the same streams
+(streams.stored_order): more out-of-order deliveries than stored inversions = the gateway
+delivered out of offset order (a failure); stored inversions alone = a sender's publishes on
+its draining connection stored after its newer ones (no protocol promise; a warning).
+
 Per drain, the reconnects in the timeline seconds from its SIGTERM up to the next SIGTERM (the
 last one: up to the end of sending) belong to it. Even spread = those reconnects / (0.6 × D),
 the window over which the node spreads its goaways; every second must stay at or below
@@ -21,6 +26,8 @@ noise (an even spread of 2/s makes a second with 5 likely by chance alone).
 """
 
 import math
+
+import sampler
 
 SPREAD_SHARE = 0.6  # the share of --drain-seconds over which a node spreads its closes
 
@@ -129,8 +136,12 @@ def all_connected_again(timeline, since_unix, cfg):
     return None
 
 
-def analyse(result, events, cfg):
-    """The report dict, with `failures` (why the check fails; empty = pass)."""
+def analyse(result, events, cfg, stored=None):
+    """The report dict, with `failures` (why the check fails; empty = pass) and `warnings`.
+
+    `stored`: streams.stored_order() of the run's Redis, to tell a sender's publishes stored
+    out of its order (after its reconnect; no protocol promise) from deliveries out of offset
+    order (a broken guarantee). Without it any out-of-order delivery fails the check."""
     msgs = result.get("messages") or {}
     closes = {str(k): int(v) for k, v in (result.get("closes") or {}).items()}
     timeline = sorted(result.get("timeline") or [], key=lambda e: e["unix_s"])
@@ -180,8 +191,25 @@ def analyse(result, events, cfg):
         failures.append(f"{closes['1006']} connections closed without a close frame (1006)")
     if totals["duplicated"] > 0:
         failures.append(f"{totals['duplicated']} messages were delivered twice (duplicated)")
-    if totals["out_of_order"] > 0:
-        failures.append(f"{totals['out_of_order']} messages arrived out of order")
+    warnings = []
+    ooo = totals["out_of_order"]
+    if stored is None:
+        if ooo > 0:
+            failures.append(f"{ooo} messages arrived out of order")
+    else:
+        inv = int(stored["inversions"])
+        if ooo > inv:
+            failures.append(
+                f"{ooo} messages arrived out of order but only {inv} were stored out of their "
+                f"sender's order: {ooo - inv} deliveries broke offset order")
+        elif ooo < inv:
+            warnings.append(f"{inv} messages stored out of their sender's order but only {ooo} "
+                            f"arrived out of order (streams trimmed?)")
+        if inv > 0:
+            warnings.append(
+                f"{inv} messages were stored after newer ones of the same sender (a publish on "
+                f"the draining connection landed after the sender's publishes on its new "
+                f"connection; {totals['unconfirmed']} publishes were unconfirmed)")
     if totals["recovery_failed"] > 0:
         failures.append(f"{totals['recovery_failed']} resumes answered recovered:false")
     if totals["acked"] == 0:
@@ -215,6 +243,26 @@ def analyse(result, events, cfg):
             for e, n, d in zip(timeline, reconnects, delivered)],
         "drains": spreads,
         "recovery": rec,
+        "stored_order": stored,
         "failures": failures,
+        "warnings": warnings,
         "ok": not failures,
     }
+
+
+def stall_retry_evidence(rep):
+    """The stall evidence when every failure is a drain's spread check and each of those
+    windows shows a stall; else an empty list."""
+    bad = [d for d in rep["drains"] if not d["ok"]]
+    spread_msgs = [f for f in rep["failures"] if " drain: " in f and "reconnects in second" in f]
+    if not bad or len(spread_msgs) != len(rep["failures"]):
+        return []
+    evidence = []
+    for d in bad:
+        peak = d["max_second_unix_s"]  # a stall compresses the reconnects due before it
+        found = sampler.stalls(rep.get("node_samples") or [], rep.get("_timeline") or [],
+                               max(d["from_unix_s"], peak - 4), peak + 1)
+        if not found:
+            return []
+        evidence.extend(found)
+    return evidence

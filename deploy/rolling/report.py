@@ -28,10 +28,12 @@ def render(rep, cfg):
                + (", SIGKILL instead of SIGTERM (demonstration)" if cfg.get("kill") else ""))
     out.append("")
     out.append(table(
-        [(n["node"], n["signal"], _fmt(n["drain_s"], " s"), n["exit_code"],
-          _fmt(n["ready_after_restart_s"], " s"), _fmt(n["all_connected_again_s"], " s"))
+        [(n["node"], n["signal"], _fmt(n.get("connections_at_drain")), _fmt(n["drain_s"], " s"),
+          n["exit_code"], _fmt(n["ready_after_restart_s"], " s"),
+          _fmt(n["all_connected_again_s"], " s"))
          for n in rep["nodes"]],
-        ["node", "signal", "drain (signal→exit)", "exit", "restart→ready", "signal→all connected"]))
+        ["node", "signal", "sockets drained", "signal→exit", "exit", "exit→ready",
+         "signal→all connected"]))
     out.append("")
     t = rep["totals"]
     out.append(table([(k, t[k]) for k in ("scheduled", "sent", "acked", "delivered", "lost",
@@ -68,11 +70,43 @@ def render(rep, cfg):
         out.append("reconnects per second (t from the load's first second): " +
                    " ".join(f"{r['t_s']}:{r['reconnects']}" for r in secs))
         out.append("")
+    samples = rep.get("node_samples") or []
+    if samples:
+        pings = [r["redis_ping_ms"] for r in samples if r.get("redis_ping_ms") is not None]
+        loads = [r["load1"] for r in samples if r.get("load1") is not None]
+        scrapes = [m["scrape_ms"] for r in samples for m in r["nodes"].values() if m.get("up")]
+        out.append(f"machine and backplane during the run: load1 max {max(loads, default='-')}, "
+                   f"Redis PING max {max(pings, default='-')} ms, node /metrics scrape max "
+                   f"{max(scrapes, default='-')} ms, Redis SLOWLOG entries >= 5 ms: "
+                   f"{rep.get('redis_slowlog_count', 0)}")
+        out.append("")
     rec = rep["recovery"]
     out.append(f"time to full recovery after the last restart was ready: "
                f"{_fmt(rec.get('seconds'), ' s')} (1 s resolution; {rec.get('detail')})")
     out.append("")
+    so = rep.get("stored_order")
+    if so:
+        out.append(f"stored order (Redis streams after the run): {so['streams']} streams, "
+                   f"{so['entries']} entries, {so['inversions']} stored after a newer message "
+                   f"of their sender; loadgen out_of_order {rep['totals']['out_of_order']}")
+        for e in so["examples"][:5]:
+            out.append(f"    {e['stream']} offset {e['offset']}: seq {e['seq']} after seq "
+                       f"{e['after_seq']} (stored {e['stored_ms_after_it']} ms later)")
+        out.append("")
+    for w in rep.get("warnings") or []:
+        out.append(f"WARNING: {w}")
     if rep["failures"]:
+        for name, lines in (rep.get("node_log_evidence") or {}).items():
+            if lines:
+                out.append(f"{name} (warnings, errors, drain lines; last {min(10, len(lines))}):")
+                out.extend(f"    {l}" for l in lines[-10:])
+        for sec, lines in (rep.get("node_sample_evidence") or {}).items():
+            out.append(f"nodes around the burst in second {sec} (/metrics once a second):")
+            out.extend(f"    {l}" for l in lines)
+        slow = sorted(rep.get("redis_slowlog") or [], key=lambda e: -e["took_ms"])[:5]
+        if slow:
+            out.append("slowest Redis commands during the run (SLOWLOG, >= 5 ms):")
+            out.extend(f"    {e['unix']} {e['took_ms']} ms {e['command']}" for e in slow)
         out.append("FAIL:")
         out.extend(f"  - {f}" for f in rep["failures"])
     else:

@@ -136,6 +136,33 @@ class Analyse(unittest.TestCase):
             self.assertFalse(rep["ok"], word)
             self.assertTrue(any(word in f for f in rep["failures"]), (word, rep["failures"]))
 
+    def test_reordered_publishes_are_a_warning_reordered_delivery_a_failure(self):
+        result, events, cfg = base()
+        result["messages"]["out_of_order"] = 2
+        stored = {"streams": 400, "entries": 20000, "inversions": 2, "examples": []}
+        rep = analyse.analyse(result, events, cfg, stored)
+        self.assertEqual(rep["failures"], [])
+        self.assertTrue(any("stored after newer ones" in w for w in rep["warnings"]))
+        stored["inversions"] = 1
+        rep = analyse.analyse(result, events, cfg, stored)
+        self.assertTrue(any("broke offset order" in f for f in rep["failures"]), rep["failures"])
+
+    def test_a_second_run_only_for_a_burst_during_a_machine_stall(self):
+        result, events, cfg = base()
+        tl = result["timeline"]
+        tl[20]["reconnects"], tl[21]["reconnects"], tl[22]["reconnects"] = 5, 100, 25
+        rows = [{"unix": T0 + s + 0.3, "load1": 1.0, "redis_ping_ms": 1.0,
+                 "nodes": {"node-1": {"up": True, "scrape_ms": 2.0}}} for s in range(60)]
+        rep = analyse.analyse(result, events, cfg)
+        rep["node_samples"], rep["_timeline"] = rows, tl
+        self.assertEqual(analyse.stall_retry_evidence(rep), [])  # no stall: the burst stands
+        rows[20]["redis_ping_ms"] = 800.0
+        self.assertIn("Redis PING 800.0 ms", analyse.stall_retry_evidence(rep)[0])
+        result["closes"]["1006"] = 1  # any other failure: never a second run
+        rep = analyse.analyse(result, events, cfg)
+        rep["node_samples"], rep["_timeline"] = rows, tl
+        self.assertEqual(analyse.stall_retry_evidence(rep), [])
+
     def test_kill_exit_code_is_not_a_drain_failure(self):
         result, events, cfg = base()
         for e in events:
