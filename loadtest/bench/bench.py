@@ -105,6 +105,25 @@ def batch_supported(sut):
         return e.code not in (404, 405)
 
 
+def server_cpu_total(results):
+    """CPU seconds of the servers + Redis inside every measured window of the run."""
+    total = 0.0
+
+    def walk(o):
+        nonlocal total
+        if isinstance(o, dict):
+            if "gateways_cpu_s" in o and "redis_cpu_s" in o:
+                total += o["gateways_cpu_s"] + o["redis_cpu_s"]
+                return
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk({k: v for k, v in results.items() if k != "meta"})
+    return total
+
+
 def main():
     ap = argparse.ArgumentParser(description="Run the benchmarks and write BENCHMARKS.md")
     ap.add_argument("--quick", action="store_true",
@@ -144,6 +163,8 @@ def main():
             "quick": a.quick, "config": cfg, "nofile_limit": hard, "results_dir":
             os.path.relpath(outdir, ROOT), "only": sorted(only), "peers": peer_list}
     results = {"meta": meta}
+    cpu_start = procstat.cpu_totals()
+    meta["tcp_inuse_at_start"] = procstat.sockstat().get("tcp_inuse")
     signal.signal(signal.SIGTERM, on_sigterm)
 
     def guarded(key, fn):
@@ -211,6 +232,10 @@ def main():
     finally:
         procs.stop_all()
     meta["elapsed_s"] = round(time.monotonic() - ctx.t0, 1)
+    meta["box_cpu"] = procstat.box_busy(cpu_start, procstat.cpu_totals())
+    meta["server_cpu_s"] = round(server_cpu_total(results), 1)
+    with open("/proc/loadavg") as f:
+        meta["loadavg_at_end"] = " ".join(f.read().split()[:3])
     meta["interrupted"] = interrupted
     ctx.save("results.json", results)
     if interrupted:

@@ -131,6 +131,24 @@ def slab_bytes():
     return out
 
 
+def cpu_totals():
+    """The aggregate `cpu` line of /proc/stat in seconds: user, nice, system, idle, iowait,
+    irq, softirq, steal (the whole box, every process, for the noise note of the report)."""
+    with open("/proc/stat") as f:
+        vals = f.readline().split()[1:9]
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return {n: int(v) / CLK_TCK for n, v in zip(names, vals)}
+
+
+def box_busy(a, b):
+    """Share of the box's CPU time that was busy (not idle/iowait) and stolen, between two
+    cpu_totals() readings."""
+    d = {k: b[k] - a[k] for k in a}
+    total = sum(d.values()) or 1.0
+    return {"busy": round(1 - (d["idle"] + d["iowait"]) / total, 3),
+            "steal": round(d["steal"] / total, 3), "seconds": round(total, 1)}
+
+
 def machine():
     """nproc, CPU model, RAM, kernel."""
     model = "unknown"

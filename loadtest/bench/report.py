@@ -177,6 +177,12 @@ def render(res):
         f"- Machine: {mc['nproc']} CPUs ({mc['cpu_model']}), {mc['ram_gib']} GiB RAM, "
         f"Linux {mc['kernel']}; load average at start {mc['loadavg_at_start']}",
         f"- Command: `{m['command']}`",
+        f"- Noise: the whole box was {100 * m.get('box_cpu', {}).get('busy', 0):.0f} % busy "
+        f"over the run (steal {100 * m.get('box_cpu', {}).get('steal', 0):.1f} %; load average "
+        f"{mc['loadavg_at_start']} at start, {m.get('loadavg_at_end', '?')} at the end; "
+        f"{m.get('tcp_inuse_at_start', '?')} TCP sockets of other processes open at the start)."
+        " Other engineers' builds and tests share this machine: treat absolute CPU and latency "
+        "figures with care; the side-by-side ratios come from the same conditions.",
         "- Everything runs on this one box: Redis, the 3 gateway nodes and the load generator "
         "(`switchboard-loadgen`) share its CPUs, so the loadgen's own CPU use competes with "
         "the servers; CPU figures count only the server processes (gateways or peer servers) "
