@@ -12,9 +12,8 @@ use serde_json::{json, Value};
 use switchboard_proto::pb;
 use switchboard_router::{PublishOutcome, PublishRequest};
 
-use super::publish::{check_message, outcome_json, outcome_pb, payload_from_json, PublishJson};
+use super::publish::{check_message, payload_from_json, push_result, PublishJson};
 use super::{answer, ApiError, ApiResult, Format};
-use crate::metrics as m;
 use crate::node::Node;
 
 /// Most messages one batch may carry.
@@ -110,25 +109,7 @@ pub(super) async fn batch(node: &Node, body: &[u8], proto: bool, format: Format)
             (Ok(_), Some(r)) => r,
             (Ok(_), None) => Err(ApiError::bad("bad_request", "not published")),
         };
-        match outcome {
-            Ok(o) => {
-                metrics::counter!(m::PUBLISHES).increment(1);
-                json_results.push(outcome_json(&o));
-                pb_results.push(outcome_pb(&o));
-            }
-            Err(ApiError(_, code, message)) => {
-                json_results
-                    .push(json!({"channel": channel, "error": {"code": code, "message": message}}));
-                pb_results.push(pb::PublishResult {
-                    channel,
-                    error: Some(pb::ErrorBody {
-                        code: code.into(),
-                        message,
-                    }),
-                    ..Default::default()
-                });
-            }
-        }
+        push_result(&mut json_results, &mut pb_results, channel, outcome);
     }
     answer(
         format,

@@ -138,6 +138,34 @@ pub(super) fn check_message(
     })
 }
 
+/// Appends one item's answer (broadcast, batch): the publish result, or its error.
+pub(super) fn push_result(
+    json_results: &mut Vec<Value>,
+    pb_results: &mut Vec<pb::PublishResult>,
+    channel: String,
+    result: Result<PublishOutcome, ApiError>,
+) {
+    match result {
+        Ok(o) => {
+            metrics::counter!(m::PUBLISHES).increment(1);
+            json_results.push(outcome_json(&o));
+            pb_results.push(outcome_pb(&o));
+        }
+        Err(ApiError(_, code, message)) => {
+            json_results
+                .push(json!({"channel": channel, "error": {"code": code, "message": message}}));
+            pb_results.push(pb::PublishResult {
+                channel,
+                error: Some(pb::ErrorBody {
+                    code: code.into(),
+                    message,
+                }),
+                ..Default::default()
+            });
+        }
+    }
+}
+
 pub(super) fn outcome_json(o: &PublishOutcome) -> Value {
     json!({
         "channel": o.message.channel,
@@ -207,25 +235,7 @@ pub(super) async fn broadcast(node: &Node, body: &[u8], proto: bool, format: For
         }))
         .await;
     for (channel, result) in results {
-        match result {
-            Ok(o) => {
-                metrics::counter!(m::PUBLISHES).increment(1);
-                json_results.push(outcome_json(&o));
-                pb_results.push(outcome_pb(&o));
-            }
-            Err(ApiError(_, code, message)) => {
-                json_results
-                    .push(json!({"channel": channel, "error": {"code": code, "message": message}}));
-                pb_results.push(pb::PublishResult {
-                    channel,
-                    error: Some(pb::ErrorBody {
-                        code: code.into(),
-                        message,
-                    }),
-                    ..Default::default()
-                });
-            }
-        }
+        push_result(&mut json_results, &mut pb_results, channel, result);
     }
     answer(format, json!({ "results": json_results }), || {
         pb::BroadcastResponse {
