@@ -242,6 +242,12 @@ def main():
         ctx.log(f"not writing {a.out} (interrupted); partial results in {outdir}")
         return 130
     text = report.render(results)
+    # Hand-kept before/after records of the fixes (profiles, one-off measurements) stay
+    # at the end of every generated report.
+    history = os.path.join(os.path.dirname(os.path.abspath(__file__)), "history.md")
+    if os.path.exists(history):
+        with open(history) as f:
+            text = text.rstrip("\n") + "\n\n" + f.read()
     with open(a.out, "w") as f:
         f.write(text)
     with open(os.path.join(outdir, "BENCHMARKS.md"), "w") as f:
