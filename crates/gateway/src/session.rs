@@ -201,9 +201,21 @@ impl Session {
         None
     }
 
-    /// Whether `channel`'s namespace has presence (rooms and --presence-namespaces).
-    fn presence(&self, channel: &str) -> bool {
-        Channel::parse(channel).is_ok_and(|ch| self.node.config.has_presence(ch.namespace))
+    /// Joins or leaves `channel`'s presence, for namespaces that have presence (rooms and
+    /// --presence-namespaces).
+    async fn announce(&self, channel: &str, join: bool) {
+        if !Channel::parse(channel).is_ok_and(|ch| self.node.config.has_presence(ch.namespace)) {
+            return;
+        }
+        let (router, user, conn) = (&self.node.router, &self.conn.user, &self.conn.conn_id);
+        let result = if join {
+            router.join(channel, user, conn).await
+        } else {
+            router.leave(channel, user, conn).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(conn = %conn, error = %e, join, "presence change failed");
+        }
     }
 
     /// Validates a channel name for this node's namespaces.
@@ -270,15 +282,7 @@ impl Session {
         self.conn
             .open(&channel, &start, &ServerFrame::Reply(reply), &replay)
             .await;
-        if self.presence(&channel) {
-            if let Err(e) = node
-                .router
-                .join(&channel, &self.conn.user, &self.conn.conn_id)
-                .await
-            {
-                tracing::warn!(conn = %self.conn.conn_id, error = %e, "presence join failed");
-            }
-        }
+        self.announce(&channel, true).await;
         // The reply was queued by `open`, in order with the replay.
         Ok(None)
     }
@@ -343,15 +347,7 @@ impl Session {
                 }
             }
         }
-        if self.presence(channel) {
-            if let Err(e) = node
-                .router
-                .leave(channel, &self.conn.user, &self.conn.conn_id)
-                .await
-            {
-                tracing::warn!(conn = %self.conn.conn_id, error = %e, "presence leave failed");
-            }
-        }
+        self.announce(channel, false).await;
     }
 
     async fn publish(&mut self, channel: String, data: Payload) -> Outcome {
