@@ -40,10 +40,10 @@ DEV_API_KEY = "dev-api-key"
 LISTENING = re.compile(r"listening public=(\S+) internal=(\S+)")
 
 
-def free_port():
-    """A TCP port that was free a moment ago (for redis-server, which cannot take port 0)."""
+def free_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago (for servers that cannot take port 0)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -57,6 +57,30 @@ def raise_nofile():
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ImportError, ValueError, OSError):
         pass
+
+
+def start_redis(directory, host="127.0.0.1", args=()):
+    """A throwaway redis-server (no persistence) on a free port: returns (process, port).
+    Retries on another port when the chosen one was taken in the meantime."""
+    for _ in range(20):
+        port = free_port(host)
+        with open(os.path.join(directory, "redis.log"), "ab") as log:
+            proc = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", host,
+                 "--save", "", "--appendonly", "no", "--dir", directory, *args],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection((host, port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return proc, port
+            except OSError:
+                time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    raise RuntimeError("redis-server did not start")
 
 
 class Node:
@@ -151,26 +175,7 @@ class Cluster:
         return os.path.join(self.dir, f"{self.nodes[i].node_id}.log")
 
     def _start_redis(self):
-        for _ in range(20):
-            self.redis_port = free_port()
-            log = open(os.path.join(self.dir, "redis.log"), "ab")
-            self.redis_proc = subprocess.Popen(
-                ["redis-server", "--port", str(self.redis_port), "--bind", self.host,
-                 "--save", "", "--appendonly", "no", "--dir", self.dir, *self.redis_args],
-                stdout=log, stderr=subprocess.STDOUT)
-            log.close()
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.redis_proc.poll() is None:
-                try:
-                    with socket.create_connection((self.host, self.redis_port), timeout=0.5) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            return
-                except OSError:
-                    time.sleep(0.05)
-            self.redis_proc.kill()
-            self.redis_proc.wait()  # the port was taken meanwhile: try another one
-        raise RuntimeError("redis-server did not start")
+        self.redis_proc, self.redis_port = start_redis(self.dir, self.host, self.redis_args)
 
     # -- nodes -------------------------------------------------------------------------
 

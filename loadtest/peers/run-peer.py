@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,24 +43,9 @@ PEERS = ("socketio", "socketio-sharded", "ws", "sockudo")
 SCRIPTS = {"socketio": "socketio-server.mjs", "socketio-sharded": "socketio-server.mjs", "ws": "ws-server.mjs"}
 SOCKUDO_CONFIG = os.path.join(HERE, "sockudo.config.json")
 
-
-def free_port(host="127.0.0.1"):
-    """A TCP port that was free a moment ago (for servers that cannot take port 0)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def raise_nofile():
-    """Children inherit the soft limit: lift it to the hard limit for many sockets a node."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass
+# One way to start a throwaway Redis and to find free ports: the local cluster's.
+sys.path.insert(0, os.path.join(HERE, "..", "..", "deploy"))
+from cluster import free_port, raise_nofile, start_redis  # noqa: E402
 
 
 def sockudo_bin():
@@ -182,25 +166,7 @@ class Peer:
     # -- processes ---------------------------------------------------------------------
 
     def _start_redis(self):
-        for _ in range(20):
-            self.redis_port = free_port(self.host)
-            with open(os.path.join(self.dir, "redis.log"), "ab") as log:
-                self.redis_proc = subprocess.Popen(
-                    ["redis-server", "--port", str(self.redis_port), "--bind", self.host,
-                     "--save", "", "--appendonly", "no", "--dir", self.dir],
-                    stdout=log, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.redis_proc.poll() is None:
-                try:
-                    with socket.create_connection((self.host, self.redis_port), timeout=0.5) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            return
-                except OSError:
-                    time.sleep(0.05)
-            self.redis_proc.kill()
-            self.redis_proc.wait()
-        raise RuntimeError("redis-server did not start")
+        self.redis_proc, self.redis_port = start_redis(self.dir, self.host)
 
     def _node_cmd(self, i):
         """(argv, env, cwd) of node i; sockudo gets its port now, node servers take port 0."""
