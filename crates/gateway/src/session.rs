@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use switchboard_proto::channel::{user_channel, Channel};
 use switchboard_proto::frames::ReplyOk;
@@ -18,6 +18,9 @@ use crate::conn::ConnHandle;
 use crate::metrics as m;
 use crate::node::Node;
 use crate::ws::outbound::CloseRequest;
+
+mod rate_limit;
+use rate_limit::TokenBucket;
 
 /// Most messages one replay returns (history is bounded well below this).
 const REPLAY_LIMIT: usize = 100_000;
@@ -465,41 +468,5 @@ pub fn close_request(code: u16, reason: &str) -> CloseRequest {
         code,
         reason: reason.to_owned(),
         send_frame: true,
-    }
-}
-
-/// Per-connection message rate limit: `rate` per second sustained, `burst` at once.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32, burst: u32) -> TokenBucket {
-        let burst = f64::from(burst.max(rate).max(1));
-        TokenBucket {
-            rate: f64::from(rate),
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        if self.rate == 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).min(Duration::from_secs(3600));
-        self.last = now;
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
