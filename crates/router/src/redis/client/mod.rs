@@ -1,0 +1,716 @@
+//! A small Redis client written for the backplane's hot path, for one Redis, a
+//! Sentinel-managed primary and Redis Cluster alike.
+//!
+//! Why not fred (measured, `PERFORMANCE-NOTES.md`): fred flushes its write buffer every
+//! time its queue is momentarily empty (1.04 `writev` per message even when a
+//! `/v1/batch` issued 100 publishes at once), makes two task hops per command and arms a
+//! timer per command, and its sharded subscriber neither pipelines SSUBSCRIBE nor
+//! resubscribes after a slot moves. Here a command is encoded into its connection's
+//! buffer by the caller, every command that is ready in the same scheduler pass shares
+//! one `write`, replies complete their callers straight from the reader task, and the
+//! subscriber's pushes are handled on its reader task.
+//!
+//! # Layout
+//! - [`resp`]: RESP2 encoding and incremental parsing.
+//! - [`slot`]: hash slots (CRC16) and per-slot tags.
+//! - [`config`]: the URL forms and connection settings.
+//! - [`connect`]: TCP, TLS and the handshake (AUTH, SELECT, CLIENT SETNAME).
+//! - [`conn`]: one pipelined connection (writer and reader tasks).
+//! - [`topology`]: the slot map (CLUSTER SHARDS / SLOTS).
+//! - this file: [`Client`] — routing by slot, MOVED/ASK/TRYAGAIN, NOSCRIPT, topology
+//!   refresh, Sentinel discovery, fail-fast startup.
+
+pub mod config;
+pub mod conn;
+pub mod connect;
+pub mod resp;
+pub mod slot;
+pub mod topology;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use config::{ClientConfig, Deployment};
+pub use conn::{Conn, Mode, PushHandler};
+pub use resp::{Cmd, Value};
+pub use slot::{slot, tag_for};
+pub use topology::{Shard, Topology};
+
+use connect::Handshake;
+
+/// What can go wrong talking to Redis.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(String),
+    #[error("no reply from Redis within the command timeout")]
+    Timeout,
+    #[error("the Redis connection closed")]
+    Closed,
+    /// An error reply.
+    #[error("Redis answered: {0}")]
+    Redis(String),
+    #[error("Redis protocol error: {0}")]
+    Protocol(String),
+    #[error("Redis refused the credentials: {0}")]
+    Auth(String),
+    #[error("{0}")]
+    Config(String),
+    /// No primary serves the slot right now (a failover in progress), or none answers.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    /// Whether the command certainly did not run (safe to send again).
+    fn not_sent(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+/// A Lua script, run with EVALSHA (loaded on NOSCRIPT).
+#[derive(Clone, Debug)]
+pub struct Script {
+    pub sha: String,
+    pub body: Arc<str>,
+}
+
+impl Script {
+    pub fn new(body: &str) -> Script {
+        use sha1::{Digest, Sha1};
+        Script {
+            sha: hex::encode(Sha1::digest(body.as_bytes())),
+            body: Arc::from(body),
+        }
+    }
+
+    /// `EVALSHA sha numkeys keys… ` — add the arguments with [`Cmd::arg`].
+    pub fn cmd(&self, keys: &[&[u8]]) -> Cmd {
+        let mut cmd = Cmd::new("EVALSHA").arg(&self.sha).int(keys.len());
+        for k in keys {
+            cmd = cmd.key(k);
+        }
+        cmd.script = Some(self.body.clone());
+        cmd
+    }
+}
+
+/// Attempts per command across redirections and TRYAGAIN.
+const MAX_REDIRECTS: u32 = 8;
+/// A refresh of the slot map is not repeated sooner than this.
+const REFRESH_GAP: Duration = Duration::from_millis(100);
+/// The slot map is re-read this often anyway (replicas coming and going, failovers the
+/// node did not notice through an error).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+/// A client for one deployment; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    topology: RwLock<Arc<Topology>>,
+    /// Subscribers of topology changes (the shard subscribers follow slot moves).
+    changes: watch::Sender<Arc<Topology>>,
+    conns: Mutex<HashMap<String, Conn>>,
+    /// One connect at a time per address.
+    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    refresh: tokio::sync::Mutex<Instant>,
+    name: String,
+}
+
+impl Client {
+    /// Connects and checks the deployment: every seed, Sentinel or server is tried in
+    /// turn; fails with a message naming each one's problem when none works, when a
+    /// `redis-cluster://` URL points at a server without cluster mode, when the cluster
+    /// is not `cluster_state:ok` or when a slot has no primary.
+    pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
+        let name = if config.name.is_empty() {
+            String::new()
+        } else {
+            format!("switchboard:{}", config.name)
+        };
+        let topology = discover(&config, &name, true).await?;
+        let (changes, _) = watch::channel(topology.clone());
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                topology: RwLock::new(topology.clone()),
+                changes,
+                conns: Mutex::new(HashMap::new()),
+                connecting: Mutex::new(HashMap::new()),
+                refresh: tokio::sync::Mutex::new(Instant::now()),
+                name,
+            }),
+        };
+        for shard in &topology.shards {
+            client.conn(&shard.primary).await?;
+        }
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The current slot map.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.inner
+            .topology
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Follows changes of the slot map.
+    pub fn watch(&self) -> watch::Receiver<Arc<Topology>> {
+        self.inner.changes.subscribe()
+    }
+
+    fn set_topology(&self, t: Topology) {
+        let t = Arc::new(t);
+        {
+            let mut cur = self
+                .inner
+                .topology
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if **cur == *t {
+                return;
+            }
+            *cur = t.clone();
+        }
+        tracing::info!(
+            shards = t.shards.len(),
+            uncovered = t.uncovered(),
+            "redis topology changed"
+        );
+        self.inner.changes.send_replace(t);
+    }
+
+    /// Whether every primary has a live command connection.
+    pub fn is_connected(&self) -> bool {
+        let t = self.topology();
+        let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+        t.uncovered() == 0
+            && t.shards
+                .iter()
+                .all(|s| conns.get(&s.primary).is_some_and(|c| !c.is_broken()))
+    }
+
+    /// The command connection to `addr`, connecting when there is none.
+    pub async fn conn(&self, addr: &str) -> Result<Conn, Error> {
+        if let Some(c) = self.live_conn(addr) {
+            return Ok(c);
+        }
+        let lock = {
+            let mut m = self
+                .inner
+                .connecting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            m.entry(addr.to_owned()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        if let Some(c) = self.live_conn(addr) {
+            return Ok(c);
+        }
+        let handshake = Handshake::data(&self.inner.config, &self.inner.name);
+        let conn = connect::open(addr, &self.inner.config, &handshake, Mode::Commands).await?;
+        self.inner
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr.to_owned(), conn.clone());
+        Ok(conn)
+    }
+
+    fn live_conn(&self, addr: &str) -> Option<Conn> {
+        let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.get(addr).filter(|c| !c.is_broken()).cloned()
+    }
+
+    /// A new subscriber connection to `addr` whose pushes go to `handler`.
+    pub async fn subscriber(
+        &self,
+        addr: &str,
+        handler: Arc<dyn PushHandler>,
+    ) -> Result<Conn, Error> {
+        let name = format!("{}:sub", self.inner.name);
+        let name = if self.inner.name.is_empty() {
+            ""
+        } else {
+            &name
+        };
+        let handshake = Handshake::data(&self.inner.config, name);
+        connect::open(
+            addr,
+            &self.inner.config,
+            &handshake,
+            Mode::Subscriber(handler),
+        )
+        .await
+    }
+
+    /// Runs one command on the primary of its slot, following redirections; an error
+    /// reply is `Err(Error::Redis)`.
+    pub async fn call(&self, cmd: &Cmd) -> Result<Value, Error> {
+        let deadline = Instant::now() + self.inner.config.timeout;
+        let mut target: Option<(String, bool)> = None;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (addr, asking) = match target.take() {
+                Some(t) => t,
+                None => (self.route(cmd)?, false),
+            };
+            // Connecting (or waiting for another caller's connect) counts against this
+            // command's timeout too.
+            let conn = match tokio::time::timeout_at(deadline, self.conn(&addr)).await {
+                Ok(c) => c,
+                Err(_) => Err(Error::Io(format!("connecting to {addr} timed out"))),
+            };
+            let result = match conn {
+                Ok(conn) if asking => conn.call_asking(cmd).await,
+                Ok(conn) => conn.call(cmd).await,
+                Err(e) => {
+                    self.schedule_refresh();
+                    Err(Error::Unavailable(e.to_string()))
+                }
+            };
+            let next = match result {
+                Ok(Value::Error(e)) => self.on_error_reply(cmd, &addr, &e).await,
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.schedule_refresh();
+                    if (cmd.idempotent || e.not_sent()) && Instant::now() < deadline {
+                        Next::RetryAfter(connect::backoff(attempt))
+                    } else {
+                        return Err(e);
+                    }
+                }
+            };
+            match next {
+                Next::Fail(e) => return Err(e),
+                Next::Redirect(addr, asking) => target = Some((addr, asking)),
+                Next::RetryAfter(wait) => {
+                    if Instant::now() + wait >= deadline {
+                        return Err(Error::Unavailable(format!(
+                            "Redis did not serve slot {:?} in time",
+                            cmd.slot
+                        )));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            if attempt >= MAX_REDIRECTS {
+                return Err(Error::Unavailable("too many redirections".into()));
+            }
+        }
+    }
+
+    /// Runs commands as pipelines (one per primary), replies in order. Items that were
+    /// redirected or refused for a moment are retried one by one.
+    pub async fn call_many(&self, cmds: &[Cmd]) -> Vec<Result<Value, Error>> {
+        let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut out: Vec<Option<Result<Value, Error>>> = (0..cmds.len()).map(|_| None).collect();
+        for (i, cmd) in cmds.iter().enumerate() {
+            match self.route(cmd) {
+                Ok(addr) => groups.entry(addr).or_default().push(i),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let deadline = Instant::now() + self.inner.config.timeout;
+        let sends = groups.into_iter().map(|(addr, idx)| async move {
+            let conn = match tokio::time::timeout_at(deadline, self.conn(&addr)).await {
+                Ok(c) => c,
+                Err(_) => Err(Error::Io(format!("connecting to {addr} timed out"))),
+            };
+            let results = match conn {
+                Ok(conn) => {
+                    let group: Vec<&Cmd> = idx.iter().map(|&i| &cmds[i]).collect();
+                    conn.call_many(&group).await
+                }
+                Err(e) => {
+                    self.schedule_refresh();
+                    idx.iter()
+                        .map(|_| Err(Error::Unavailable(e.to_string())))
+                        .collect()
+                }
+            };
+            idx.into_iter().zip(results).collect::<Vec<_>>()
+        });
+        let mut retry = Vec::new();
+        for group in futures_util::future::join_all(sends).await {
+            for (i, r) in group {
+                match r {
+                    Ok(Value::Error(e)) if needs_retry(&e) => retry.push(i),
+                    Ok(Value::Error(e)) => out[i] = Some(Err(Error::Redis(text(&e)))),
+                    Err(e) if e.not_sent() => retry.push(i),
+                    r => out[i] = Some(r),
+                }
+            }
+        }
+        let retried =
+            futures_util::future::join_all(retry.iter().map(|&i| self.call(&cmds[i]))).await;
+        for (i, r) in retry.into_iter().zip(retried) {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
+            .collect()
+    }
+
+    /// The primary a command goes to.
+    fn route(&self, cmd: &Cmd) -> Result<String, Error> {
+        let t = self.topology();
+        let shard = match cmd.slot {
+            Some(slot) => t.shard_of(slot),
+            None => (!t.shards.is_empty()).then_some(0),
+        };
+        match shard {
+            Some(i) => Ok(t.shards[i].primary.clone()),
+            None => {
+                self.schedule_refresh();
+                Err(Error::Unavailable(format!(
+                    "no Redis primary serves slot {} right now",
+                    cmd.slot.unwrap_or(0)
+                )))
+            }
+        }
+    }
+
+    async fn on_error_reply(&self, cmd: &Cmd, addr: &str, e: &[u8]) -> Next {
+        let msg = text(e);
+        let mut words = msg.split_whitespace();
+        match words.next().unwrap_or("") {
+            "MOVED" => {
+                let slot = words.next().and_then(|s| s.parse::<u16>().ok());
+                let to = words.next().map(str::to_owned);
+                match (slot, to) {
+                    (Some(slot), Some(to)) => {
+                        let moved = self.topology().with_moved(slot, &to);
+                        self.set_topology(moved);
+                        self.schedule_refresh();
+                        Next::Redirect(to, false)
+                    }
+                    _ => Next::Fail(Error::Protocol(format!("bad redirection: {msg}"))),
+                }
+            }
+            "ASK" => match words.nth(1) {
+                Some(to) => Next::Redirect(to.to_owned(), true),
+                None => Next::Fail(Error::Protocol(format!("bad redirection: {msg}"))),
+            },
+            "TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN" => {
+                self.schedule_refresh();
+                Next::RetryAfter(Duration::from_millis(20))
+            }
+            // A write reached a replica: the primary changed (Sentinel failover).
+            "READONLY" => {
+                if let Some(c) = self.live_conn(addr) {
+                    c.close(Error::Io("the server became a replica".into()));
+                }
+                self.schedule_refresh();
+                Next::RetryAfter(Duration::from_millis(50))
+            }
+            "NOSCRIPT" => match &cmd.script {
+                Some(body) => {
+                    let load = Cmd::new("SCRIPT").arg("LOAD").arg(body.as_bytes());
+                    match self.conn(addr).await {
+                        Ok(c) => match c.call(&load).await {
+                            Ok(Value::Error(e)) => Next::Fail(Error::Redis(text(&e))),
+                            Ok(_) => Next::Redirect(addr.to_owned(), false),
+                            Err(e) => Next::Fail(e),
+                        },
+                        Err(e) => Next::Fail(e),
+                    }
+                }
+                None => Next::Fail(Error::Redis(msg)),
+            },
+            _ => Next::Fail(Error::Redis(msg)),
+        }
+    }
+
+    /// Re-reads the slot map soon (in the background, at most every [`REFRESH_GAP`]).
+    pub fn schedule_refresh(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = this.refresh().await;
+        });
+    }
+
+    /// Re-reads the slot map now (unless another refresh just did).
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let mut last = self.inner.refresh.lock().await;
+        if last.elapsed() < REFRESH_GAP {
+            return Ok(());
+        }
+        let result = self.rediscover().await;
+        *last = Instant::now();
+        match result {
+            Ok(t) => {
+                self.set_topology(t);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "redis topology refresh failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn rediscover(&self) -> Result<Topology, Error> {
+        let config = &self.inner.config;
+        match &config.deployment {
+            Deployment::Cluster { seeds } => {
+                // Known primaries first (their connections are open), then the seeds.
+                let mut addrs: Vec<String> = self
+                    .topology()
+                    .shards
+                    .iter()
+                    .map(|s| s.primary.clone())
+                    .collect();
+                addrs.extend(seeds.iter().cloned());
+                let mut last = Error::Unavailable("no cluster node answered".into());
+                for addr in addrs {
+                    let conn = match self.conn(&addr).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            last = e;
+                            continue;
+                        }
+                    };
+                    match cluster_topology(&conn, config).await {
+                        Ok(t) if !t.shards.is_empty() => return Ok(t),
+                        Ok(_) => {}
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+            Deployment::Single(_) => Ok((*self.topology()).clone()),
+            Deployment::Sentinel { .. } => discover(config, &self.inner.name, false)
+                .await
+                .map(|t| (*t).clone()),
+        }
+    }
+}
+
+enum Next {
+    Fail(Error),
+    Redirect(String, bool),
+    RetryAfter(Duration),
+}
+
+fn text(e: &[u8]) -> String {
+    String::from_utf8_lossy(e).into_owned()
+}
+
+/// Error replies after which the command is sent again (it did not run).
+fn needs_retry(e: &[u8]) -> bool {
+    [
+        "MOVED ",
+        "ASK ",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "LOADING",
+        "NOSCRIPT",
+        "READONLY",
+        "MASTERDOWN",
+    ]
+    .iter()
+    .any(|p| e.starts_with(p.as_bytes()))
+}
+
+/// Reads the slot map from a cluster node.
+async fn cluster_topology(conn: &Conn, config: &ClientConfig) -> Result<Topology, Error> {
+    let tls = config.tls.is_some();
+    match conn.call(&Cmd::new("CLUSTER").arg("SHARDS")).await? {
+        Value::Error(e) if e.starts_with(b"ERR unknown subcommand") => {
+            match conn.call(&Cmd::new("CLUSTER").arg("SLOTS")).await? {
+                Value::Error(e) => Err(Error::Redis(text(&e))),
+                v => Topology::from_slots(v),
+            }
+        }
+        Value::Error(e) => Err(Error::Redis(text(&e))),
+        v => Topology::from_shards(v, tls),
+    }
+}
+
+/// How many replicas a primary reports connected (`INFO replication`).
+async fn connected_replicas(conn: &Conn) -> usize {
+    match conn.call(&Cmd::new("INFO").arg("replication")).await {
+        Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b)
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Finds the primary (or the slot map) of the deployment. With `strict`, a cluster must
+/// be `cluster_state:ok` with every slot served.
+async fn discover(config: &ClientConfig, name: &str, strict: bool) -> Result<Arc<Topology>, Error> {
+    let handshake = Handshake::data(config, name);
+    match &config.deployment {
+        Deployment::Single(addr) => {
+            let conn = connect::open(addr, config, &handshake, Mode::Commands)
+                .await
+                .map_err(|e| startup_error(addr, e))?;
+            let replicas = connected_replicas(&conn).await;
+            conn.close(Error::Closed);
+            Ok(Arc::new(Topology::single(addr.clone(), replicas)))
+        }
+        Deployment::Sentinel {
+            sentinels,
+            service,
+            username,
+            password,
+        } => {
+            let mut problems = Vec::new();
+            for s in sentinels {
+                match sentinel_master(config, s, service, username, password).await {
+                    Ok(addr) => {
+                        let conn =
+                            match connect::open(&addr, config, &handshake, Mode::Commands).await {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    problems.push(format!("master {addr} (from {s}): {e}"));
+                                    continue;
+                                }
+                            };
+                        let role = conn.call(&Cmd::new("ROLE")).await;
+                        let is_master = matches!(&role, Ok(Value::Array(a))
+                            if a.first().is_some_and(|r| r.to_text() == "master"));
+                        if !is_master {
+                            conn.close(Error::Closed);
+                            problems.push(format!("{addr} (named by {s}) is not a master yet"));
+                            continue;
+                        }
+                        let replicas = connected_replicas(&conn).await;
+                        conn.close(Error::Closed);
+                        return Ok(Arc::new(Topology::single(addr, replicas)));
+                    }
+                    Err(e) => problems.push(format!("sentinel {s}: {e}")),
+                }
+            }
+            Err(Error::Unavailable(format!(
+                "no Sentinel named a reachable master for `{service}`: {}",
+                problems.join("; ")
+            )))
+        }
+        Deployment::Cluster { seeds } => {
+            let mut problems = Vec::new();
+            for seed in seeds {
+                let conn = match connect::open(seed, config, &handshake, Mode::Commands).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if matches!(e, Error::Auth(_)) {
+                            return Err(startup_error(seed, e));
+                        }
+                        problems.push(format!("{seed}: {e}"));
+                        continue;
+                    }
+                };
+                let checked = check_cluster(&conn, config, strict).await;
+                conn.close(Error::Closed);
+                match checked {
+                    Ok(t) => return Ok(Arc::new(t)),
+                    Err(e @ Error::Config(_)) => return Err(e),
+                    Err(e) if strict => return Err(e),
+                    Err(e) => problems.push(format!("{seed}: {e}")),
+                }
+            }
+            Err(Error::Unavailable(format!(
+                "no Redis Cluster seed answered: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+}
+
+async fn check_cluster(
+    conn: &Conn,
+    config: &ClientConfig,
+    strict: bool,
+) -> Result<Topology, Error> {
+    let addr = conn.addr().to_owned();
+    let info = match conn.call(&Cmd::new("CLUSTER").arg("INFO")).await? {
+        Value::Error(e) => {
+            let e = text(&e);
+            return Err(if e.contains("cluster support disabled") {
+                Error::Config(format!(
+                    "{addr} is not a Redis Cluster node (cluster_enabled:0): use redis://{addr} for one Redis"
+                ))
+            } else {
+                Error::Redis(e)
+            });
+        }
+        v => v.to_text(),
+    };
+    let state = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster_state:"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    if strict && state != "ok" {
+        return Err(Error::Unavailable(format!(
+            "the Redis Cluster at {addr} is not ready: cluster_state:{state}"
+        )));
+    }
+    let t = cluster_topology(conn, config).await?;
+    let uncovered = t.uncovered();
+    if strict && uncovered > 0 {
+        return Err(Error::Unavailable(format!(
+            "the Redis Cluster at {addr} leaves {uncovered} of 16384 slots without a primary"
+        )));
+    }
+    Ok(t)
+}
+
+fn startup_error(addr: &str, e: Error) -> Error {
+    match e {
+        Error::Auth(msg) => Error::Auth(format!("{addr}: {msg}")),
+        other => Error::Unavailable(format!("{addr}: {other}")),
+    }
+}
+
+/// Asks one Sentinel for the master of `service`.
+async fn sentinel_master(
+    config: &ClientConfig,
+    sentinel: &str,
+    service: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+) -> Result<String, Error> {
+    let conn =
+        connect::sentinel(sentinel, config, username.as_deref(), password.as_deref()).await?;
+    let reply = conn
+        .call(
+            &Cmd::new("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(service),
+        )
+        .await;
+    conn.close(Error::Closed);
+    match reply? {
+        Value::Array(a) if a.len() == 2 => {
+            let host = a[0].to_text();
+            let port = a[1].as_int().unwrap_or(0);
+            Ok(topology::join_host_port(&host, port))
+        }
+        Value::Nil => Err(Error::Config(format!(
+            "the Sentinel knows no master named `{service}`"
+        ))),
+        Value::Error(e) => Err(Error::Redis(text(&e))),
+        other => Err(Error::Protocol(format!("unexpected answer {other:?}"))),
+    }
+}
