@@ -82,6 +82,8 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// Pub/sub liveness probe interval.
     pub probe_interval: Duration,
+    /// Replicas that confirm a message before its publish is acknowledged (`None`: auto).
+    pub redis_replica_acks: Option<u32>,
     /// The connection events stream.
     pub events_stream: String,
     /// This node's unique name.
@@ -210,6 +212,11 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("probe_interval", &self.probe_interval)
+            .field("redis_replica_acks", &self.redis_replica_acks)
+            .field("events_stream", &self.events_stream)
             .field("node_id", &self.node_id)
             .field("jwt_secret", &redacted(self.jwt_secret.is_some()))
             .field("jwt_algorithm", &self.jwt_algorithm)

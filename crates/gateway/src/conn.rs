@@ -205,6 +205,7 @@ impl ConnHandle {
     }
 
     /// The channels delivering live now (not held).
+    #[cfg(test)]
     pub fn live_channels(&self) -> Vec<String> {
         self.cursors()
             .iter()

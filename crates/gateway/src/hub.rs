@@ -186,15 +186,18 @@ impl NodeSink for Hub {
             return;
         }
         tracing::info!("backplane up");
-        if !self.was_down.swap(false, Ordering::SeqCst) {
-            return;
+        if self.was_down.swap(false, Ordering::SeqCst) {
+            metrics::counter!(m::BACKPLANE_RECONNECTS).increment(1);
         }
-        // Messages may have been lost while the link was down: re-read every channel.
-        metrics::counter!(m::BACKPLANE_RECONNECTS).increment(1);
-        for conn in self.all() {
-            for channel in conn.live_channels() {
-                if conn.hold(&channel).is_some() {
-                    self.repair(conn.clone(), channel);
+    }
+
+    fn channels_interrupted(&self, channels: &[String]) {
+        // Messages may have been lost meanwhile: re-read each channel for every local
+        // connection that tracks it.
+        for channel in channels {
+            for conn in self.targets(channel) {
+                if conn.hold(channel).is_some() {
+                    self.repair(conn, channel.clone());
                 }
             }
         }

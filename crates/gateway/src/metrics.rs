@@ -29,6 +29,14 @@ pub const DELIVERY_LATENCY: &str = "switchboard_delivery_latency_seconds";
 pub const BACKPLANE_UP: &str = "switchboard_backplane_up";
 /// Counter: backplane reconnects.
 pub const BACKPLANE_RECONNECTS: &str = "switchboard_backplane_reconnects_total";
+/// Per backplane shard (label `shard`: its index in the slot map; one shard for one Redis).
+pub const SHARD_UP: &str = "switchboard_backplane_shard_up";
+pub const SHARD_SUBSCRIPTIONS: &str = "switchboard_backplane_shard_subscriptions";
+pub const SHARD_RECONNECTS: &str = "switchboard_backplane_shard_reconnects_total";
+/// 1 for the shard's current primary (labels `shard`, `primary` = host:port), 0 for the
+/// ones it had before.
+pub const SHARD_INFO: &str = "switchboard_backplane_shard_info";
+pub const UNREPLICATED: &str = "switchboard_backplane_unreplicated_total";
 /// Counter: connections closed with 4008.
 pub const SLOW_CONSUMER_DISCONNECTS: &str = "switchboard_slow_consumer_disconnects_total";
 /// Counter `{result}`: resume attempts (`recovered`, `not_recovered`).
@@ -162,6 +170,28 @@ pub fn record_config(config: &crate::config::Config) {
     metrics::gauge!(MAX_CONNECTIONS).set(config.max_connections as f64);
 }
 
+/// Publishes the backplane's per-shard state (called on every scrape).
+pub fn record_backplane(stats: &switchboard_router::BackplaneStats) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static PRIMARIES: Mutex<Option<HashMap<usize, String>>> = Mutex::new(None);
+    let mut known = PRIMARIES.lock().unwrap_or_else(|e| e.into_inner());
+    let known = known.get_or_insert_with(HashMap::new);
+    for s in &stats.shards {
+        let shard = s.index.to_string();
+        metrics::gauge!(SHARD_UP, "shard" => shard.clone()).set(if s.up { 1.0 } else { 0.0 });
+        metrics::gauge!(SHARD_SUBSCRIPTIONS, "shard" => shard.clone()).set(s.subscriptions as f64);
+        metrics::counter!(SHARD_RECONNECTS, "shard" => shard.clone()).absolute(s.reconnects);
+        if let Some(old) = known.insert(s.index, s.primary.clone()) {
+            if old != s.primary {
+                metrics::gauge!(SHARD_INFO, "shard" => shard.clone(), "primary" => old).set(0.0);
+            }
+        }
+        metrics::gauge!(SHARD_INFO, "shard" => shard, "primary" => s.primary.clone()).set(1.0);
+    }
+    metrics::counter!(UNREPLICATED).absolute(stats.unreplicated);
+}
+
 /// Makes every series the alerts and the dashboard use visible from the first scrape.
 fn initialise() {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -212,6 +242,23 @@ fn describe() {
     );
     describe_gauge!(BACKPLANE_UP, "1 when the backplane can route");
     describe_counter!(BACKPLANE_RECONNECTS, "Backplane reconnects");
+    describe_gauge!(
+        SHARD_UP,
+        "1 when this node's subscriber for the shard is connected and its probes come back"
+    );
+    describe_gauge!(
+        SHARD_SUBSCRIPTIONS,
+        "Channels this node receives through the shard"
+    );
+    describe_counter!(
+        SHARD_RECONNECTS,
+        "Times this node's subscriber for the shard connected again"
+    );
+    describe_gauge!(SHARD_INFO, "1 for the shard's current primary (host:port)");
+    describe_counter!(
+        UNREPLICATED,
+        "Publishes acknowledged although no Redis replica confirmed them in time"
+    );
     describe_counter!(SLOW_CONSUMER_DISCONNECTS, "Connections closed with 4008");
     describe_counter!(RECOVERY, "Resume attempts, by result");
     describe_counter!(CLIENT_ERRORS, "Error frames and failed replies, by code");

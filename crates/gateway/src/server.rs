@@ -45,6 +45,7 @@ fn router(config: &Config) -> anyhow::Result<Arc<dyn Router>> {
             s.lease = config.lease;
             s.probe_interval = config.probe_interval;
             s.command_timeout = config.redis_timeout;
+            s.replica_acks = config.redis_replica_acks;
             s.policies = config.history.clone();
             Ok(RedisRouter::new(s).map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?)
         }
@@ -304,15 +305,29 @@ async fn internal(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
                     r#"{"ready":false,"reason":"draining"}"#,
                 )
             } else if !node.router.is_up() {
+                let down: Vec<String> = node
+                    .router
+                    .stats()
+                    .shards
+                    .iter()
+                    .filter(|s| !s.up)
+                    .map(|s| format!("shard {} ({})", s.index, s.primary))
+                    .collect();
+                let reason = if down.is_empty() {
+                    "backplane down".to_owned()
+                } else {
+                    format!("backplane down: {}", down.join(", "))
+                };
                 json(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    r#"{"ready":false,"reason":"backplane down"}"#,
+                    serde_json::json!({"ready": false, "reason": reason}).to_string(),
                 )
             } else {
                 json(StatusCode::OK, r#"{"ready":true}"#)
             }
         }
         "/metrics" => {
+            m::record_backplane(&node.router.stats());
             let mut res = Response::new(Body::from(node.metrics.render()));
             res.headers_mut().insert(
                 http::header::CONTENT_TYPE,

@@ -29,8 +29,8 @@ pub use memory::{MemoryCluster, MemoryRouter};
 pub use policy::{HistoryPolicies, HistoryPolicy};
 pub use redis::{RedisRouter, RedisSettings};
 pub use types::{
-    ConnInfo, HistoryRead, NodeInfo, NodeStatus, PresenceInfo, PublishOutcome, PublishRequest,
-    RouterError,
+    BackplaneStats, ConnInfo, HistoryRead, NodeInfo, NodeStatus, PresenceInfo, PublishOutcome,
+    PublishRequest, RouterError, ShardStatus,
 };
 
 pub type Result<T, E = RouterError> = std::result::Result<T, E>;
@@ -45,10 +45,13 @@ pub trait NodeSink: Send + Sync + 'static {
     fn presence(&self, channel: &str, user: &str, event: PresenceEvent);
     /// Close every local connection of `user`; returns how many were closed.
     fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> usize;
-    /// The backplane link went down (`false`) or came back (`true`). After a `true` that
-    /// follows a `false`, live deliveries may have been missed: the node repairs gaps by
-    /// reading history after the last offset it delivered.
+    /// The backplane link went down (`false`) or came back (`true`): readiness only;
+    /// what may have been missed meanwhile is reported by `channels_interrupted`.
     fn backplane_state(&self, up: bool);
+    /// Live delivery of these channels may have missed messages (their subscription was
+    /// interrupted — a Redis reconnect, a failover, a slot that moved — and is back):
+    /// the node repairs them by reading history after the last offset it delivered.
+    fn channels_interrupted(&self, channels: &[String]);
 }
 
 /// Carries messages between nodes.
@@ -74,6 +77,10 @@ pub trait Backplane: Send + Sync {
     async fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> Result<usize>;
     /// Whether the node can route right now (connected and subscribed).
     fn is_up(&self) -> bool;
+    /// Per-shard link state and counters (metrics, `/readyz`).
+    fn stats(&self) -> BackplaneStats {
+        BackplaneStats::default()
+    }
     /// Leaves the cluster: removes this node's registry entries and presence.
     async fn shutdown(&self);
 }

@@ -80,3 +80,28 @@ pub struct PresenceInfo {
     /// Number of subscribed connections.
     pub connections: u64,
 }
+
+/// One backplane shard (a Redis primary and the slots it serves) as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStatus {
+    /// Position in the slot map, ordered by the first slot served (stable across a
+    /// failover: the promoted replica serves the same slots).
+    pub index: usize,
+    /// `host:port` of the primary.
+    pub primary: String,
+    /// Whether this node's subscriber for the shard is connected and its probes come back.
+    pub up: bool,
+    /// Channels this node receives through the shard.
+    pub subscriptions: usize,
+    /// Times the subscriber had to connect again.
+    pub reconnects: u64,
+}
+
+/// What a backplane reports for metrics and readiness.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackplaneStats {
+    /// Empty for the embedded backplane.
+    pub shards: Vec<ShardStatus>,
+    /// Publishes acknowledged although no replica confirmed them in time.
+    pub unreplicated: u64,
+}

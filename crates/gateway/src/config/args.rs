@@ -13,6 +13,7 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
     "redis_prefix",
     "redis_timeout_ms",
     "probe_interval_ms",
+    "redis_replica_acks",
     "events_stream",
     "node_id",
     "jwt_secret",
@@ -65,7 +66,9 @@ pub struct ServeArgs {
     /// Default: 0.0.0.0:9090.
     #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<String>,
-    /// Redis backplane, redis://host:port/db (also rediss://, redis+sentinel://).
+    /// Redis backplane: redis://host:port/db (one Redis; rediss:// with TLS),
+    /// redis+sentinel://host:port/db?sentinelServiceName=NAME (Sentinel) or
+    /// redis-cluster://host:port?node=host:port&node=host:port (Redis Cluster: seed nodes).
     /// Default: none = embedded in-process backplane (single node).
     #[arg(
         long,
@@ -85,6 +88,11 @@ pub struct ServeArgs {
     /// two intervals is declared down and reconnected. Default: 1000.
     #[arg(long, env = "SWITCHBOARD_PROBE_INTERVAL_MS", value_name = "MS")]
     pub probe_interval_ms: Option<String>,
+    /// Replicas that must confirm a stored message (Redis WAIT) before its publish is
+    /// acknowledged: `auto` (one, where the primary has a replica online, on Redis Cluster
+    /// and Sentinel; none on one Redis) or 0..=5. Default: auto.
+    #[arg(long, env = "SWITCHBOARD_REDIS_REPLICA_ACKS", value_name = "N")]
+    pub redis_replica_acks: Option<String>,
     /// Redis stream receiving every connect and disconnect (read it with a consumer
     /// group). Default: switchboard:events.
     #[arg(long, env = "SWITCHBOARD_EVENTS_STREAM", value_name = "KEY")]
@@ -264,6 +272,7 @@ pub(super) fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
         "redis_prefix" => one(&args.redis_prefix),
         "redis_timeout_ms" => one(&args.redis_timeout_ms),
         "probe_interval_ms" => one(&args.probe_interval_ms),
+        "redis_replica_acks" => one(&args.redis_replica_acks),
         "events_stream" => one(&args.events_stream),
         "node_id" => one(&args.node_id),
         "jwt_secret" => one(&args.jwt_secret),

@@ -48,9 +48,12 @@ pub(super) fn build(
         ));
     }
     let redis_url = l.opt("redis_url", values::redis_url);
-    let redis_prefix = l.get("redis_prefix", "sb:".to_owned(), values::redis_key);
+    let redis_prefix = l.get("redis_prefix", "sb:".to_owned(), values::redis_prefix);
     let redis_timeout = Duration::from_millis(l.int("redis_timeout_ms", 2000, 100, 60_000));
     let probe_interval = Duration::from_millis(l.int("probe_interval_ms", 1000, 100, 10_000));
+    let redis_replica_acks = l
+        .opt("redis_replica_acks", values::replica_acks)
+        .unwrap_or(None);
     let events_stream = l.get(
         "events_stream",
         "switchboard:events".to_owned(),
@@ -157,6 +160,7 @@ pub(super) fn build(
         redis_prefix,
         redis_timeout,
         probe_interval,
+        redis_replica_acks,
         events_stream,
         node_id,
         auth: jwt.auth,

@@ -61,20 +61,23 @@ pub(super) fn bool(s: &str) -> Result<bool, String> {
 
 pub(super) fn redis_url(s: &str) -> Result<String, String> {
     let s = s.trim();
-    let rest = [
-        "redis://",
-        "rediss://",
-        "redis+sentinel://",
-        "rediss+sentinel://",
-        "redis-sentinel://",
-        "rediss-sentinel://",
-    ]
-    .iter()
-    .find_map(|scheme| s.strip_prefix(scheme));
-    match rest {
-        Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => Ok(s.to_owned()),
-        // The URL may carry a password: never echo it.
-        _ => Err("must look like redis://host:port/db (or rediss://, redis+sentinel://)".into()),
+    match switchboard_router::redis::client::ClientConfig::from_url(s) {
+        Ok(_) => Ok(s.to_owned()),
+        // The router's messages name the part that is wrong, never the password.
+        Err(e) => Err(format!(
+            "{e} (redis://host:port/db, rediss://…, redis+sentinel://host:port/db?sentinelServiceName=NAME, redis-cluster://host:port?node=host:port)"
+        )),
+    }
+}
+
+/// `auto` or a replica count for `--redis-replica-acks`.
+pub(super) fn replica_acks(s: &str) -> Result<Option<u32>, String> {
+    match s.trim() {
+        "auto" => Ok(None),
+        n => match n.parse::<u32>() {
+            Ok(n) if n <= 5 => Ok(Some(n)),
+            _ => Err("must be `auto` or a number of replicas from 0 to 5".into()),
+        },
     }
 }
 
@@ -86,6 +89,16 @@ pub(super) fn redis_key(s: &str) -> Result<String, String> {
     } else {
         Err("must be 1 to 64 printable characters without spaces".into())
     }
+}
+
+/// The key prefix: a key (see [`redis_key`]) without `{` or `}`, which would move every
+/// key's hash tag (Redis Cluster places keys by the text inside the first `{…}`).
+pub(super) fn redis_prefix(s: &str) -> Result<String, String> {
+    let s = redis_key(s)?;
+    if s.contains(['{', '}']) {
+        return Err("must not contain `{` or `}` (they would change every key's hash slot)".into());
+    }
+    Ok(s)
 }
 
 /// `[A-Za-z0-9_.-]{1,64}`.

@@ -1,24 +1,30 @@
-//! The Redis router: many nodes behave as one.
+//! The Redis router: many nodes behave as one, on one Redis, a Sentinel-managed primary
+//! or a Redis Cluster — one code path and one key layout for all three.
 //!
-//! - Registry: `user → {conn: node}` hashes, node leases in a sorted set scored by the
-//!   lease deadline (Redis clock); every node reaps expired nodes, atomically, emitting
-//!   synthetic disconnect events and presence leaves.
-//! - Publish: one Lua script numbers the message `(epoch, offset)`, appends it to the
-//!   channel's stream (bounded by count and age), looks up the target nodes and
-//!   PUBLISHes the frame to their node channels (users) or to the room channel (rooms).
-//! - Subscriber: a dedicated connection subscribed to this node's channel and to the
-//!   channels of rooms with local members; fred resubscribes after a reconnect, and a
-//!   probe published to our own node channel every interval detects a wedged link.
-//!   When the link was down the node's sink is told, and it repairs from the streams.
-//! - Connection events: every connect and disconnect is appended to a stream
-//!   (default `switchboard:events`) for backends to read with a consumer group.
+//! - Live delivery: sharded pub/sub. Every node SSUBSCRIBEs the shard channel of each
+//!   channel it holds (`P{user:alice}` for a user with a local connection,
+//!   `P{room:lobby}` for a room with a local subscriber), on one subscriber connection
+//!   per primary. A publish SPUBLISHes to the channel's shard channel, which lives in
+//!   the same slot as the channel's keys: nothing is broadcast to every Redis node, and
+//!   SPUBLISH's answer is the number of nodes that got it.
+//! - Publish: one Lua script on the channel's slot numbers the message `(epoch,
+//!   offset)`, appends it to the channel's stream (channels with history) and publishes
+//!   it. Where the primary has a replica, the append is acknowledged (and published) only
+//!   once `WAIT` says a replica has it, so a failover loses no acknowledged message.
+//! - Registry: `user → {conn: node}` hashes (for the API and `online`); node leases in a
+//!   sorted set scored by the lease deadline (Redis clock); any node reaps an expired
+//!   node — its connections (with synthetic disconnect events) and presence (with leave
+//!   frames) — one slot-local step at a time.
+//! - Connection events: every connect and disconnect is appended to a stream (default
+//!   `switchboard:events`) for backends to read with a consumer group.
 //!
 //! # Layout
-//! - [`scripts`]: the Lua scripts and the key layout.
-//! - [`frames`]: backplane frames built and decoded in Rust.
-//! - [`link`]: the subscriber session (dispatch, probe, watchdog, reaper).
-//! - `registry`, `streams`, `presence`: the trait implementations besides
-//!   [`Backplane`], which is in this file.
+//! - [`client`]: the Redis client (connections, pipelining, slots, redirections).
+//! - [`keys`]: the key and channel layout. [`scripts`]: the Lua scripts.
+//! - [`frames`]: backplane frames and the stored form of a message.
+//! - [`shards`]: the sharded subscriber (dispatch, resubscription, probes).
+//! - `publish`, `registry`, `reaper`, `streams`, `presence`: the trait implementations
+//!   besides the rest of [`Backplane`], which is in this file.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -26,34 +32,37 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, PubsubInterface};
-use fred::types::config::{Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy};
-use fred::types::{Builder, Value};
 use rand::distr::Alphanumeric;
 use rand::Rng as _;
-use switchboard_proto::channel::Channel;
-use switchboard_proto::Message;
+use tokio_util::sync::CancellationToken;
 
-use crate::types::{ConnInfo, NodeStatus, PublishOutcome, PublishRequest, RouterError};
+use crate::types::{
+    BackplaneStats, ConnInfo, NodeStatus, PublishOutcome, PublishRequest, RouterError, ShardStatus,
+};
 use crate::{Backplane, HistoryPolicies, NodeSink, Registry, Result};
 
+pub mod client;
 mod frames;
-mod link;
+pub mod keys;
 mod presence;
+mod publish;
+mod reaper;
 mod registry;
 mod scripts;
+pub mod shards;
 mod streams;
 
+use client::{Client, ClientConfig, Cmd, Value};
+use keys::Keys;
 use scripts::Scripts;
 
 /// How a Redis router connects and behaves. Every field documents its default.
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
-    /// `redis://[user:pass@]host:port/db`, `rediss://…`, or a Sentinel URL
+    /// `redis://[user:pass@]host:port/db`, `rediss://…`, a Sentinel URL
     /// `redis+sentinel://host:26379/db?sentinelServiceName=mymaster` (also spelled
-    /// `redis-sentinel://`; more sentinels with `&node=host:port`).
+    /// `redis-sentinel://`; more sentinels with `&node=host:port`) or a Redis Cluster
+    /// `redis-cluster://host:port?node=host:port&node=host:port` (seed nodes).
     pub url: String,
     /// This node's id.
     pub node_id: String,
@@ -65,11 +74,15 @@ pub struct RedisSettings {
     pub events_maxlen: u64,
     /// Registry lease. Default 10 s.
     pub lease: Duration,
-    /// Pub/sub liveness probe interval; a link is declared broken after two intervals
-    /// without our own probe. Default 1 s.
+    /// Pub/sub liveness probe interval; a shard is declared down when a probe is not
+    /// back one interval after Redis accepted it. Default 1 s.
     pub probe_interval: Duration,
     /// Timeout of every Redis command. Default 2 s.
     pub command_timeout: Duration,
+    /// Replicas that must have a message (`WAIT`) before its publish is acknowledged.
+    /// `None` (default): one on Redis Cluster and Sentinel when the primary has a
+    /// replica online, none on one Redis.
+    pub replica_acks: Option<u32>,
     /// Which channels keep history.
     pub policies: HistoryPolicies,
 }
@@ -85,17 +98,19 @@ impl RedisSettings {
             lease: Duration::from_secs(10),
             probe_interval: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
+            replica_acks: None,
             policies: HistoryPolicies::default(),
         }
     }
 }
 
-/// Meta keys of channels without history live this long after their last use.
-const META_TTL_MIN: Duration = Duration::from_secs(24 * 3600);
+/// Keys of channels live this long after they were last renewed (at least twice the
+/// history's age bound; renewed once half of it passed).
+const KEY_TTL_MIN: Duration = Duration::from_secs(2 * 24 * 3600);
 /// The inbox ack lives this long after it was written.
 const ACK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-fn unavailable(e: fred::error::Error) -> RouterError {
+fn unavailable(e: client::Error) -> RouterError {
     RouterError::Unavailable(e.to_string())
 }
 
@@ -115,26 +130,20 @@ fn now_ms() -> u64 {
 }
 
 fn value_str(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.to_string(),
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Integer(i) => i.to_string(),
-        other => other.as_string().unwrap_or_default(),
-    }
+    v.to_text()
 }
 
 fn value_u64(v: &Value) -> u64 {
-    match v {
-        Value::Integer(i) => u64::try_from(*i).unwrap_or(0),
-        other => value_str(other).parse().unwrap_or(0),
-    }
+    v.as_int().and_then(|i| u64::try_from(i).ok()).unwrap_or(0)
 }
 
 /// What this node holds, to re-register after its entries were reaped or Redis lost
-/// its data.
+/// its data, and to know when a user's channel is no longer needed here.
 #[derive(Default)]
 struct Local {
     conns: HashMap<String, ConnInfo>,
+    /// Local connections per user (the user's channel is subscribed while > 0).
+    users: HashMap<String, usize>,
     /// (room, user, conn)
     presence: HashSet<(String, String, String)>,
 }
@@ -145,22 +154,24 @@ pub struct RedisRouter {
 
 struct Inner {
     settings: RedisSettings,
-    client: Client,
-    subscriber: SubscriberClient,
+    config: ClientConfig,
+    client: OnceLock<Client>,
+    shards: OnceLock<shards::Shards>,
+    keys: Keys,
     scripts: Scripts,
     sink: OnceLock<Arc<dyn NodeSink>>,
     local: Mutex<Local>,
-    /// Whether the pub/sub link is healthy (probes come back).
-    link_up: AtomicBool,
     /// This node's registry entries were lost (reaped after its lease lapsed, or Redis
-    /// lost its data) and are not all written back yet. The link is not declared up
-    /// while it is set: publishes to local users were routed nowhere meanwhile, and the
-    /// link coming up is what makes the node repair its channels from the streams.
+    /// lost its data) and are not all written back yet.
     reregister: AtomicBool,
     started: AtomicBool,
-    stopped: tokio::sync::Notify,
-    is_stopped: AtomicBool,
+    stopped: CancellationToken,
     heartbeats: AtomicU64,
+    /// When the last heartbeat renewed the lease ([`Inner::mono_ms`]).
+    last_beat_ms: AtomicI64,
+    /// The lease lapsed without a heartbeat: this node gave up its users' channels (as
+    /// far as the cluster knows, it holds nobody) until a heartbeat succeeds again.
+    fenced: AtomicBool,
     /// Redis's clock (ms) minus our monotonic clock ([`Inner::mono_ms`]), measured by
     /// the heartbeats; `i64::MIN` until measured. A publish carries its deadline in
     /// Redis's clock, so that one Redis only gets to after the caller gave up (a frozen
@@ -173,53 +184,33 @@ struct Inner {
 }
 
 impl RedisRouter {
-    /// Builds the clients (nothing connects until [`Backplane::start`]).
+    /// Checks the settings (nothing connects until [`Backplane::start`]).
     pub fn new(settings: RedisSettings) -> Result<Arc<RedisRouter>> {
-        let url = settings
-            .url
-            .replacen("redis+sentinel://", "redis-sentinel://", 1)
-            .replacen("rediss+sentinel://", "rediss-sentinel://", 1);
-        let config = Config::from_url(&url)
+        let mut config = ClientConfig::from_url(&settings.url)
             .map_err(|e| RouterError::BadRequest(format!("invalid Redis URL: {e}")))?;
-        let timeout = settings.command_timeout;
-        let build = |capacity: usize| {
-            let mut b = Builder::from_config(config.clone());
-            b.with_performance_config(|p: &mut PerformanceConfig| {
-                p.default_command_timeout = timeout;
-                p.broadcast_channel_capacity = capacity;
-            })
-            .with_connection_config(|c: &mut ConnectionConfig| {
-                c.connection_timeout = timeout;
-                c.internal_command_timeout = timeout;
-                c.max_command_attempts = 1;
-                c.unresponsive.max_timeout = Some(timeout * 2);
-                c.unresponsive.interval = (timeout / 2).max(Duration::from_millis(100));
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
-            b
-        };
-        let client = build(1024)
-            .build()
-            .map_err(|e| RouterError::BadRequest(e.to_string()))?;
-        // The subscriber's broadcast buffer holds what arrives while the dispatcher is
-        // busy; a lag is detected and repaired, but a large buffer makes it rare.
-        let subscriber = build(1 << 16)
-            .build_subscriber_client()
-            .map_err(|e| RouterError::BadRequest(e.to_string()))?;
+        config.timeout = settings.command_timeout;
+        config.name = settings.node_id.clone();
+        if settings.prefix.contains(['{', '}']) {
+            return Err(RouterError::BadRequest(
+                "the key prefix must not contain `{` or `}` (hash tags)".into(),
+            ));
+        }
         Ok(Arc::new(RedisRouter {
             inner: Arc::new(Inner {
+                keys: Keys::new(&settings.prefix),
                 settings,
-                client,
-                subscriber,
+                config,
+                client: OnceLock::new(),
+                shards: OnceLock::new(),
                 scripts: Scripts::new(),
                 sink: OnceLock::new(),
                 local: Mutex::new(Local::default()),
-                link_up: AtomicBool::new(false),
                 reregister: AtomicBool::new(false),
                 started: AtomicBool::new(false),
-                stopped: tokio::sync::Notify::new(),
-                is_stopped: AtomicBool::new(false),
+                stopped: CancellationToken::new(),
                 heartbeats: AtomicU64::new(0),
+                last_beat_ms: AtomicI64::new(0),
+                fenced: AtomicBool::new(false),
                 clock_offset_ms: AtomicI64::new(i64::MIN),
                 clock_base: std::time::Instant::now(),
                 id_tag: random_string(6),
@@ -228,19 +219,28 @@ impl RedisRouter {
             }),
         }))
     }
+
+    /// Every shard (one for one Redis) and the state of its subscriber.
+    pub fn shard_status(&self) -> Vec<ShardStatus> {
+        self.inner
+            .shards
+            .get()
+            .map(|s| s.status())
+            .unwrap_or_default()
+    }
 }
 
 impl Inner {
-    fn key(&self, kind: &str, name: &str) -> String {
-        format!("{}{kind}:{name}", self.settings.prefix)
+    fn client(&self) -> Result<&Client> {
+        self.client
+            .get()
+            .ok_or_else(|| RouterError::Unavailable("the router is not started".into()))
     }
 
-    fn node_channel(&self, node: &str) -> String {
-        self.key("n", node)
-    }
-
-    fn room_channel(&self, room: &str) -> String {
-        self.key("r", room)
+    fn shards(&self) -> Result<&shards::Shards> {
+        self.shards
+            .get()
+            .ok_or_else(|| RouterError::Unavailable("the router is not started".into()))
     }
 
     /// Milliseconds on a clock that never jumps.
@@ -262,13 +262,14 @@ impl Inner {
     }
 
     fn ensure_started(&self) -> Result<()> {
-        if self.started.load(Ordering::SeqCst) && !self.is_stopped.load(Ordering::SeqCst) {
+        if self.started.load(Ordering::SeqCst) && !self.stopped.is_cancelled() {
             Ok(())
         } else {
             Err(RouterError::Unavailable("the router is not started".into()))
         }
     }
 
+    /// `(max_len, max_age_ms, key_ttl_ms)` of a channel (max_len 0: no history).
     fn history_args(&self, channel: &str) -> (u64, u64, u64) {
         let policy = self.settings.policies.for_channel(channel);
         let (max_len, max_age) = if policy.keeps_history() {
@@ -276,20 +277,13 @@ impl Inner {
         } else {
             (0, 0)
         };
-        let meta_ttl = policy.max_age.max(META_TTL_MIN).as_millis() as u64;
-        (max_len, max_age, meta_ttl)
+        let ttl = (policy.max_age * 2).max(KEY_TTL_MIN).as_millis() as u64;
+        (max_len, max_age, ttl)
     }
 
-    async fn eval(
-        &self,
-        script: &fred::types::scripts::Script,
-        keys: Vec<String>,
-        args: Vec<Value>,
-    ) -> Result<Value> {
-        script
-            .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
-            .await
-            .map_err(unavailable)
+    /// Runs a command (scripts: [`client::Script::cmd`] plus their arguments).
+    async fn call(&self, cmd: Cmd) -> Result<Value> {
+        self.client()?.call(&cmd).await.map_err(unavailable)
     }
 }
 
@@ -297,128 +291,93 @@ impl Inner {
 impl Backplane for RedisRouter {
     async fn start(&self, sink: Arc<dyn NodeSink>) -> Result<()> {
         let inner = &self.inner;
-        if inner.sink.set(sink).is_err() {
+        if inner.sink.set(sink.clone()).is_err() {
             return Err(RouterError::BadRequest("already started".into()));
         }
-        inner.client.init().await.map_err(unavailable)?;
-        link::reap_previous_life(inner).await?;
-        inner.subscriber.init().await.map_err(unavailable)?;
-        inner
-            .subscriber
-            .subscribe(inner.node_channel(&inner.settings.node_id))
+        let client = Client::connect(inner.config.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| match e {
+                client::Error::Config(m) | client::Error::Auth(m) => RouterError::BadRequest(m),
+                other => unavailable(other),
+            })?;
+        let _ = inner.client.set(client.clone());
+        inner.last_beat_ms.store(inner.mono_ms(), Ordering::SeqCst);
+        reaper::reap_previous_life(inner).await?;
+        let shards = shards::Shards::new(
+            client,
+            inner.keys.clone(),
+            inner.settings.node_id.clone(),
+            inner.settings.probe_interval,
+            inner.settings.command_timeout,
+        );
+        let _ = inner.shards.set(shards);
         inner.started.store(true, Ordering::SeqCst);
-        link::spawn(inner.clone());
-        // Fail fast unless a probe makes the round trip through pub/sub.
-        link::first_probe(inner).await?;
+        // Fail fast unless a probe makes the round trip through every shard.
+        inner.shards()?.start(sink).await.map_err(unavailable)?;
+        inner.shards()?.spawn_watchdog();
+        reaper::spawn(inner.clone());
         // Join the live set at once (the node's own heartbeats keep it there).
         Registry::heartbeat(self, NodeStatus::default()).await
     }
 
     async fn publish(&self, request: PublishRequest) -> Result<PublishOutcome> {
-        let inner = &self.inner;
-        inner.ensure_started()?;
-        let channel =
-            Channel::parse(&request.channel).map_err(|e| RouterError::BadRequest(e.to_string()))?;
-        let user = channel.user().map(str::to_owned);
-        let n = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut message = Message {
-            channel: request.channel,
-            id: format!("m-{}{n:x}", inner.id_tag),
-            from: request.from,
-            epoch: String::new(),
-            offset: 0,
-            ts: now_ms(),
-            data: request.data,
-        };
-        let (max_len, max_age, meta_ttl) = inner.history_args(&message.channel);
-        let template: Bytes = frames::message_template(&message);
-        let user_key = inner.key("u", user.as_deref().unwrap_or(""));
-        let deadline_ms = inner.redis_deadline_ms(inner.settings.command_timeout);
-        let v = inner
-            .eval(
-                &inner.scripts.publish,
-                vec![
-                    inner.key("m", &message.channel),
-                    inner.key("s", &message.channel),
-                    user_key,
-                ],
-                vec![
-                    Value::Bytes(template),
-                    max_len.to_string().into(),
-                    max_age.to_string().into(),
-                    meta_ttl.to_string().into(),
-                    random_string(10).into(),
-                    (if user.is_some() { "u" } else { "r" }).into(),
-                    inner.room_channel(&message.channel).into(),
-                    inner.key("n", "").into(),
-                    deadline_ms.to_string().into(),
-                ],
-            )
-            .await?;
-        let parts = v.into_array();
-        if parts.len() < 4 {
-            return Err(RouterError::Unavailable("unexpected publish answer".into()));
-        }
-        message.epoch = value_str(&parts[0]);
-        message.offset = value_u64(&parts[1]);
-        Ok(PublishOutcome {
-            message: Arc::new(message),
-            nodes: u32::try_from(value_u64(&parts[2])).unwrap_or(u32::MAX),
-            online: value_u64(&parts[3]) == 1,
-        })
+        publish::publish(&self.inner, request).await
     }
 
     async fn subscribe_room(&self, channel: &str) -> Result<()> {
-        self.inner.ensure_started()?;
-        self.inner
-            .subscriber
-            .subscribe(self.inner.room_channel(channel))
+        let inner = &self.inner;
+        inner.ensure_started()?;
+        inner
+            .shards()?
+            .subscribe(&inner.keys.live(channel))
             .await
             .map_err(unavailable)
     }
 
     async fn unsubscribe_room(&self, channel: &str) -> Result<()> {
-        self.inner
-            .subscriber
-            .unsubscribe(self.inner.room_channel(channel))
-            .await
-            .map_err(unavailable)
+        let inner = &self.inner;
+        inner.shards()?.unsubscribe(&inner.keys.live(channel));
+        Ok(())
     }
 
     async fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> Result<usize> {
         let inner = &self.inner;
         inner.ensure_started()?;
-        let v = inner
-            .eval(
-                &inner.scripts.disconnect,
-                vec![inner.key("u", user)],
-                vec![
-                    Value::Bytes(frames::disconnect(user, code, reason)),
-                    inner.key("n", "").into(),
-                ],
-            )
-            .await?;
+        let channel = format!("user:{user}");
+        let registry = inner.keys.registry(&channel);
+        let cmd = inner
+            .scripts
+            .disconnect
+            .cmd(&[registry.as_bytes()])
+            .arg(inner.keys.live(&channel))
+            .arg(frames::disconnect(user, code, reason));
+        let v = inner.client()?.call(&cmd).await.map_err(unavailable)?;
         Ok(value_u64(&v) as usize)
+    }
+
+    fn stats(&self) -> BackplaneStats {
+        BackplaneStats {
+            shards: self.shard_status(),
+            unreplicated: publish::UNREPLICATED.load(Ordering::Relaxed),
+        }
     }
 
     fn is_up(&self) -> bool {
         let inner = &self.inner;
         inner.started.load(Ordering::SeqCst)
-            && !inner.is_stopped.load(Ordering::SeqCst)
-            && inner.link_up.load(Ordering::SeqCst)
-            && inner.client.is_connected()
+            && !inner.stopped.is_cancelled()
+            && inner.shards.get().is_some_and(|s| s.is_up())
     }
 
     async fn shutdown(&self) {
         let inner = &self.inner;
-        if inner.is_stopped.swap(true, Ordering::SeqCst) {
+        if inner.stopped.is_cancelled() {
             return;
         }
-        inner.stopped.notify_waiters();
+        inner.stopped.cancel();
         let (conns, presence) = {
             let mut local = inner.local();
+            local.users.clear();
             (
                 std::mem::take(&mut local.conns),
                 std::mem::take(&mut local.presence),
@@ -430,16 +389,17 @@ impl Backplane for RedisRouter {
                 .await;
         }
         for conn in conns.values() {
-            let _ = self.unregister_inner(&conn.user, &conn.conn_id).await;
+            let _ = inner.unregister_entry(&conn.user, &conn.conn_id).await;
         }
         let node = &inner.settings.node_id;
-        let _: std::result::Result<Value, _> = fred::interfaces::SortedSetsInterface::zrem(
-            &inner.client,
-            self.nodes_key(),
-            node.as_str(),
-        )
-        .await;
-        let _ = inner.subscriber.quit().await;
-        let _ = inner.client.quit().await;
+        let _ = inner
+            .call(Cmd::new("ZREM").key(inner.keys.nodes()).arg(node))
+            .await;
+        let _ = inner
+            .call(Cmd::new("HDEL").key(inner.keys.status()).arg(node))
+            .await;
+        if let Some(s) = inner.shards.get() {
+            s.stop();
+        }
     }
 }

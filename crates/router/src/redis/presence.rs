@@ -1,7 +1,10 @@
-//! Room presence on Redis: atomic join/leave scripts that publish the presence frames.
+//! Room presence on Redis: atomic join/leave scripts on the room's slot, which publish
+//! the presence frames to the room's shard channel. The node's own set of its presence
+//! entries (what a reaper reads) is written before a join and cleared after a leave.
 
 use async_trait::async_trait;
 
+use super::client::Cmd;
 use super::{value_str, value_u64, Inner, RedisRouter};
 use crate::types::PresenceInfo;
 use crate::{Presence, Result};
@@ -23,29 +26,56 @@ impl Inner {
         user: &str,
         conn_id: &str,
     ) -> Result<bool> {
-        let node = &self.settings.node_id;
-        let script = match change {
-            Change::Join => &self.scripts.join,
-            Change::Leave => &self.scripts.leave,
-        };
-        let v = self
-            .eval(
-                script,
-                vec![
-                    self.key("p", channel),
-                    self.key("pu", channel),
-                    self.key("np", node),
-                ],
-                vec![
-                    conn_id.into(),
-                    user.into(),
-                    node.as_str().into(),
-                    channel.into(),
-                    self.room_channel(channel).into(),
-                ],
-            )
-            .await?;
-        Ok(value_u64(&v) == 1)
+        let node_set = self.keys.node_presence(&self.settings.node_id);
+        let member = format!("{channel} {conn_id} {user}");
+        match change {
+            Change::Join => {
+                self.call(Cmd::new("SADD").key(&node_set).arg(&member))
+                    .await?;
+                let (p, pu) = (
+                    self.keys.presence(channel),
+                    self.keys.presence_users(channel),
+                );
+                let cmd = self
+                    .scripts
+                    .join
+                    .cmd(&[p.as_bytes(), pu.as_bytes()])
+                    .arg(conn_id)
+                    .arg(user)
+                    .arg(&self.settings.node_id)
+                    .arg(self.keys.live(channel))
+                    .arg(channel);
+                Ok(value_u64(&self.call(cmd).await?) == 1)
+            }
+            Change::Leave => {
+                let last = self.leave_script(channel, user, conn_id).await?;
+                self.call(Cmd::new("SREM").key(&node_set).arg(&member))
+                    .await?;
+                Ok(last)
+            }
+        }
+    }
+
+    /// The leave script alone (a reaper removing a dead node's entry uses it too).
+    pub(super) async fn leave_script(
+        &self,
+        channel: &str,
+        user: &str,
+        conn_id: &str,
+    ) -> Result<bool> {
+        let (p, pu) = (
+            self.keys.presence(channel),
+            self.keys.presence_users(channel),
+        );
+        let cmd = self
+            .scripts
+            .leave
+            .cmd(&[p.as_bytes(), pu.as_bytes()])
+            .arg(conn_id)
+            .arg(user)
+            .arg(self.keys.live(channel))
+            .arg(channel);
+        Ok(value_u64(&self.call(cmd).await?) == 1)
     }
 }
 
@@ -77,11 +107,17 @@ impl Presence for RedisRouter {
 
     async fn presence(&self, channel: &str) -> Result<PresenceInfo> {
         let inner = &self.inner;
+        let (p, pu) = (
+            inner.keys.presence(channel),
+            inner.keys.presence_users(channel),
+        );
         let v = inner
-            .eval(
-                &inner.scripts.presence,
-                vec![inner.key("p", channel), inner.key("pu", channel)],
-                Vec::new(),
+            .call(
+                inner
+                    .scripts
+                    .presence
+                    .cmd(&[p.as_bytes(), pu.as_bytes()])
+                    .idempotent(),
             )
             .await?;
         let parts = v.into_array();

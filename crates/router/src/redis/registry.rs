@@ -1,39 +1,177 @@
-//! The registry on Redis: connection entries per user, node leases, re-registration
-//! after this node's entries were reaped or Redis lost its data.
+//! The registry on Redis: connection entries per user, the connection events, node
+//! leases, and re-registration after this node's entries were reaped or Redis lost its
+//! data. Registering a connection also subscribes its user's channel on this node.
+//!
+//! A registration spans slots (the node's set, the user's hash, the events stream), so
+//! it is three steps, in an order that a crash between any two cannot turn into an
+//! entry nobody cleans up: the node's set first (what a reaper reads), then the user's
+//! entry, then the event; unregistering goes the other way.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 
-use super::link;
+use super::client::Cmd;
 use super::presence::Change;
-use super::{unavailable, value_str, value_u64, Inner, RedisRouter};
+use super::{now_ms, unavailable, value_str, value_u64, Inner, RedisRouter};
 use crate::types::{ConnInfo, NodeInfo, NodeStatus, RouterError};
 use crate::{Registry, Result};
 
+fn user_channel(user: &str) -> String {
+    format!("user:{user}")
+}
+
 impl Inner {
-    pub(super) async fn register_conn(&self, conn: &ConnInfo) -> Result<()> {
-        self.eval(
-            &self.scripts.register,
-            vec![
-                self.key("u", &conn.user),
-                self.key("nc", &conn.node),
-                self.settings.events_stream.clone(),
-            ],
-            vec![
-                conn.conn_id.clone().into(),
-                conn.node.clone().into(),
-                conn.since_ms.to_string().into(),
-                conn.user.clone().into(),
-                self.settings.events_maxlen.to_string().into(),
-                self.redis_deadline_ms(self.settings.command_timeout)
-                    .to_string()
-                    .into(),
-            ],
+    /// Appends a connection event (`connect` / `disconnect`) to the events stream.
+    fn event(&self, fields: &[(&str, &str)]) -> Cmd {
+        let mut cmd = Cmd::new("XADD")
+            .key(&self.settings.events_stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .int(self.settings.events_maxlen)
+            .arg("*");
+        for (k, v) in fields {
+            cmd = cmd.arg(k).arg(v);
+        }
+        cmd
+    }
+
+    pub(super) async fn register_entry(&self, conn: &ConnInfo) -> Result<()> {
+        let node = &self.settings.node_id;
+        let ch = user_channel(&conn.user);
+        self.call(
+            Cmd::new("SADD")
+                .key(self.keys.node_conns(node))
+                .arg(format!("{} {}", conn.user, conn.conn_id)),
+        )
+        .await?;
+        let registry = self.keys.registry(&ch);
+        let cmd = self
+            .scripts
+            .register
+            .cmd(&[registry.as_bytes()])
+            .arg(&conn.conn_id)
+            .arg(format!("{node} {}", conn.since_ms))
+            .int(self.redis_deadline_ms(self.settings.command_timeout));
+        self.call(cmd).await?;
+        let ts = now_ms().to_string();
+        self.call(self.event(&[
+            ("type", "connect"),
+            ("user", &conn.user),
+            ("conn", &conn.conn_id),
+            ("node", node),
+            ("ts", &ts),
+        ]))
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn unregister_entry(&self, user: &str, conn_id: &str) -> Result<()> {
+        let node = &self.settings.node_id;
+        let removed = self
+            .call(
+                Cmd::new("HDEL")
+                    .key(self.keys.registry(&user_channel(user)))
+                    .arg(conn_id),
+            )
+            .await?;
+        if value_u64(&removed) == 1 {
+            let ts = now_ms().to_string();
+            self.call(self.event(&[
+                ("type", "disconnect"),
+                ("user", user),
+                ("conn", conn_id),
+                ("node", node),
+                ("ts", &ts),
+                ("reason", "closed"),
+            ]))
+            .await?;
+        }
+        self.call(
+            Cmd::new("SREM")
+                .key(self.keys.node_conns(node))
+                .arg(format!("{user} {conn_id}")),
         )
         .await
         .map(|_| ())
+    }
+
+    /// One fewer local connection of `user`; the last one gives up the user's channel.
+    fn release_user(&self, user: &str) {
+        let mut local = self.local();
+        let last = match local.users.get_mut(user) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                local.users.remove(user);
+                true
+            }
+            None => false,
+        };
+        if last {
+            // Under the lock: a registration of the same user that follows sees the
+            // count at 0 and subscribes again.
+            if let Some(shards) = self.shards.get() {
+                shards.unsubscribe(&self.keys.live(&user_channel(user)));
+            }
+        }
+    }
+
+    /// Called every probe interval: when the lease is about to lapse without a heartbeat, the
+    /// cluster has reaped (or will reap) this node's entries, so it stops receiving its
+    /// users' channels, as a node that is gone would: the registry stays the truth
+    /// about who is where. The next successful heartbeat undoes it.
+    pub(super) fn check_lease(&self) {
+        // A probe interval early: the reapers must not find this node's entries gone
+        // while it still receives their channels.
+        let limit = self
+            .settings
+            .lease
+            .saturating_sub(self.settings.probe_interval);
+        let since = self.mono_ms() - self.last_beat_ms.load(Ordering::SeqCst);
+        if since <= limit.as_millis() as i64 || self.fenced.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let users: Vec<String> = self.local().users.keys().cloned().collect();
+        tracing::warn!(
+            users = users.len(),
+            "lease lapsed without a heartbeat; this node stops receiving its users' channels"
+        );
+        if let Some(shards) = self.shards.get() {
+            for user in users {
+                shards.unsubscribe(&self.keys.live(&user_channel(&user)));
+            }
+        }
+    }
+
+    /// After a heartbeat renewed a lapsed lease: subscribes the users' channels again
+    /// and has the sink repair them (what was published meanwhile is in history).
+    async fn unfence(&self) {
+        let Ok(shards) = self.shards() else {
+            return;
+        };
+        let users: Vec<String> = self.local().users.keys().cloned().collect();
+        let channels: Vec<String> = users.iter().map(|u| user_channel(u)).collect();
+        let subscribed = futures_util::future::join_all(
+            channels
+                .iter()
+                .map(|ch| shards.subscribe_owned(self.keys.live(ch))),
+        )
+        .await;
+        if subscribed.iter().any(Result::is_err) {
+            tracing::warn!("could not subscribe every user channel again; retrying");
+            return;
+        }
+        self.fenced.store(false, Ordering::SeqCst);
+        tracing::info!(
+            users = users.len(),
+            "lease renewed; receiving users' channels again"
+        );
+        if let Some(sink) = self.sink.get() {
+            sink.channels_interrupted(&channels);
+        }
     }
 
     /// Re-registers every local connection and presence entry (after this node's
@@ -54,7 +192,7 @@ impl Inner {
         );
         let mut ok = true;
         for conn in &conns {
-            if let Err(e) = self.register_conn(conn).await {
+            if let Err(e) = self.register_entry(conn).await {
                 tracing::warn!(error = %e, "re-register failed");
                 ok = false;
             }
@@ -66,34 +204,6 @@ impl Inner {
             }
         }
         ok
-    }
-}
-
-impl RedisRouter {
-    pub(super) async fn unregister_inner(&self, user: &str, conn_id: &str) -> Result<()> {
-        let inner = &self.inner;
-        let node = &inner.settings.node_id;
-        inner
-            .eval(
-                &inner.scripts.unregister,
-                vec![
-                    inner.key("u", user),
-                    inner.key("nc", node),
-                    inner.settings.events_stream.clone(),
-                ],
-                vec![
-                    conn_id.into(),
-                    node.as_str().into(),
-                    user.into(),
-                    inner.settings.events_maxlen.to_string().into(),
-                ],
-            )
-            .await
-            .map(|_| ())
-    }
-
-    pub(super) fn nodes_key(&self) -> String {
-        format!("{}nodes", self.inner.settings.prefix)
     }
 }
 
@@ -112,14 +222,22 @@ impl Registry for RedisRouter {
                 "empty user or connection id".into(),
             ));
         }
-        if let Err(e) = inner.register_conn(&conn).await {
-            // The script may have run with its answer lost or late: take the entry back
-            // (the caller gives up on this connection and will not unregister it).
+        // Live delivery first: the caller reads the inbox after this returns.
+        *inner.local().users.entry(conn.user.clone()).or_default() += 1;
+        let live = inner.keys.live(&user_channel(&conn.user));
+        if let Err(e) = inner.shards()?.subscribe(&live).await {
+            inner.release_user(&conn.user);
+            return Err(unavailable(e));
+        }
+        if let Err(e) = inner.register_entry(&conn).await {
+            inner.release_user(&conn.user);
+            // Parts may have been written with their answer lost or late: take them
+            // back (the caller gives up on this connection and will not unregister it).
             let this = RedisRouter {
                 inner: inner.clone(),
             };
             tokio::spawn(async move {
-                let _ = this.unregister_inner(&conn.user, &conn.conn_id).await;
+                let _ = this.inner.unregister_entry(&conn.user, &conn.conn_id).await;
             });
             return Err(e);
         }
@@ -128,22 +246,30 @@ impl Registry for RedisRouter {
     }
 
     async fn unregister(&self, user: &str, conn_id: &str) -> Result<()> {
-        self.inner.local().conns.remove(conn_id);
-        self.unregister_inner(user, conn_id).await
+        let inner = &self.inner;
+        if inner.local().conns.remove(conn_id).is_some() {
+            inner.release_user(user);
+        }
+        inner.unregister_entry(user, conn_id).await
     }
 
     async fn connections(&self, user: &str) -> Result<Vec<ConnInfo>> {
         let inner = &self.inner;
-        let map: HashMap<String, String> =
-            fred::interfaces::HashesInterface::hgetall(&inner.client, inner.key("u", user))
-                .await
-                .map_err(unavailable)?;
-        let mut out: Vec<ConnInfo> = map
-            .into_iter()
-            .map(|(conn_id, v)| {
+        let v = inner
+            .call(
+                Cmd::new("HGETALL")
+                    .key(inner.keys.registry(&user_channel(user)))
+                    .idempotent(),
+            )
+            .await?;
+        let items = v.into_array();
+        let mut out: Vec<ConnInfo> = items
+            .chunks_exact(2)
+            .map(|kv| {
+                let v = value_str(&kv[1]);
                 let mut parts = v.split(' ');
                 ConnInfo {
-                    conn_id,
+                    conn_id: value_str(&kv[0]),
                     user: user.to_owned(),
                     node: parts.next().unwrap_or_default().to_owned(),
                     since_ms: parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
@@ -159,19 +285,24 @@ impl Registry for RedisRouter {
         inner.ensure_started()?;
         let node = &inner.settings.node_id;
         let sent_ms = inner.mono_ms();
-        let v = inner
-            .eval(
-                &inner.scripts.heartbeat,
-                vec![self.nodes_key(), inner.key("node", node)],
-                vec![
-                    node.as_str().into(),
-                    (inner.settings.lease.as_millis() as u64).to_string().into(),
-                    status.connections.to_string().into(),
-                    (if status.draining { "1" } else { "0" }).into(),
-                    inner.since_ms.to_string().into(),
-                ],
-            )
-            .await?;
+        let (nodes, status_key, reaping) = (
+            inner.keys.nodes(),
+            inner.keys.status(),
+            inner.keys.reaping(),
+        );
+        let cmd = inner
+            .scripts
+            .heartbeat
+            .cmd(&[nodes.as_bytes(), status_key.as_bytes(), reaping.as_bytes()])
+            .arg(node)
+            .int(inner.settings.lease.as_millis() as u64)
+            .arg(format!(
+                "{} {} {}",
+                status.connections,
+                u8::from(status.draining),
+                inner.since_ms
+            ));
+        let v = inner.call(cmd).await?;
         let rtt = inner.mono_ms() - sent_ms;
         let parts = v.into_array();
         let added = parts.first().map(value_u64) == Some(1);
@@ -184,39 +315,45 @@ impl Registry for RedisRouter {
                 inner.clock_offset_ms.store(offset, Ordering::SeqCst);
             }
         }
+        let being_reaped = parts.get(2).map(value_u64) == Some(1);
+        inner.last_beat_ms.store(inner.mono_ms(), Ordering::SeqCst);
+        if inner.fenced.load(Ordering::SeqCst) {
+            inner.unfence().await;
+        }
         let first = inner.heartbeats.fetch_add(1, Ordering::SeqCst) == 0;
         if added && !first {
             inner.reregister.store(true, Ordering::SeqCst);
         }
-        if inner.reregister.load(Ordering::SeqCst) {
-            // Until the entries are back, publishes to local users are stored but routed
-            // nowhere: take the link down, and let the watchdog bring it up (the node
-            // then repairs every local channel from the streams) once all are written.
-            link::down(inner, "registry entries lost");
-            if inner.resync().await {
-                inner.reregister.store(false, Ordering::SeqCst);
-            }
+        if inner.reregister.load(Ordering::SeqCst) && !being_reaped && inner.resync().await {
+            inner.reregister.store(false, Ordering::SeqCst);
         }
         Ok(())
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let inner = &self.inner;
+        let (nodes, status) = (inner.keys.nodes(), inner.keys.status());
         let v = inner
-            .eval(
-                &inner.scripts.nodes,
-                vec![self.nodes_key()],
-                vec![inner.settings.prefix.clone().into()],
+            .call(
+                inner
+                    .scripts
+                    .nodes
+                    .cmd(&[nodes.as_bytes(), status.as_bytes()]),
             )
             .await?;
         let parts = v.into_array();
         Ok(parts
-            .chunks_exact(4)
-            .map(|c| NodeInfo {
-                node: value_str(&c[0]),
-                connections: value_u64(&c[1]),
-                draining: value_u64(&c[2]) == 1,
-                since_ms: value_u64(&c[3]),
+            .chunks_exact(2)
+            .map(|c| {
+                let status = value_str(&c[1]);
+                let mut s = status.split(' ');
+                let mut next = || s.next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+                NodeInfo {
+                    node: value_str(&c[0]),
+                    connections: next(),
+                    draining: next() == 1,
+                    since_ms: next(),
+                }
             })
             .collect())
     }

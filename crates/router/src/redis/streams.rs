@@ -5,7 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use switchboard_proto::StreamPosition;
 
-use super::{random_string, unavailable, value_str, value_u64, RedisRouter, ACK_TTL};
+use super::client::Cmd;
+use super::{frames, now_ms, random_string, value_str, value_u64, RedisRouter, ACK_TTL};
 use crate::types::{HistoryRead, RouterError};
 use crate::{History, Result};
 
@@ -25,71 +26,73 @@ impl History for RedisRouter {
         limit: usize,
     ) -> Result<HistoryRead> {
         let inner = &self.inner;
-        let (_, max_age, meta_ttl) = inner.history_args(channel);
+        let (max_len, max_age, ttl) = inner.history_args(channel);
         let (since_epoch, since_offset) = match since {
-            Some(p) => (p.epoch.clone(), p.offset),
-            None => (String::new(), 0),
+            Some(p) => (p.epoch.as_str(), p.offset),
+            None => ("", 0),
         };
-        let v = inner
-            .eval(
-                &inner.scripts.read,
-                vec![inner.key("m", channel), inner.key("s", channel)],
-                vec![
-                    random_string(10).into(),
-                    meta_ttl.to_string().into(),
-                    since_epoch.into(),
-                    since_offset.to_string().into(),
-                    limit.min(1_000_000).to_string().into(),
-                    max_age.to_string().into(),
-                ],
-            )
-            .await?;
-        let parts = v.into_array();
+        let now = now_ms();
+        let (meta, stream) = (inner.keys.meta(channel), inner.keys.stream(channel));
+        let cmd = inner
+            .scripts
+            .read
+            .cmd(&[meta.as_bytes(), stream.as_bytes()])
+            .arg(random_string(10))
+            .int(ttl)
+            .arg(since_epoch)
+            .int(since_offset)
+            .int(limit.min(1_000_000))
+            .int(now.saturating_sub(max_age))
+            .int(max_len)
+            .int(now);
+        let parts = inner.call(cmd).await?.into_array();
         if parts.len() < 3 {
             return Err(RouterError::Unavailable("unexpected read answer".into()));
         }
-        let mut messages = Vec::with_capacity(parts.len() - 3);
-        for part in &parts[3..] {
-            let bytes = part.as_bytes().unwrap_or_default();
-            let pb = <switchboard_proto::pb::Message as prost::Message>::decode(bytes)
-                .map_err(|e| RouterError::Unavailable(format!("corrupt history entry: {e}")))?;
-            let m = switchboard_proto::binary::message_from_pb(pb)
+        let epoch = value_str(&parts[0]);
+        let mut messages = Vec::with_capacity((parts.len() - 3) / 2);
+        for pair in parts[3..].chunks_exact(2) {
+            let offset = value_u64(&pair[0]);
+            let template = pair[1].as_bytes().map(|b| &b[..]).unwrap_or_default();
+            let m = frames::stored_message(template, &epoch, offset)
                 .map_err(|e| RouterError::Unavailable(format!("corrupt history entry: {e}")))?;
             messages.push(Arc::new(m));
         }
         Ok(HistoryRead {
-            epoch: value_str(&parts[0]),
             offset: value_u64(&parts[1]),
             recovered: value_u64(&parts[2]) == 1,
+            epoch,
             messages,
         })
     }
 
     async fn ack(&self, user: &str, position: &StreamPosition) -> Result<()> {
         let inner = &self.inner;
-        inner
-            .eval(
-                &inner.scripts.ack,
-                vec![inner.key("a", user)],
-                vec![
-                    position.epoch.clone().into(),
-                    position.offset.to_string().into(),
-                    (ACK_TTL.as_millis() as u64).to_string().into(),
-                ],
-            )
-            .await
-            .map(|_| ())
+        let key = inner.keys.ack(&format!("user:{user}"));
+        let cmd = inner
+            .scripts
+            .ack
+            .cmd(&[key.as_bytes()])
+            .arg(&position.epoch)
+            .int(position.offset)
+            .int(ACK_TTL.as_millis() as u64);
+        inner.call(cmd).await.map(|_| ())
     }
 
     async fn acked(&self, user: &str) -> Result<Option<StreamPosition>> {
         let inner = &self.inner;
-        let v: Option<String> =
-            fred::interfaces::KeysInterface::get(&inner.client, inner.key("a", user))
-                .await
-                .map_err(unavailable)?;
-        Ok(v.and_then(|s| {
-            let (epoch, offset) = s.split_once(' ')?;
-            Some(StreamPosition::new(epoch, offset.parse().ok()?))
-        }))
+        let v = inner
+            .call(
+                Cmd::new("GET")
+                    .key(inner.keys.ack(&format!("user:{user}")))
+                    .idempotent(),
+            )
+            .await?;
+        if v.is_nil() {
+            return Ok(None);
+        }
+        let s = value_str(&v);
+        Ok(s.split_once(' ')
+            .and_then(|(epoch, offset)| Some(StreamPosition::new(epoch, offset.parse().ok()?))))
     }
 }

@@ -112,7 +112,10 @@ pub async fn case_lease_expiry(factory: &dyn ClusterFactory) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let out = publish(a, &format!("user:{user}"), None, json(1)).await;
-    assert!(!out.online && out.nodes == 0, "routed to an expired node");
+    assert!(
+        !out.online && out.nodes == 0,
+        "routed to an expired node: {out:?}"
+    );
     grace().await;
     assert!(
         b.sink.messages(&out.message.channel).is_empty(),

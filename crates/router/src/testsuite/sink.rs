@@ -39,6 +39,7 @@ struct Recorded {
     presence: Vec<PresenceRecord>,
     disconnects: Vec<DisconnectRecord>,
     backplane: Vec<bool>,
+    interrupted: Vec<String>,
     /// What `disconnect_user` answers per user (0 when unset).
     disconnect_counts: HashMap<String, usize>,
 }
@@ -108,6 +109,11 @@ impl RecordingSink {
     /// `backplane_state` calls received so far.
     pub fn backplane_states(&self) -> Vec<bool> {
         self.lock().backplane.clone()
+    }
+
+    /// Channels reported by `channels_interrupted` so far, in order.
+    pub fn interrupted(&self) -> Vec<String> {
+        self.lock().interrupted.clone()
     }
 
     /// Waits until `check` returns `Some`, re-checking after every recorded call; panics
@@ -190,5 +196,9 @@ impl NodeSink for RecordingSink {
 
     fn backplane_state(&self, up: bool) {
         self.record(|r| r.backplane.push(up));
+    }
+
+    fn channels_interrupted(&self, channels: &[String]) {
+        self.record(|r| r.interrupted.extend(channels.iter().cloned()));
     }
 }

@@ -1,0 +1,154 @@
+//! The publish path: one script on the channel's slot numbers the message, appends it
+//! (channels with history) and SPUBLISHes it, atomically — so every node receives a
+//! channel's messages in offset order, whoever published them.
+//!
+//! Where the channel's primary has a replica online, `WAIT` goes out in the same
+//! pipeline and the publish is acknowledged only once a replica has the message: a
+//! primary killed after answering loses no acknowledged message (its promoted replica
+//! has them all). If no replica confirms within the wait (a replica that just died),
+//! the message is acknowledged anyway — it is stored and was delivered — and counted
+//! as unreplicated: semi-synchronous replication, as MySQL does it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use switchboard_proto::channel::Channel;
+use switchboard_proto::Message;
+
+use super::client::{Cmd, Deployment, Value};
+use super::{frames, now_ms, random_string, unavailable, value_str, Inner};
+use crate::types::{PublishOutcome, PublishRequest, RouterError};
+use crate::Result;
+
+/// What the publish script answered.
+struct Stored {
+    epoch: String,
+    offset: u64,
+    /// SPUBLISH's answer: how many nodes got it live.
+    receivers: Option<u64>,
+}
+
+fn parse(v: Value) -> Result<Stored> {
+    let parts = v.into_array();
+    if parts.len() < 3 {
+        return Err(RouterError::Unavailable("unexpected publish answer".into()));
+    }
+    let receivers = parts[2].as_int().unwrap_or(-1);
+    Ok(Stored {
+        epoch: value_str(&parts[0]),
+        offset: parts[1]
+            .as_int()
+            .and_then(|o| u64::try_from(o).ok())
+            .unwrap_or(0),
+        receivers: u64::try_from(receivers).ok(),
+    })
+}
+
+impl Inner {
+    /// Replicas that must have a write to `slot` before it is acknowledged.
+    fn replica_acks(&self, slot: u16) -> u32 {
+        if let Some(n) = self.settings.replica_acks {
+            return n;
+        }
+        if matches!(self.config.deployment, Deployment::Single(_)) {
+            return 0;
+        }
+        let Some(client) = self.client.get() else {
+            return 0;
+        };
+        let t = client.topology();
+        t.shard_of(slot)
+            .map_or(0, |i| u32::from(t.shards[i].replicas > 0))
+    }
+}
+
+pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Result<PublishOutcome> {
+    inner.ensure_started()?;
+    Channel::parse(&request.channel).map_err(|e| RouterError::BadRequest(e.to_string()))?;
+    let n = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut message = Message {
+        channel: request.channel,
+        id: format!("m-{}{n:x}", inner.id_tag),
+        from: request.from,
+        epoch: String::new(),
+        offset: 0,
+        ts: now_ms(),
+        data: request.data,
+    };
+    let keys = &inner.keys;
+    let ch = message.channel.as_str();
+    let slot = keys.slot(ch);
+    let (max_len, _, ttl) = inner.history_args(ch);
+    let template = frames::message_template(&message);
+    let live = keys.live(ch);
+    let deadline = inner.redis_deadline_ms(inner.settings.command_timeout);
+    let acks = if max_len > 0 {
+        inner.replica_acks(slot)
+    } else {
+        0
+    };
+    let cmd = if max_len > 0 {
+        let (meta, stream) = (keys.meta(ch), keys.stream(ch));
+        inner
+            .scripts
+            .publish
+            .cmd(&[meta.as_bytes(), stream.as_bytes()])
+            .arg(&template)
+            .int(max_len)
+            .int(ttl)
+            .int(message.ts)
+            .arg(random_string(10))
+            .arg(&live)
+            .int(deadline)
+    } else {
+        let meta = keys.meta(ch);
+        inner
+            .scripts
+            .number
+            .cmd(&[meta.as_bytes()])
+            .arg(&template)
+            .int(ttl)
+            .int(message.ts)
+            .arg(random_string(10))
+            .arg(&live)
+            .int(deadline)
+    };
+    let client = inner.client()?;
+    let stored = if acks == 0 {
+        parse(client.call(&cmd).await.map_err(unavailable)?)?
+    } else {
+        let wait_ms = (inner.settings.command_timeout / 2).as_millis() as u64;
+        let wait = Cmd::new("WAIT").int(acks).int(wait_ms).in_slot(slot);
+        let mut replies = client.call_many(&[cmd, wait.clone()]).await.into_iter();
+        let stored = parse(
+            replies
+                .next()
+                .unwrap_or(Err(super::client::Error::Closed))
+                .map_err(unavailable)?,
+        )?;
+        let mut replicated = replies.next().and_then(|r| r.ok()).and_then(|v| v.as_int());
+        if replicated.is_none() {
+            // The script was redirected (a slot moving): wait on its new primary.
+            replicated = client.call(&wait).await.ok().and_then(|v| v.as_int());
+        }
+        if replicated.unwrap_or(0) < i64::from(acks) {
+            UNREPLICATED.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                channel = %message.channel,
+                "no Redis replica confirmed a message in time; acknowledged unreplicated"
+            );
+        }
+        stored
+    };
+    message.epoch = stored.epoch;
+    message.offset = stored.offset;
+    let receivers = stored.receivers.unwrap_or(0);
+    Ok(PublishOutcome {
+        message: Arc::new(message),
+        nodes: u32::try_from(receivers).unwrap_or(u32::MAX),
+        online: receivers > 0,
+    })
+}
+
+/// Publishes acknowledged without a replica's confirmation (see the module docs).
+pub static UNREPLICATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
