@@ -41,6 +41,15 @@ READY=0
 REASON=
 
 say() { echo "$SELF: $*" >&2; }
+# A line to stdout; fails, rather than killing us with SIGPIPE, when the reader is gone
+# (the nodes must then be stopped, not orphaned).
+reply() {
+  local status=0
+  trap '' PIPE
+  echo "$*" 2>/dev/null || status=1
+  trap - PIPE
+  return "$status"
+}
 usage() {
   say "$*"
   sed -n '2,21s/^# \{0,1\}//p' "$0" >&2
@@ -322,11 +331,14 @@ cmd_start() {
     url+="${sep}node=$HOST:$i"
     sep="&"
   done
+  local IFS=,
+  if ! reply "ready ports=${PORTS[*]} pids=${pids[*]} primaries=$PRIMARY_PORTS replicas=$REPLICA_PORTS url=$url dir=$DIR"; then
+    REASON="nobody reads the ready line (the caller is gone)"
+    exit 1
+  fi
+  unset IFS
   READY=1
   trap - EXIT INT TERM
-  local IFS=,
-  echo "ready ports=${PORTS[*]} pids=${pids[*]} primaries=$PRIMARY_PORTS replicas=$REPLICA_PORTS url=$url dir=$DIR"
-  unset IFS
   ((WATCH)) && watch_stdin
   exit 0
 }
@@ -344,12 +356,12 @@ watch_stdin() {
         start_node "$port"
         status=$?
         if ((status == 0)); then
-          echo "restarted port=$port pid=$(<"$DIR/redis-$port.pid")"
+          reply "restarted port=$port pid=$(<"$DIR/redis-$port.pid")"
         else
-          echo "failed port=$port $REASON"
+          reply "failed port=$port $REASON"
         fi
         ;;
-      *) echo "failed unknown command: $line" ;;
+      *) reply "failed unknown command: $line" ;;
     esac
   done
   stop_dir

@@ -19,23 +19,24 @@
 //!
 //! # Layout
 //! - this file: start and stop, URLs, topology queries, faults and waits.
+//! - `launcher`: runs `deploy/redis-cluster.sh` and talks to it (start, restart, stop).
 //! - `resp`: [`RespValue`], a blocking RESP connection, [`slot_of`], [`ClusterClient`].
 //! - `topology`: [`ClusterNode`] (`CLUSTER NODES` parsed) and the "settled" check.
 //! - `reshard`: [`ReshardHandle`] (`redis-cli --cluster reshard` in the background) and
 //!   `migrate_slot`, one slot moved step by step.
 
+mod launcher;
 mod reshard;
 mod resp;
 mod topology;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use self::launcher::{free_ports, fresh_dir, launch, require_tools, Launcher, PORT_TAKEN};
 
 pub use self::reshard::ReshardHandle;
 pub use self::resp::{cmd_once, slot_of, ClusterClient, RespConn, RespValue};
@@ -78,18 +79,6 @@ pub struct RedisCluster {
     killed_slots: Mutex<HashMap<u16, Vec<(u16, u16)>>>,
 }
 
-struct Launcher {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// Its stdout, line by line (read by a thread: reads here have deadlines).
-    lines: Receiver<String>,
-}
-
-/// How long the launcher may take to form a cluster (a busy 2-core machine included).
-const START_TIMEOUT: Duration = Duration::from_secs(120);
-/// The launcher's exit status when a port was taken: another try on other ports.
-const PORT_TAKEN: i32 = 3;
-
 impl RedisCluster {
     /// 3 primaries with 1 replica each, no persistence, node timeout 2 s.
     pub fn start() -> RedisCluster {
@@ -111,6 +100,8 @@ impl RedisCluster {
         })
     }
 
+    /// A cluster as `options` say. Tries other ports when one was taken meanwhile; panics
+    /// with the launcher's output (node log tails included) when the cluster does not form.
     pub fn start_opts(options: &ClusterOptions) -> RedisCluster {
         require_tools();
         let nodes = options.primaries * (1 + options.replicas);
@@ -339,33 +330,33 @@ impl RedisCluster {
     /// it accepts connections; [`RedisCluster::wait_ok`] waits for it to rejoin.
     pub fn restart(&self, port: u16) {
         self.index(port);
-        let mut launcher = lock(&self.launcher);
-        let stdin = launcher.stdin.as_mut().expect("the launcher is running");
-        writeln!(stdin, "restart {port}")
-            .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("the launcher is gone: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match launcher.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(&format!("restarted port={port} ")) => break,
-                Ok(line) if line.starts_with(&format!("failed port={port} ")) => {
-                    panic!("node {port} did not restart: {line}")
-                }
-                Ok(_) => {}
-                Err(e) => panic!("node {port} did not restart: {e}; {}", self.launcher_log()),
-            }
-        }
-        drop(launcher);
+        lock(&self.launcher)
+            .restart(port)
+            .unwrap_or_else(|why| panic!("node {port} did not restart: {why}"));
         lock(&self.killed_slots).remove(&port);
     }
 
-    /// Sends `signal` ("STOP", "CONT", "TERM", …) to the node on `port`.
+    /// Sends `signal` ("STOP", "CONT", "TERM", …) to the node on `port`. After STOP and
+    /// CONT, returns once the process is stopped (or running again): signals are delivered
+    /// asynchronously, and a test that checks right after must see the effect.
     pub fn signal(&self, port: u16, signal: &str) {
         let pid = self
             .pid(port)
             .unwrap_or_else(|| panic!("node {port} is not running"));
         send_signal(pid, signal);
+        let want_stopped = match signal.trim_start_matches("SIG") {
+            "STOP" => true,
+            "CONT" => false,
+            _ => return,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_state(pid).is_some_and(|s| matches!(s, 'T' | 't') != want_stopped) {
+            assert!(
+                Instant::now() < deadline,
+                "node {port}: SIG{signal} had no effect"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// After [`kill`](RedisCluster::kill) of a primary: waits until another node serves
@@ -412,161 +403,14 @@ impl RedisCluster {
         }
         Err(last)
     }
-
-    fn launcher_log(&self) -> String {
-        read_log(&self.dir)
-    }
 }
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         let launcher = self.launcher.get_mut().unwrap_or_else(|e| e.into_inner());
-        stop(&self.dir, launcher);
+        launcher.stop(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-// --- the launcher -----------------------------------------------------------------------
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/redis-cluster.sh")
-}
-
-/// Runs the launcher and waits for its `ready` line. Err: its exit status and its stderr.
-fn launch(
-    dir: &Path,
-    ports: &[u16],
-    bus_ports: &[u16],
-    options: &ClusterOptions,
-) -> Result<Launcher, (Option<i32>, String)> {
-    let join = |ports: &[u16]| {
-        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-        ports.join(",")
-    };
-    let log = std::fs::File::create(dir.join("launcher.log")).expect("the launcher log");
-    let child = Command::new("bash")
-        .arg(script())
-        .arg("start")
-        .arg(dir)
-        .args(["--primaries", &options.primaries.to_string()])
-        .args(["--replicas", &options.replicas.to_string()])
-        .args(["--ports", &join(ports), "--bus-ports", &join(bus_ports)])
-        .args([
-            "--node-timeout",
-            &options.node_timeout.as_millis().to_string(),
-        ])
-        .args(["--timeout", &(START_TIMEOUT.as_secs() - 10).to_string()])
-        .arg("--watch-stdin")
-        .arg("--")
-        .args(&options.redis_args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not run {}: {e}", script().display()));
-    let mut launcher = Launcher::new(child);
-    match launcher.lines.recv_timeout(START_TIMEOUT) {
-        Ok(line) if line.starts_with("ready ") => Ok(launcher),
-        result => {
-            let waited = match result {
-                Err(RecvTimeoutError::Timeout) => "no ready line in time",
-                _ => "no ready line",
-            };
-            stop(dir, &mut launcher);
-            let status = launcher.child.wait().ok().and_then(|s| s.code());
-            Err((
-                status,
-                format!("{waited}; launcher said:\n{}", read_log(dir)),
-            ))
-        }
-    }
-}
-
-impl Launcher {
-    fn new(mut child: Child) -> Launcher {
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Launcher {
-            child,
-            stdin,
-            lines,
-        }
-    }
-}
-
-/// Closes the launcher's stdin (it stops every node and exits) and waits for it; if it
-/// does not go, kills it and stops the nodes by their pidfiles.
-fn stop(dir: &Path, launcher: &mut Launcher) {
-    drop(launcher.stdin.take());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = launcher.child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = launcher.child.kill();
-    let _ = launcher.child.wait();
-    let _ = Command::new("bash")
-        .arg(script())
-        .arg("stop")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn read_log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("launcher.log")).unwrap_or_else(|e| format!("({e})"))
-}
-
-fn require_tools() {
-    for tool in ["redis-server", "redis-cli"] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "{tool} not found: the Redis Cluster tests need redis-server and redis-cli \
-             (`make deps` installs them)"
-        );
-    }
-    assert!(script().exists(), "{} is missing", script().display());
-}
-
-fn fresh_dir() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "switchboard-redis-cluster-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
-}
-
-/// `n` distinct ports that were free a moment ago (all bound at once, then released).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("a bound port").port())
-        .collect()
 }
 
 /// The state letter of a process (`R`, `S`, `T`, `Z`, …) from /proc, or None when gone.
