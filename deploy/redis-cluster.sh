@@ -13,7 +13,8 @@
 #                           all when stdin closes (also when the process holding it dies),
 #                           on a `stop` line or on SIGINT/SIGTERM. A `restart PORT` line
 #                           starts that node again and answers `restarted port=P pid=N` or
-#                           `failed port=P <why>` on stdout.
+#                           `failed port=P <why>` on stdout. Without it the script exits
+#                           once ready and the nodes run on until `stop DIR`.
 #       redis-server args after `--` come last (persistence: `-- --appendonly yes
 #       --appendfsync always`; the default is none: `--save "" --appendonly no`).
 #   deploy/redis-cluster.sh stop DIR           SIGKILL every node of DIR (pidfiles), remove its files
@@ -52,7 +53,7 @@ reply() {
 }
 usage() {
   say "$*"
-  sed -n '2,21s/^# \{0,1\}//p' "$0" >&2
+  sed -n '2,22s/^# \{0,1\}//p' "$0" >&2
   exit 2
 }
 
