@@ -223,14 +223,8 @@ impl RedisCluster {
 
     /// `CLUSTER NODES` as the first live node that answers sees it.
     pub fn nodes(&self) -> Vec<ClusterNode> {
-        let mut last = String::from("no live node");
-        for port in self.live_ports() {
-            match topology::nodes_seen_by(port) {
-                Ok(nodes) => return nodes,
-                Err(e) => last = e,
-            }
-        }
-        panic!("no node answers CLUSTER NODES: {last}");
+        self.live_view()
+            .unwrap_or_else(|e| panic!("no node answers CLUSTER NODES: {e}"))
     }
 
     /// `CLUSTER NODES` as `port` sees it.
@@ -372,14 +366,13 @@ impl RedisCluster {
             let result = topology::check_settled(&self.live_ports())
                 .and_then(|()| self.live_view())
                 .and_then(|nodes| {
-                    let owner = nodes
-                        .iter()
-                        .find(|n| n.is_primary() && slots.iter().all(|&(a, _)| n.serves(a)))
-                        .filter(|n| n.port != killed_primary)
-                        .ok_or("no other node serves its slots yet")?;
-                    let all = slots.iter().all(|&(a, b)| (a..=b).all(|s| owner.serves(s)));
-                    all.then_some(owner.port)
-                        .ok_or_else(|| format!("{} serves only part of its slots", owner.port))
+                    let serves_all = |n: &&ClusterNode| {
+                        n.is_primary() && slots.iter().all(|&(a, b)| (a..=b).all(|s| n.serves(s)))
+                    };
+                    match nodes.iter().find(serves_all) {
+                        Some(n) if n.port != killed_primary => Ok(n.port),
+                        _ => Err("no other node serves all its slots yet".to_owned()),
+                    }
                 });
             match result {
                 Ok(port) => return port,
