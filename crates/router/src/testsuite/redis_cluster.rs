@@ -7,6 +7,12 @@
 //! outlives the test process, whether the test passes, panics or the process is killed.
 //! Drop stops everything and removes the directory.
 //!
+//! The API is blocking (std threads and sockets), like [`RedisServer`]'s: from an async test
+//! call the waits in `tokio::task::spawn_blocking` or on a multi-thread runtime. A
+//! `RedisCluster` is `Send + Sync`: share it (`Arc`, scoped threads) with writer threads.
+//!
+//! [`RedisServer`]: super::redis_server::RedisServer
+//!
 //! ```text
 //! let cluster = RedisCluster::start();
 //! let url = cluster.url();                    // redis-cluster://127.0.0.1:p1?node=…
@@ -397,6 +403,12 @@ impl RedisCluster {
         Err(last)
     }
 }
+
+// Tests share one cluster between threads and tasks.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<RedisCluster>();
+};
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
