@@ -78,9 +78,20 @@ run: build ## Start one node with the demo on (http://localhost:8080/) and the d
 demo-feeder: ## Publish a random walk to room:dashboard through a running node's server API (FEEDER_COUNT=0: forever)
 	node $(FEEDER) --api http://127.0.0.1:$(ADMIN_PORT) --key $(DEV_API_KEY) --count $(FEEDER_COUNT) --interval-ms $(FEEDER_INTERVAL_MS)
 
+# `make cluster`: one redis-server on REDIS_PORT (6390); `make cluster REDIS=cluster`: a Redis
+# Cluster (deploy/redis-cluster.sh) of REDIS_PRIMARIES × (1 + REDIS_REPLICAS) nodes on
+# REDIS_CLUSTER_PORT and up (7001-7006), the nodes on redis-cluster://127.0.0.1:7001?node=….
+REDIS ?= single
+REDIS_PORT ?= 6390
+REDIS_CLUSTER_PORT ?= 7001
+REDIS_PRIMARIES ?= 3
+REDIS_REPLICAS ?= 1
+
 .PHONY: cluster
-cluster: build ## Start Redis and three nodes on loopback (public 8081-8083, internal 9091-9093)
-	$(DEV_ENV) ./deploy/local-cluster.sh ./target/release/switchboard
+cluster: build ## Start Redis and three nodes on loopback (public 8081-8083, internal 9091-9093); REDIS=cluster: a 6-node Redis Cluster on 7001-7006
+	$(DEV_ENV) REDIS=$(REDIS) REDIS_PORT=$(REDIS_PORT) REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_PORT) \
+		REDIS_PRIMARIES=$(REDIS_PRIMARIES) REDIS_REPLICAS=$(REDIS_REPLICAS) \
+		./deploy/local-cluster.sh ./target/release/switchboard
 
 .PHONY: token
 token: ## Print a development token for USER_ID (rooms room:* to subscribe and publish)

@@ -19,6 +19,7 @@
 //! - `cluster`: registry, leases, presence, cross-node disconnect, shutdown.
 
 mod cluster;
+pub mod redis_cluster;
 pub mod redis_server;
 mod routing;
 mod sink;
