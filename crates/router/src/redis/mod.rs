@@ -336,7 +336,10 @@ impl Backplane for RedisRouter {
 
     async fn unsubscribe_room(&self, channel: &str) -> Result<()> {
         let inner = &self.inner;
-        inner.shards()?.unsubscribe(&inner.keys.live(channel));
+        inner
+            .shards()?
+            .unsubscribe_confirmed(&inner.keys.live(channel))
+            .await;
         Ok(())
     }
 

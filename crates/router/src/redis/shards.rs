@@ -57,7 +57,8 @@ impl Want {
 /// A command of a subscriber whose answer has not arrived.
 enum Pending {
     Subscribe(VecDeque<String>),
-    Unsubscribe(VecDeque<String>),
+    /// With whoever waits for Redis to confirm.
+    Unsubscribe(VecDeque<String>, Option<oneshot::Sender<()>>),
 }
 
 /// Probe bookkeeping of one subscriber, shared with its reader task.
@@ -228,26 +229,42 @@ impl Shards {
         self.subscribe(&live).await
     }
 
-    /// Stops receiving the shard channel `live`.
+    /// Stops receiving the shard channel `live` (Redis confirms in the background).
     pub fn unsubscribe(&self, live: &str) {
+        self.unsubscribe_inner(live);
+    }
+
+    /// Stops receiving the shard channel `live` and waits until Redis confirmed it (at
+    /// most the command timeout).
+    pub async fn unsubscribe_confirmed(&self, live: &str) {
+        if let Some(rx) = self.unsubscribe_inner(live) {
+            let _ = tokio::time::timeout(self.inner.timeout, rx).await;
+        }
+    }
+
+    fn unsubscribe_inner(&self, live: &str) -> Option<oneshot::Receiver<()>> {
         let mut st = self.inner.lock();
-        let Some(want) = st.wanted.remove(live) else {
-            return;
-        };
+        let want = st.wanted.remove(live)?;
         if want.on.is_none() {
             st.unconfirmed -= 1;
         }
         for w in want.waiters {
             let _ = w.send(Err(Error::Closed));
         }
+        let mut confirmed = None;
         for id in [want.on, want.sent_on].into_iter().flatten() {
             if let Some(sub) = st.subs.values_mut().find(|s| s.id == id) {
                 if sub.conn.send(&Cmd::new("SUNSUBSCRIBE").arg(live)).is_ok() {
-                    sub.pending
-                        .push_back(Pending::Unsubscribe(VecDeque::from([live.to_owned()])));
+                    let (tx, rx) = oneshot::channel();
+                    confirmed = Some(rx);
+                    sub.pending.push_back(Pending::Unsubscribe(
+                        VecDeque::from([live.to_owned()]),
+                        Some(tx),
+                    ));
                 }
             }
         }
+        confirmed
     }
 
     /// Every shard of the current slot map with its subscriber's state.
@@ -410,7 +427,7 @@ fn pop_pending(sub: &mut Sub, live: &str, subscribe: bool) -> bool {
         return false;
     };
     let list = match (front, subscribe) {
-        (Pending::Subscribe(l), true) | (Pending::Unsubscribe(l), false) => l,
+        (Pending::Subscribe(l), true) | (Pending::Unsubscribe(l, _), false) => l,
         _ => return false,
     };
     let Some(pos) = list.iter().position(|c| c == live) else {
@@ -418,7 +435,9 @@ fn pop_pending(sub: &mut Sub, live: &str, subscribe: bool) -> bool {
     };
     list.remove(pos);
     if list.is_empty() {
-        sub.pending.pop_front();
+        if let Some(Pending::Unsubscribe(_, Some(tx))) = sub.pending.pop_front() {
+            let _ = tx.send(());
+        }
     }
     true
 }
@@ -652,7 +671,7 @@ fn probe_channels(inner: &Inner, st: &mut State, topology: &super::client::Topol
             if let Some(sub) = st.subs.values_mut().find(|s| Some(s.id) == w.on) {
                 if sub.conn.send(&Cmd::new("SUNSUBSCRIBE").arg(&ch)).is_ok() {
                     sub.pending
-                        .push_back(Pending::Unsubscribe(VecDeque::from([ch.clone()])));
+                        .push_back(Pending::Unsubscribe(VecDeque::from([ch.clone()]), None));
                 }
             }
         }
