@@ -1,7 +1,10 @@
-//! Backplane frames on the shard channels (`pb::BackplaneFrame`), built here for what
-//! Rust publishes and in Lua (`scripts`) for what scripts publish, and the stored form of
-//! a message (its protobuf without `epoch`/`offset`, which the stream's entry id and the
-//! channel's meta give back).
+//! Backplane frames on the shard channels, and the stored form of a message (its
+//! protobuf without `epoch`/`offset`, which the stream's entry id and the channel's meta
+//! give back).
+//!
+//! A delivery is flat — `D<epoch> <offset> <message>`, where `<offset>` may be a stream
+//! entry id `0-<offset>` — so that the publish scripts only concatenate; every other
+//! frame is a `pb::BackplaneFrame` (whose first byte, a field tag, is never `D`).
 
 use std::sync::Arc;
 
@@ -32,9 +35,24 @@ pub enum Inbound {
     },
 }
 
+/// The offset in a delivery or a publish answer: `N` or a stream entry id `0-N`.
+pub fn offset(token: &[u8]) -> Option<u64> {
+    let digits = token.strip_prefix(b"0-").unwrap_or(token);
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// Decodes a frame; `None` for anything malformed (counted and dropped by the caller).
 pub fn decode(bytes: &[u8]) -> Option<Inbound> {
     use pb::backplane_frame::Kind;
+    if let Some(rest) = bytes.strip_prefix(b"D") {
+        let space = rest.iter().position(|&b| b == b' ')?;
+        let (epoch, rest) = (&rest[..space], &rest[space + 1..]);
+        let space = rest.iter().position(|&b| b == b' ')?;
+        let (offset_token, template) = (&rest[..space], &rest[space + 1..]);
+        let epoch = std::str::from_utf8(epoch).ok()?;
+        let m = stored_message(template, epoch, offset(offset_token)?).ok()?;
+        return Some(Inbound::Deliver(Arc::new(m)));
+    }
     let frame = pb::BackplaneFrame::decode(bytes).ok()?;
     Some(match frame.kind? {
         Kind::Delivery(d) => Inbound::Deliver(Arc::new(message_from_pb(d.message?).ok()?)),
@@ -93,22 +111,12 @@ fn complete(template: &[u8], epoch: &str, offset: u64, out: &mut BytesMut) {
     encode_varint(offset, out);
 }
 
-/// The delivery frame of a stored message (`BackplaneFrame{delivery{message}}`), as the
-/// publish scripts build it.
+/// A delivery frame as the publish scripts build it.
 #[cfg(test)]
-pub fn delivery(template: &[u8], epoch: &str, offset: u64) -> Bytes {
-    let mut m = BytesMut::with_capacity(template.len() + epoch.len() + 16);
-    complete(template, epoch, offset, &mut m);
-    let mut out = BytesMut::with_capacity(m.len() + 12);
-    encode_key(1, WireType::LengthDelimited, &mut out);
-    encode_varint(
-        (m.len() + 1 + prost::length_delimiter_len(m.len())) as u64,
-        &mut out,
-    );
-    encode_key(1, WireType::LengthDelimited, &mut out);
-    encode_varint(m.len() as u64, &mut out);
-    out.put_slice(&m);
-    out.freeze()
+pub fn delivery(template: &[u8], epoch: &str, offset: &str) -> Vec<u8> {
+    let mut out = format!("D{epoch} {offset} ").into_bytes();
+    out.extend_from_slice(template);
+    out
 }
 
 /// A message read back from a stream entry.
@@ -150,14 +158,22 @@ mod tests {
 
     #[test]
     fn delivery_frames_decode() {
-        let frame = delivery(&message_template(&message()), "e1", 7);
-        match decode(&frame) {
-            Some(Inbound::Deliver(m)) => {
-                assert_eq!((m.epoch.as_str(), m.offset), ("e1", 7));
-                assert_eq!(m.channel, "user:a");
+        // A template holding spaces and a `D`: only the first two spaces separate.
+        let mut m = message();
+        m.data = Payload::Binary(Bytes::from_static(b"D x y "));
+        for token in ["7", "0-7"] {
+            let frame = delivery(&message_template(&m), "e1", token);
+            match decode(&frame) {
+                Some(Inbound::Deliver(got)) => {
+                    assert_eq!((got.epoch.as_str(), got.offset), ("e1", 7));
+                    assert_eq!(got.channel, "user:a");
+                    assert_eq!(got.data, m.data);
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
+        assert!(decode(b"De1 x tail").is_none(), "a bad offset");
+        assert!(decode(b"De1").is_none(), "no offset");
     }
 
     #[test]

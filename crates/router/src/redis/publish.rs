@@ -34,12 +34,15 @@ fn parse(v: Value) -> Result<Stored> {
         return Err(RouterError::Unavailable("unexpected publish answer".into()));
     }
     let receivers = parts[2].as_int().unwrap_or(-1);
+    // An offset (numbered channels) or a stream entry id `0-<offset>` (history).
+    let offset = match &parts[1] {
+        Value::Int(o) => u64::try_from(*o).ok(),
+        other => other.as_bytes().and_then(|b| frames::offset(b)),
+    };
     Ok(Stored {
         epoch: value_str(&parts[0]),
-        offset: parts[1]
-            .as_int()
-            .and_then(|o| u64::try_from(o).ok())
-            .unwrap_or(0),
+        offset: offset
+            .ok_or_else(|| RouterError::Unavailable("unexpected publish answer".into()))?,
         receivers: u64::try_from(receivers).ok(),
     })
 }
@@ -99,7 +102,7 @@ pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Resu
             .int(message.ts)
             .arg(random_string(10))
             .arg(&live)
-            .int(deadline)
+            .int(deadline.max(0))
     } else {
         let meta = keys.meta(ch);
         inner
@@ -111,7 +114,7 @@ pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Resu
             .int(message.ts)
             .arg(random_string(10))
             .arg(&live)
-            .int(deadline)
+            .int(deadline.max(0))
     };
     let client = inner.client()?;
     let stored = if acks == 0 {

@@ -3,9 +3,9 @@
 //! Redis Cluster. What spans slots (a node's registration, a reap) is a sequence of such
 //! steps, ordered so that a crash between two leaves nothing a reaper cannot clean up.
 //!
-//! Scripts build the backplane frames they publish themselves: protobuf is
-//! concatenable, so a stored message (without `epoch`/`offset`) plus those two fields is
-//! the whole message.
+//! A stored message is its protobuf without `epoch`/`offset` (the stream's entry id and
+//! the channel's meta give them back); the publish scripts send it live in a flat frame
+//! (`D<epoch> <offset> <message>`), the others build protobuf backplane frames.
 
 use super::client::Script;
 
@@ -31,16 +31,21 @@ local function split(s)
   for w in string.gmatch(s, '%S+') do out[#out + 1] = w end
   return out
 end
--- BackplaneFrame{delivery: Delivery{message: m .. epoch .. offset}}
-local function delivery_frame(m, epoch, offset)
-  return field(1, field(1, m .. field(4, epoch) .. string.char(40) .. varint(offset)))
-end
 -- BackplaneFrame{presence: PresenceEvent{channel, user, event}}
 local function presence_frame(room, user, event)
   return field(2, field(1, room) .. field(2, user) .. field(3, event))
 end
-local function late(deadline)
-  return deadline > 0 and now_ms() > deadline
+"#;
+
+/// The deadline check at the top of both publish scripts: an error, having done
+/// nothing, when Redis runs the script after the deadline (ms, Redis clock; '0' = none)
+/// — the caller answered 503 by then, and a 503 means not stored.
+const DEADLINE: &str = r#"
+if ARGV[DEADLINE_ARG] ~= '0' then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[DEADLINE_ARG]) then
+    return redis.error_reply('LATE the publish deadline passed before Redis ran it')
+  end
 end
 "#;
 
@@ -48,72 +53,61 @@ end
 ///
 /// KEYS: meta, stream.
 /// ARGV: message (protobuf, without epoch/offset), max_len, key TTL (ms), ts (ms),
-///       epoch candidate, live shard channel, deadline (ms, Redis clock; 0 = none).
-/// Returns {epoch, offset, receivers}; an error, having done nothing, when Redis runs
-/// it after the deadline (the caller answered 503 by then).
+///       epoch candidate, live shard channel, deadline.
+/// Returns {epoch, stream entry id `0-<offset>`, receivers}.
 ///
 /// The offset is the stream's own sequence (`XADD … 0-*`), so a publish is one append.
 /// A new epoch starts when the channel has none, when its stream is gone although it
 /// was written (expired or lost), or when it numbered messages without history before.
 /// The TTLs of both keys are set when they are created and renewed only once half of
-/// the TTL has passed (`r`), not on every publish.
+/// the TTL has passed (`r`), not on every publish. The live frame is flat (see
+/// `frames::decode`): no protobuf nesting to build in Lua.
 const PUBLISH: &str = r#"
-if late(tonumber(ARGV[7])) then
-  return redis.error_reply('LATE the publish deadline passed before Redis ran it')
-end
-local meta, stream = KEYS[1], KEYS[2]
-local ts, ttl = tonumber(ARGV[4]), tonumber(ARGV[3])
-local h = redis.call('HMGET', meta, 'e', 'w', 'r', 'o')
+local h = redis.call('HMGET', KEYS[1], 'e', 'w', 'r', 'o')
 local epoch, id = h[1], nil
 if epoch and h[2] then
-  id = redis.call('XADD', stream, 'NOMKSTREAM', 'MAXLEN', '~', ARGV[2], '0-*',
+  id = redis.call('XADD', KEYS[2], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[2], '0-*',
     'd', ARGV[1], 't', ARGV[4])
 end
 if not id then
   if not epoch or h[2] or h[4] then epoch = ARGV[5] end
-  redis.call('DEL', stream)
-  id = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '0-*', 'd', ARGV[1], 't', ARGV[4])
+  redis.call('DEL', KEYS[2])
+  redis.call('HDEL', KEYS[1], 'o')
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-*', 'd', ARGV[1], 't', ARGV[4])
   h[3] = false
-  redis.call('HDEL', meta, 'o')
 end
-if not h[3] or ts >= tonumber(h[3]) then
-  redis.call('HSET', meta, 'e', epoch, 'w', 1, 'r', ts + math.floor(ttl / 2))
-  redis.call('PEXPIRE', meta, ttl)
-  redis.call('PEXPIRE', stream, ttl)
+if not h[3] or tonumber(ARGV[4]) >= tonumber(h[3]) then
+  local ttl = tonumber(ARGV[3])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'w', 1, 'r', tonumber(ARGV[4]) + math.floor(ttl / 2))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
-local offset = tonumber(string.sub(id, 3))
-local n = redis.call('SPUBLISH', ARGV[6], delivery_frame(ARGV[1], epoch, offset))
-return {epoch, offset, n}
+return {epoch, id, redis.call('SPUBLISH', ARGV[6], 'D' .. epoch .. ' ' .. id .. ' ' .. ARGV[1])}
 "#;
 
 /// Numbers and publishes a message of a channel without history.
 ///
 /// KEYS: meta.
-/// ARGV: message, key TTL (ms), ts (ms), epoch candidate, live shard channel,
-///       deadline (ms, Redis clock; 0 = none).
+/// ARGV: message, key TTL (ms), ts (ms), epoch candidate, live shard channel, deadline.
 /// Returns {epoch, offset, receivers}.
 const NUMBER: &str = r#"
-if late(tonumber(ARGV[6])) then
-  return redis.error_reply('LATE the publish deadline passed before Redis ran it')
-end
-local meta = KEYS[1]
-local ts, ttl = tonumber(ARGV[3]), tonumber(ARGV[2])
-local h = redis.call('HMGET', meta, 'e', 'r', 'w')
+local h = redis.call('HMGET', KEYS[1], 'e', 'r', 'w')
 local epoch, offset = h[1], 1
 if not epoch or h[3] then
   epoch = ARGV[4]
-  redis.call('DEL', meta)
-  redis.call('HSET', meta, 'e', epoch, 'o', 1, 'r', ts + math.floor(ttl / 2))
-  redis.call('PEXPIRE', meta, ttl)
+  local ttl = tonumber(ARGV[2])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 1, 'r', tonumber(ARGV[3]) + math.floor(ttl / 2))
+  redis.call('PEXPIRE', KEYS[1], ttl)
 else
-  offset = redis.call('HINCRBY', meta, 'o', 1)
-  if ts >= tonumber(h[2] or 0) then
-    redis.call('HSET', meta, 'r', ts + math.floor(ttl / 2))
-    redis.call('PEXPIRE', meta, ttl)
+  offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+  if tonumber(ARGV[3]) >= tonumber(h[2] or 0) then
+    local ttl = tonumber(ARGV[2])
+    redis.call('HSET', KEYS[1], 'r', tonumber(ARGV[3]) + math.floor(ttl / 2))
+    redis.call('PEXPIRE', KEYS[1], ttl)
   end
 end
-local n = redis.call('SPUBLISH', ARGV[5], delivery_frame(ARGV[1], epoch, offset))
-return {epoch, offset, n}
+return {epoch, offset, redis.call('SPUBLISH', ARGV[5], 'D' .. epoch .. ' ' .. offset .. ' ' .. ARGV[1])}
 "#;
 
 /// Reads a channel's position and history.
@@ -220,7 +214,8 @@ return 1
 /// An error, having done nothing, when Redis runs it after the deadline: the node has
 /// refused the connection by then, and nothing would ever unregister it.
 const REGISTER: &str = r#"
-if late(tonumber(ARGV[3])) then
+local deadline = tonumber(ARGV[3])
+if deadline > 0 and now_ms() > deadline then
   return redis.error_reply('LATE the registration deadline passed before Redis ran it')
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -342,9 +337,15 @@ pub struct Scripts {
 impl Scripts {
     pub fn new() -> Scripts {
         let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        // The publish scripts run per message: no prelude (its helper closures cost an
+        // allocation each per call), the deadline check inlined.
+        let lean = |body: &str, deadline_arg: usize| {
+            let check = DEADLINE.replace("DEADLINE_ARG", &deadline_arg.to_string());
+            Script::new(&format!("{check}{body}"))
+        };
         Scripts {
-            publish: s(PUBLISH),
-            number: s(NUMBER),
+            publish: lean(PUBLISH, 7),
+            number: lean(NUMBER, 6),
             read: s(READ),
             ack: s(ACK),
             register: s(REGISTER),
