@@ -69,6 +69,37 @@ pub trait Backplane: Send + Sync {
     async fn start(&self, sink: Arc<dyn NodeSink>) -> Result<()>;
     /// Assigns `(epoch, offset)`, stores per the history policy and routes live.
     async fn publish(&self, request: PublishRequest) -> Result<PublishOutcome>;
+    /// Publishes many messages at once (`/v1/batch`, `/v1/broadcast`); the results come
+    /// in the order given, and the messages of one channel are numbered in that order.
+    /// The default publishes each channel's messages one after the other, the channels
+    /// concurrently; an implementation may pipeline them all.
+    async fn publish_many(&self, requests: Vec<PublishRequest>) -> Vec<Result<PublishOutcome>> {
+        let n = requests.len();
+        let mut groups: Vec<(String, Vec<(usize, PublishRequest)>)> = Vec::new();
+        for (i, r) in requests.into_iter().enumerate() {
+            match groups.iter_mut().find(|(c, _)| *c == r.channel) {
+                Some((_, g)) => g.push((i, r)),
+                None => groups.push((r.channel.clone(), vec![(i, r)])),
+            }
+        }
+        let done =
+            futures_util::future::join_all(groups.into_iter().map(|(_, group)| async move {
+                let mut out = Vec::with_capacity(group.len());
+                for (i, r) in group {
+                    out.push((i, self.publish(r).await));
+                }
+                out
+            }))
+            .await;
+        let mut results: Vec<Option<Result<PublishOutcome>>> = (0..n).map(|_| None).collect();
+        for (i, r) in done.into_iter().flatten() {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(RouterError::Unavailable("not published".into()))))
+            .collect()
+    }
     /// This node starts receiving room `channel`'s messages and presence.
     async fn subscribe_room(&self, channel: &str) -> Result<()>;
     /// This node stops receiving room `channel`.

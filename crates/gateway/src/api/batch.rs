@@ -4,8 +4,6 @@
 //! items for the same channel are published in request order (their offsets follow it),
 //! different channels concurrently.
 
-use std::collections::HashMap;
-
 use prost::Message as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -78,29 +76,22 @@ fn decode(node: &Node, body: &[u8], proto: bool) -> Result<Vec<(String, Item)>, 
 pub(super) async fn batch(node: &Node, body: &[u8], proto: bool, format: Format) -> ApiResult {
     let items = decode(node, body, proto)?;
     let n = items.len();
-    // Group the valid items by channel, keeping request order inside each group.
-    let mut results: Vec<Option<Result<PublishOutcome, ApiError>>> = Vec::with_capacity(n);
-    let mut groups: HashMap<String, Vec<(usize, PublishRequest)>> = HashMap::new();
-    for (i, (_, item)) in items.iter().enumerate() {
-        results.push(None);
-        if let Ok(req) = item {
-            groups
-                .entry(req.channel.clone())
-                .or_default()
-                .push((i, req.clone()));
-        }
-    }
-    let done = futures_util::future::join_all(groups.into_values().map(|group| async move {
-        let mut out = Vec::with_capacity(group.len());
-        for (i, req) in group {
-            out.push((i, node.router.publish(req).await.map_err(ApiError::from)));
-        }
-        out
-    }))
-    .await;
-    for (i, r) in done.into_iter().flatten() {
-        results[i] = Some(r);
-    }
+    // Every valid item in one call: the router pipelines them (a channel's messages keep
+    // the request's order).
+    let requests: Vec<PublishRequest> = items
+        .iter()
+        .filter_map(|(_, item)| item.as_ref().ok().cloned())
+        .collect();
+    let mut published = node.router.publish_many(requests).await.into_iter();
+    let results: Vec<Option<Result<PublishOutcome, ApiError>>> = items
+        .iter()
+        .map(|(_, item)| {
+            item.as_ref()
+                .ok()
+                .and_then(|_| published.next())
+                .map(|r| r.map_err(ApiError::from))
+        })
+        .collect();
     let mut json_results = Vec::with_capacity(n);
     let mut pb_results = Vec::with_capacity(n);
     for ((channel, item), published) in items.into_iter().zip(results) {

@@ -213,27 +213,43 @@ pub(super) async fn broadcast(node: &Node, body: &[u8], proto: bool, format: For
     }
     let mut json_results = Vec::with_capacity(b.channels.len());
     let mut pb_results = Vec::with_capacity(b.channels.len());
-    // Channels are independent: publish them concurrently (pipelined on one Redis
-    // connection), so that the call answers within one command timeout, not one per
-    // channel.
-    let (from, data) = (&b.from, &b.data);
-    let results =
-        futures_util::future::join_all(b.channels.into_iter().map(|channel| async move {
-            let result = match check_channel(node, &channel) {
+    // One call for every valid channel: the router pipelines them, so the call answers
+    // within one command timeout, not one per channel.
+    let checked: Vec<(String, Result<(), ApiError>)> = b
+        .channels
+        .into_iter()
+        .map(|channel| {
+            let ok = check_channel(node, &channel);
+            (channel, ok)
+        })
+        .collect();
+    let requests: Vec<PublishRequest> = checked
+        .iter()
+        .filter(|(_, ok)| ok.is_ok())
+        .map(|(channel, _)| PublishRequest {
+            channel: channel.clone(),
+            from: b.from.clone(),
+            data: b.data.clone(),
+        })
+        .collect();
+    let mut published = node.router.publish_many(requests).await.into_iter();
+    let results: Vec<(String, Result<PublishOutcome, ApiError>)> = checked
+        .into_iter()
+        .map(|(channel, ok)| {
+            let result = match ok {
                 Err(e) => Err(e),
-                Ok(()) => node
-                    .router
-                    .publish(PublishRequest {
-                        channel: channel.clone(),
-                        from: from.clone(),
-                        data: data.clone(),
+                Ok(()) => published
+                    .next()
+                    .unwrap_or_else(|| {
+                        Err(switchboard_router::RouterError::Unavailable(
+                            "not published".into(),
+                        ))
                     })
-                    .await
                     .map_err(ApiError::from),
             };
             (channel, result)
-        }))
-        .await;
+        })
+        .collect();
     for (channel, result) in results {
         push_result(&mut json_results, &mut pb_results, channel, result);
     }

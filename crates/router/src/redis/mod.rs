@@ -324,6 +324,10 @@ impl Backplane for RedisRouter {
         publish::publish(&self.inner, request).await
     }
 
+    async fn publish_many(&self, requests: Vec<PublishRequest>) -> Vec<Result<PublishOutcome>> {
+        publish::publish_many(&self.inner, requests).await
+    }
+
     async fn subscribe_room(&self, channel: &str) -> Result<()> {
         let inner = &self.inner;
         inner.ensure_started()?;

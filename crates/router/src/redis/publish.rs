@@ -65,11 +65,18 @@ impl Inner {
     }
 }
 
-pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Result<PublishOutcome> {
-    inner.ensure_started()?;
+/// A publish ready to send: the message (without its position yet) and its script call.
+struct Prepared {
+    message: Message,
+    cmd: Cmd,
+    slot: u16,
+    acks: u32,
+}
+
+fn prepare(inner: &Inner, request: PublishRequest) -> Result<Prepared> {
     Channel::parse(&request.channel).map_err(|e| RouterError::BadRequest(e.to_string()))?;
     let n = inner.next_id.fetch_add(1, Ordering::Relaxed);
-    let mut message = Message {
+    let message = Message {
         channel: request.channel,
         id: format!("m-{}{n:x}", inner.id_tag),
         from: request.from,
@@ -84,15 +91,13 @@ pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Resu
     let (max_len, _, ttl) = inner.history_args(ch);
     let template = frames::message_template(&message);
     let live = keys.live(ch);
-    let deadline = inner.redis_deadline_ms(inner.settings.command_timeout);
-    let acks = if max_len > 0 {
-        inner.replica_acks(slot)
-    } else {
-        0
-    };
-    let cmd = if max_len > 0 {
-        let (meta, stream) = (keys.meta(ch), keys.stream(ch));
-        inner
+    let deadline = inner
+        .redis_deadline_ms(inner.settings.command_timeout)
+        .max(0);
+    let meta = keys.meta(ch);
+    let (cmd, acks) = if max_len > 0 {
+        let stream = keys.stream(ch);
+        let cmd = inner
             .scripts
             .publish
             .cmd(&[meta.as_bytes(), stream.as_bytes()])
@@ -102,10 +107,11 @@ pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Resu
             .int(message.ts)
             .arg(random_string(10))
             .arg(&live)
-            .int(deadline.max(0))
+            .int(deadline);
+        (cmd, inner.replica_acks(slot))
     } else {
-        let meta = keys.meta(ch);
-        inner
+        // Nothing is stored: nothing for a replica to keep.
+        let cmd = inner
             .scripts
             .number
             .cmd(&[meta.as_bytes()])
@@ -114,15 +120,55 @@ pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Resu
             .int(message.ts)
             .arg(random_string(10))
             .arg(&live)
-            .int(deadline.max(0))
+            .int(deadline);
+        (cmd, 0)
     };
+    Ok(Prepared {
+        message,
+        cmd,
+        slot,
+        acks,
+    })
+}
+
+fn outcome(mut message: Message, stored: Stored) -> PublishOutcome {
+    message.epoch = stored.epoch;
+    message.offset = stored.offset;
+    let receivers = stored.receivers.unwrap_or(0);
+    PublishOutcome {
+        message: Arc::new(message),
+        nodes: u32::try_from(receivers).unwrap_or(u32::MAX),
+        online: receivers > 0,
+    }
+}
+
+/// `WAIT acks` on the primary of `slot`, as a command to pipeline after the writes.
+fn wait_cmd(inner: &Inner, acks: u32, slot: u16) -> Cmd {
+    let wait_ms = (inner.settings.command_timeout / 2).as_millis() as u64;
+    Cmd::new("WAIT").int(acks).int(wait_ms).in_slot(slot)
+}
+
+/// Counts (and logs) a publish that no replica confirmed in time.
+fn unreplicated(channel: &str, replicated: Option<i64>, acks: u32) {
+    if replicated.unwrap_or(0) < i64::from(acks) {
+        UNREPLICATED.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            channel = %channel,
+            "no Redis replica confirmed a message in time; acknowledged unreplicated"
+        );
+    }
+}
+
+pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Result<PublishOutcome> {
+    inner.ensure_started()?;
+    let p = prepare(inner, request)?;
     let client = inner.client()?;
-    let stored = if acks == 0 {
-        parse(client.call(&cmd).await.map_err(unavailable)?)?
+    let stored = if p.acks == 0 {
+        parse(client.call(&p.cmd).await.map_err(unavailable)?)?
     } else {
-        let wait_ms = (inner.settings.command_timeout / 2).as_millis() as u64;
-        let wait = Cmd::new("WAIT").int(acks).int(wait_ms).in_slot(slot);
-        let mut replies = client.call_many(&[cmd, wait.clone()]).await.into_iter();
+        // The append and WAIT in one pipeline on the channel's primary.
+        let wait = wait_cmd(inner, p.acks, p.slot);
+        let mut replies = client.call_many(&[p.cmd, wait.clone()]).await.into_iter();
         let stored = parse(
             replies
                 .next()
@@ -134,23 +180,80 @@ pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Resu
             // The script was redirected (a slot moving): wait on its new primary.
             replicated = client.call(&wait).await.ok().and_then(|v| v.as_int());
         }
-        if replicated.unwrap_or(0) < i64::from(acks) {
-            UNREPLICATED.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                channel = %message.channel,
-                "no Redis replica confirmed a message in time; acknowledged unreplicated"
-            );
-        }
+        unreplicated(&p.message.channel, replicated, p.acks);
         stored
     };
-    message.epoch = stored.epoch;
-    message.offset = stored.offset;
-    let receivers = stored.receivers.unwrap_or(0);
-    Ok(PublishOutcome {
-        message: Arc::new(message),
-        nodes: u32::try_from(receivers).unwrap_or(u32::MAX),
-        online: receivers > 0,
-    })
+    Ok(outcome(p.message, stored))
+}
+
+/// Many publishes as one pipeline per primary (plus one WAIT per primary that needs it):
+/// a `/v1/batch` of 100 messages is one write and one read on each Redis connection.
+pub(super) async fn publish_many(
+    inner: &Arc<Inner>,
+    requests: Vec<PublishRequest>,
+) -> Vec<Result<PublishOutcome>> {
+    if let Err(e) = inner.ensure_started() {
+        return requests.iter().map(|_| Err(e.clone())).collect();
+    }
+    let client = match inner.client() {
+        Ok(c) => c,
+        Err(e) => return requests.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let prepared: Vec<Result<Prepared>> = requests.into_iter().map(|r| prepare(inner, r)).collect();
+    let mut cmds = Vec::with_capacity(prepared.len() + 4);
+    // One WAIT per primary, after its writes: the largest ack count any of them needs.
+    let topology = client.topology();
+    let mut waits: Vec<(usize, u16, u32)> = Vec::new();
+    for p in prepared.iter() {
+        if let Ok(p) = p {
+            cmds.push(p.cmd.clone());
+            if p.acks > 0 {
+                let shard = topology.shard_of(p.slot).unwrap_or(usize::MAX);
+                match waits.iter_mut().find(|(s, _, _)| *s == shard) {
+                    Some(w) => w.2 = w.2.max(p.acks),
+                    None => waits.push((shard, p.slot, p.acks)),
+                }
+            }
+        }
+    }
+    let n_writes = cmds.len();
+    for &(_, slot, acks) in &waits {
+        cmds.push(wait_cmd(inner, acks, slot));
+    }
+    let mut replies = client.call_many(&cmds).await;
+    let wait_replies: Vec<Option<i64>> = replies
+        .split_off(n_writes)
+        .into_iter()
+        .map(|r| r.ok().and_then(|v| v.as_int()))
+        .collect();
+    let mut results: Vec<Option<Result<PublishOutcome>>> = Vec::with_capacity(prepared.len());
+    let mut replies = replies.into_iter();
+    for p in prepared {
+        results.push(Some(match p {
+            Err(e) => Err(e),
+            Ok(p) => {
+                let reply = replies.next().unwrap_or(Err(super::client::Error::Closed));
+                match reply.map_err(unavailable).and_then(parse) {
+                    Err(e) => Err(e),
+                    Ok(stored) => {
+                        if p.acks > 0 {
+                            let shard = topology.shard_of(p.slot).unwrap_or(usize::MAX);
+                            let replicated = waits
+                                .iter()
+                                .position(|(s, _, _)| *s == shard)
+                                .and_then(|w| wait_replies.get(w).copied().flatten());
+                            unreplicated(&p.message.channel, replicated, p.acks);
+                        }
+                        Ok(outcome(p.message, stored))
+                    }
+                }
+            }
+        }));
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(RouterError::Unavailable("not published".into()))))
+        .collect()
 }
 
 /// Publishes acknowledged without a replica's confirmation (see the module docs).

@@ -523,10 +523,16 @@ fn lost(inner: &Inner, sub_id: u64) {
 
 async fn reconcile_loop(inner: Arc<Inner>) {
     let mut changes = inner.client.watch();
+    let mut connects = inner.client.watch_connects();
     let mut attempt = 0u32;
     loop {
         tokio::select! {
             _ = inner.wake.notified() => {}
+            r = connects.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
             r = changes.changed() => {
                 if r.is_err() {
                     return;
@@ -545,6 +551,12 @@ async fn reconcile_loop(inner: Arc<Inner>) {
             let wait = super::client::connect::backoff(attempt);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                // The server is reachable again: retry now.
+                r = connects.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
                 _ = inner.stopped.cancelled() => return,
             }
             inner.wake.notify_one();

@@ -118,6 +118,9 @@ struct Inner {
     topology: RwLock<Arc<Topology>>,
     /// Subscribers of topology changes (the shard subscribers follow slot moves).
     changes: watch::Sender<Arc<Topology>>,
+    /// Counts command connections opened: a server that is back wakes the subscribers'
+    /// reconnects at once instead of at their next backoff.
+    connected: watch::Sender<u64>,
     conns: Mutex<HashMap<String, Conn>>,
     /// One connect at a time per address.
     connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -138,11 +141,13 @@ impl Client {
         };
         let topology = discover(&config, &name, true).await?;
         let (changes, _) = watch::channel(topology.clone());
+        let (connected, _) = watch::channel(0);
         let client = Client {
             inner: Arc::new(Inner {
                 config,
                 topology: RwLock::new(topology.clone()),
                 changes,
+                connected,
                 conns: Mutex::new(HashMap::new()),
                 connecting: Mutex::new(HashMap::new()),
                 refresh: tokio::sync::Mutex::new(Instant::now()),
@@ -171,6 +176,11 @@ impl Client {
     /// Follows changes of the slot map.
     pub fn watch(&self) -> watch::Receiver<Arc<Topology>> {
         self.inner.changes.subscribe()
+    }
+
+    /// Changes whenever a command connection was opened (a server is reachable again).
+    pub fn watch_connects(&self) -> watch::Receiver<u64> {
+        self.inner.connected.subscribe()
     }
 
     fn set_topology(&self, t: Topology) {
@@ -221,6 +231,19 @@ impl Client {
         if let Some(c) = self.live_conn(addr) {
             return Ok(c);
         }
+        if matches!(self.inner.config.deployment, Deployment::Sentinel { .. }) {
+            // Only to the master the Sentinels name now: the address of a master that
+            // went away may belong to another server by the time we reconnect.
+            let now = discover(&self.inner.config, &self.inner.name, false).await?;
+            let master = now.shards.first().map(|s| s.primary.clone());
+            self.set_topology((*now).clone());
+            if master.as_deref() != Some(addr) {
+                return Err(Error::Unavailable(format!(
+                    "{addr} is not the master any more (the Sentinels name {})",
+                    master.unwrap_or_default()
+                )));
+            }
+        }
         let handshake = Handshake::data(&self.inner.config, &self.inner.name);
         let conn = connect::open(addr, &self.inner.config, &handshake, Mode::Commands).await?;
         self.inner
@@ -228,6 +251,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(addr.to_owned(), conn.clone());
+        self.inner.connected.send_modify(|n| *n += 1);
         Ok(conn)
     }
 
@@ -357,10 +381,10 @@ impl Client {
                 }
             }
         }
-        let retried =
-            futures_util::future::join_all(retry.iter().map(|&i| self.call(&cmds[i]))).await;
-        for (i, r) in retry.into_iter().zip(retried) {
-            out[i] = Some(r);
+        // One at a time, in order: commands of one slot keep their order (a channel's
+        // messages are numbered in the order given).
+        for i in retry {
+            out[i] = Some(self.call(&cmds[i]).await);
         }
         out.into_iter()
             .map(|r| r.unwrap_or(Err(Error::Closed)))
