@@ -8,8 +8,7 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use prost::encoding::{encode_key, encode_varint, WireType};
+use bytes::Bytes;
 use prost::Message as _;
 use switchboard_proto::binary::message_from_pb;
 use switchboard_proto::frames::PresenceEvent;
@@ -101,16 +100,6 @@ pub fn message_template(m: &Message) -> Bytes {
     Bytes::from(pb.encode_to_vec())
 }
 
-/// The template completed with `epoch` (field 4) and `offset` (field 5).
-fn complete(template: &[u8], epoch: &str, offset: u64, out: &mut BytesMut) {
-    out.put_slice(template);
-    encode_key(4, WireType::LengthDelimited, out);
-    encode_varint(epoch.len() as u64, out);
-    out.put_slice(epoch.as_bytes());
-    encode_key(5, WireType::Varint, out);
-    encode_varint(offset, out);
-}
-
 /// A delivery frame as the publish scripts build it.
 #[cfg(test)]
 pub fn delivery(template: &[u8], epoch: &str, offset: &str) -> Vec<u8> {
@@ -119,11 +108,11 @@ pub fn delivery(template: &[u8], epoch: &str, offset: &str) -> Vec<u8> {
     out
 }
 
-/// A message read back from a stream entry.
+/// A message read back from its stored form (a stream entry, a live frame).
 pub fn stored_message(template: &[u8], epoch: &str, offset: u64) -> Result<Message, String> {
-    let mut m = BytesMut::with_capacity(template.len() + epoch.len() + 16);
-    complete(template, epoch, offset, &mut m);
-    let pb = pb::Message::decode(&m[..]).map_err(|e| e.to_string())?;
+    let mut pb = pb::Message::decode(template).map_err(|e| e.to_string())?;
+    pb.epoch = epoch.to_owned();
+    pb.offset = offset;
     message_from_pb(pb)
 }
 
@@ -144,8 +133,7 @@ mod tests {
         }
     }
 
-    /// The Lua scripts append `epoch` (field 4) and `offset` (field 5) to the template;
-    /// this is the same concatenation done in Rust.
+    /// A stored message (without epoch and offset) plus the two is the whole message.
     #[test]
     fn template_plus_epoch_and_offset_is_the_whole_message() {
         let m = message();

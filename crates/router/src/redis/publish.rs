@@ -16,7 +16,7 @@ use switchboard_proto::channel::Channel;
 use switchboard_proto::Message;
 
 use super::client::{Cmd, Deployment, Value};
-use super::{frames, now_ms, random_string, unavailable, value_str, Inner};
+use super::{frames, now_ms, unavailable, value_str, Inner};
 use crate::types::{PublishOutcome, PublishRequest, RouterError};
 use crate::Result;
 
@@ -105,7 +105,7 @@ fn prepare(inner: &Inner, request: PublishRequest) -> Result<Prepared> {
             .int(max_len)
             .int(ttl)
             .int(message.ts)
-            .arg(random_string(10))
+            .arg(epoch_candidate(&message))
             .arg(&live)
             .int(deadline);
         (cmd, inner.replica_acks(slot))
@@ -118,7 +118,7 @@ fn prepare(inner: &Inner, request: PublishRequest) -> Result<Prepared> {
             .arg(&template)
             .int(ttl)
             .int(message.ts)
-            .arg(random_string(10))
+            .arg(epoch_candidate(&message))
             .arg(&live)
             .int(deadline);
         (cmd, 0)
@@ -129,6 +129,12 @@ fn prepare(inner: &Inner, request: PublishRequest) -> Result<Prepared> {
         slot,
         acks,
     })
+}
+
+/// The epoch a channel gets if this message starts one: the message id without its
+/// `m-` (a random per-process tag and a counter: unique, and `[A-Za-z0-9]`).
+fn epoch_candidate(message: &Message) -> &str {
+    message.id.strip_prefix("m-").unwrap_or(&message.id)
 }
 
 fn outcome(mut message: Message, stored: Stored) -> PublishOutcome {
@@ -204,15 +210,13 @@ pub(super) async fn publish_many(
     // One WAIT per primary, after its writes: the largest ack count any of them needs.
     let topology = client.topology();
     let mut waits: Vec<(usize, u16, u32)> = Vec::new();
-    for p in prepared.iter() {
-        if let Ok(p) = p {
-            cmds.push(p.cmd.clone());
-            if p.acks > 0 {
-                let shard = topology.shard_of(p.slot).unwrap_or(usize::MAX);
-                match waits.iter_mut().find(|(s, _, _)| *s == shard) {
-                    Some(w) => w.2 = w.2.max(p.acks),
-                    None => waits.push((shard, p.slot, p.acks)),
-                }
+    for p in prepared.iter().flatten() {
+        cmds.push(p.cmd.clone());
+        if p.acks > 0 {
+            let shard = topology.shard_of(p.slot).unwrap_or(usize::MAX);
+            match waits.iter_mut().find(|(s, _, _)| *s == shard) {
+                Some(w) => w.2 = w.2.max(p.acks),
+                None => waits.push((shard, p.slot, p.acks)),
             }
         }
     }
