@@ -591,7 +591,12 @@ fn moved_channels(inner: &Inner) {
     st.unconfirmed += newly_unconfirmed;
     st.dirty.extend(moved);
     // Subscribers of addresses that serve no slot any more go.
-    let primaries: Vec<&str> = topology.shards.iter().map(|s| s.primary.as_str()).collect();
+    let primaries: Vec<&str> = topology
+        .shards
+        .iter()
+        .filter(|s| s.serving)
+        .map(|s| s.primary.as_str())
+        .collect();
     let stale: Vec<String> = st
         .subs
         .keys()
@@ -615,6 +620,9 @@ async fn reconcile(inner: &Arc<Inner>) -> bool {
     }
     let topology = inner.client.topology();
     for (index, shard) in topology.shards.iter().enumerate() {
+        if !shard.serving {
+            continue;
+        }
         let exists = inner.lock().subs.contains_key(&shard.primary);
         if !exists
             && open(inner, index, &shard.primary, shard.ranges[0].0)
@@ -651,6 +659,9 @@ async fn reconcile(inner: &Arc<Inner>) -> bool {
 /// drops probe channels no subscriber uses any more.
 fn probe_channels(inner: &Inner, st: &mut State, topology: &super::client::Topology) {
     for (index, shard) in topology.shards.iter().enumerate() {
+        if !shard.serving {
+            continue;
+        }
         let Some(sub) = st.subs.get_mut(&shard.primary) else {
             continue;
         };

@@ -154,7 +154,7 @@ impl Client {
                 name,
             }),
         };
-        for shard in &topology.shards {
+        for shard in topology.shards.iter().filter(|s| s.serving) {
             client.conn(&shard.primary).await?;
         }
         Ok(client)
@@ -211,6 +211,7 @@ impl Client {
         t.uncovered() == 0
             && t.shards
                 .iter()
+                .filter(|s| s.serving)
                 .all(|s| conns.get(&s.primary).is_some_and(|c| !c.is_broken()))
     }
 
@@ -396,7 +397,7 @@ impl Client {
         let t = self.topology();
         let shard = match cmd.slot {
             Some(slot) => t.shard_of(slot),
-            None => (!t.shards.is_empty()).then_some(0),
+            None => t.shards.iter().position(|s| s.serving),
         };
         match shard {
             Some(i) => Ok(t.shards[i].primary.clone()),
@@ -511,7 +512,7 @@ impl Client {
                         }
                     };
                     match cluster_topology(&conn, config).await {
-                        Ok(t) if !t.shards.is_empty() => return Ok(t),
+                        Ok(t) if t.shards.iter().any(|s| s.serving) => return Ok(t),
                         Ok(_) => {}
                         Err(e) => last = e,
                     }

@@ -17,6 +17,10 @@ pub struct Shard {
     pub replicas: usize,
     /// Inclusive slot ranges.
     pub ranges: Vec<(u16, u16)>,
+    /// Whether the primary is online. A shard whose primary failed stays in the map
+    /// (its slots unserved until a replica is promoted), so that shard indexes — metric
+    /// labels — do not move during a failover.
+    pub serving: bool,
 }
 
 /// The slot map.
@@ -41,6 +45,7 @@ impl Topology {
                 id: String::new(),
                 replicas,
                 ranges: vec![(0, SLOTS as u16 - 1)],
+                serving: true,
             }],
             false,
         )
@@ -53,7 +58,7 @@ impl Topology {
         shards.retain(|s| !s.ranges.is_empty());
         shards.sort_by_key(|s| s.ranges[0].0);
         let mut owner = vec![NONE; SLOTS];
-        for (i, s) in shards.iter().enumerate() {
+        for (i, s) in shards.iter().enumerate().filter(|(_, s)| s.serving) {
             for &(a, b) in &s.ranges {
                 for slot in a..=b.min(SLOTS as u16 - 1) {
                     owner[slot as usize] = i as u16;
@@ -98,19 +103,21 @@ impl Topology {
                 id: String::new(),
                 replicas: 0,
                 ranges: vec![(slot, slot)],
+                serving: true,
             }),
         }
         Topology::build(shards, self.cluster)
     }
 
-    /// Parses a `CLUSTER SHARDS` reply. Shards whose primary is not online are left out
-    /// (their slots are uncovered until a replica is promoted).
+    /// Parses a `CLUSTER SHARDS` reply. Shards whose primary is not online stay, not
+    /// serving (their slots are uncovered until a replica is promoted).
     pub fn from_shards(reply: Value, tls: bool) -> Result<Topology, Error> {
         let mut shards = Vec::new();
         for shard in reply.into_array() {
             let fields = pairs(shard);
             let mut ranges = Vec::new();
             let mut primary = None;
+            let mut failed_primary = None;
             let mut replicas = 0;
             for (k, v) in fields {
                 match k.as_str() {
@@ -126,6 +133,7 @@ impl Topology {
                             let n = NodeInfo::parse(node, tls);
                             match (n.role.as_str(), n.health.as_str()) {
                                 ("master", "online") => primary = Some(n),
+                                ("master", _) => failed_primary = Some(n),
                                 ("replica", "online") => replicas += 1,
                                 _ => {}
                             }
@@ -134,12 +142,14 @@ impl Topology {
                     _ => {}
                 }
             }
-            if let Some(p) = primary.filter(|p| !p.addr.is_empty()) {
+            let serving = primary.is_some();
+            if let Some(p) = primary.or(failed_primary).filter(|p| !p.addr.is_empty()) {
                 shards.push(Shard {
                     primary: p.addr,
                     id: p.id,
                     replicas,
                     ranges,
+                    serving,
                 });
             }
         }
@@ -170,6 +180,7 @@ impl Topology {
                 id,
                 replicas,
                 ranges: vec![(a, b)],
+                serving: true,
             });
         }
         Ok(Topology::build(merge(shards), true))
@@ -339,11 +350,17 @@ mod tests {
             ),
         ]);
         let t = Topology::from_shards(reply, false).unwrap();
-        assert_eq!(t.shards.len(), 2, "the shard whose primary failed is out");
+        assert_eq!(
+            t.shards.len(),
+            3,
+            "the shard whose primary failed keeps its index"
+        );
         assert_eq!(t.shards[0].primary, "127.0.0.1:7001");
         assert_eq!(t.shards[0].replicas, 0);
-        assert_eq!(t.shards[1].id, "c");
+        assert!(!t.shards[1].serving, "its primary failed");
         assert_eq!(t.shards[1].replicas, 1);
+        assert_eq!(t.shards[2].id, "c");
+        assert_eq!(t.shards[2].replicas, 1);
         assert_eq!(t.primary_of(0), Some("127.0.0.1:7001"));
         assert_eq!(t.primary_of(16383), Some("127.0.0.1:7003"));
         assert_eq!(t.primary_of(6000), None);
