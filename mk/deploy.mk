@@ -17,8 +17,9 @@ validate-deploy-deps: venv ## Install what validate-deploy uses (nginx, promtool
 		npm ci --prefix $(DEPLOY_VALIDATE) --no-audit --no-fund --loglevel=error && touch $(DEPLOY_VALIDATE)/node_modules; fi
 
 .PHONY: validate-deploy
-validate-deploy: validate-deploy-deps ## Validate the k8s overlays (render, Kubernetes + CRD schemas, cross-object rules), compose, nginx, Prometheus config, Dockerfile
+validate-deploy: validate-deploy-deps ## Validate the k8s overlays (render, Kubernetes + CRD schemas, cross-object rules), compose, nginx, Prometheus config, Dockerfile, the k8s docs' Redis examples
 	$(VENV_BIN)/python $(DEPLOY_VALIDATE)/check_deploy.py --out target/deploy-validate
+	$(VENV_BIN)/python deploy/checks/k8s_redis_examples.py
 
 .PHONY: validate-deploy-selftest
 validate-deploy-selftest: validate-deploy-deps ## Break one field at a time in a copy of the deploy files and check that validate-deploy catches each

@@ -1,6 +1,7 @@
 # Observability: the alert rules (deploy/prometheus/), the PrometheusRule generated from them
 # (k8s/base/prometheusrule.yaml), the Grafana dashboard (grafana/) and a real Prometheus
-# scraping a local 3-node cluster. The scripts are in deploy/checks/.
+# scraping a local 3-node cluster, on one Redis and on a Redis Cluster. The scripts are in
+# deploy/checks/.
 
 .PHONY: prometheus-deps
 prometheus-deps: ## Install prometheus and promtool (Debian package) when missing
@@ -14,7 +15,7 @@ prometheusrule: ## Regenerate k8s/base/prometheusrule.yaml from deploy/prometheu
 	python3 deploy/checks/gen_prometheusrule.py --write
 
 .PHONY: check-observability
-check-observability: deps prometheus-deps venv ## Alert rules (promtool check + unit tests), PrometheusRule in sync, dashboard checks, a real Prometheus scraping 3 nodes
+check-observability: deps prometheus-deps venv ## Alert rules (promtool check + unit tests), PrometheusRule in sync, dashboard checks, a real Prometheus scraping 3 nodes on one Redis and on a Redis Cluster
 	promtool check rules deploy/prometheus/alerts.yml
 	promtool test rules deploy/prometheus/alerts.test.yml
 	$(VENV_BIN)/python deploy/checks/gen_prometheusrule.py --check

@@ -40,7 +40,7 @@ PROVIDERS = os.path.join(ROOT, "grafana", "provisioning", "dashboards", "switchb
 COMPOSE = os.path.join(ROOT, "deploy", "docker-compose.yml")
 METRICS_RS = os.path.join(ROOT, "crates", "gateway", "src", "metrics.rs")
 
-PANEL_TYPES = {"row", "timeseries", "stat", "heatmap", "gauge", "bargauge", "table", "text"}
+PANEL_TYPES = {"row", "timeseries", "stat", "heatmap", "gauge", "bargauge", "table", "text", "state-timeline"}
 DS = {"type": "prometheus", "uid": "${datasource}"}
 BUILTINS = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s"}
 # What metrics-process exports (crates/gateway/src/metrics.rs installs it).
