@@ -21,9 +21,8 @@
    pending for shard 1 on the three nodes and SwitchboardBackplaneShardDownEverywhere for
    shard 1, its description naming the primary. Once the cluster has marked the primary
    failed (cluster-node-timeout, 6 s here, and a little more), shard 1 must still be down
-   and the shards must keep their numbers and primaries: a known defect (XFAIL) drops the
-   shard from the gateway's slot map instead, renumbers the shards after it and leaves the
-   dropped index's series at their last values.
+   and the shards must keep their numbers and primaries (a shard whose primary failed stays
+   in the gateway's slot map, not serving).
 """
 
 import os
@@ -35,22 +34,14 @@ sys.dont_write_bytecode = True  # no __pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from promharness import (  # noqa: E402
     Prometheus, check, check_dashboard_queries, check_metrics_exist, check_rules_healthy,
-    dashboard_queries, firing, http, known_issue)
+    dashboard_queries, firing, http)
 from cluster import Cluster  # noqa: E402  (promharness put deploy/ on the path)
 
 SHARDS = ["0", "1", "2"]
 # cluster-node-timeout: the shard is down on the nodes within a second or two of the kill and
 # the alerts are pending a second or two later, well before the cluster marks the primary
-# failed (after this timeout) and the defect below kicks in.
+# failed (after this timeout).
 NODE_TIMEOUT_S = 6
-RENUMBERING = ("a shard whose primary failed with no replica to promote leaves the gateway's "
-               "slot map (topology.rs from_shards skips it): the shards after it are renumbered, "
-               "switchboard_backplane_shard_info shows primary changes that did not happen, the "
-               "last index keeps its old series, and the per-shard alerts resolve while the "
-               "shard's slots are unserved (/readyz stays 503 without naming it)")
-USERS = 10  # drive() publishes to each user's channel once, through the server API
-KILLED = "1"
-L = "cluster: "
 
 
 def per_node(prom, expr):
@@ -144,9 +135,9 @@ def kill_shard(cluster, prom, shard_map):
         info.setdefault(m["node"], {}).setdefault(m["shard"], []).append(m["primary"])
     same = all(info.get(n) == {s: [p] for s, p in shard_map.items()} for n in nodes)
     still = all(up.get(n, {}).get(KILLED) == 0.0 for n in nodes)
-    known_issue(same and still, f"{L}{2 * NODE_TIMEOUT_S + 2} s after the kill, the primary marked "
-                f"failed: shard {KILLED} still down and every shard on its primary",
-                RENUMBERING, f"up {up}; current primaries {info}; expected {shard_map}")
+    check(same and still, f"{L}{2 * NODE_TIMEOUT_S + 2} s after the kill, the primary marked "
+          f"failed: shard {KILLED} still down and every shard on its primary",
+          f"up {up}; current primaries {info}; expected {shard_map}")
 
 
 def run(args, workdir, drive):

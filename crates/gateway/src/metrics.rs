@@ -33,6 +33,7 @@ pub const BACKPLANE_RECONNECTS: &str = "switchboard_backplane_reconnects_total";
 pub const SHARD_UP: &str = "switchboard_backplane_shard_up";
 pub const SHARD_SUBSCRIPTIONS: &str = "switchboard_backplane_shard_subscriptions";
 pub const SHARD_RECONNECTS: &str = "switchboard_backplane_shard_reconnects_total";
+pub const SHARD_REPLICAS: &str = "switchboard_backplane_shard_replicas";
 /// 1 for the shard's current primary (labels `shard`, `primary` = host:port), 0 for the
 /// ones it had before.
 pub const SHARD_INFO: &str = "switchboard_backplane_shard_info";
@@ -170,7 +171,8 @@ pub fn record_config(config: &crate::config::Config) {
     metrics::gauge!(MAX_CONNECTIONS).set(config.max_connections as f64);
 }
 
-/// Publishes the backplane's per-shard state (called on every scrape).
+/// Publishes the backplane's per-shard state (called on every scrape). A shard index
+/// that disappeared from the slot map (shards removed by a reshard) reads down.
 pub fn record_backplane(stats: &switchboard_router::BackplaneStats) {
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -181,6 +183,7 @@ pub fn record_backplane(stats: &switchboard_router::BackplaneStats) {
         let shard = s.index.to_string();
         metrics::gauge!(SHARD_UP, "shard" => shard.clone()).set(if s.up { 1.0 } else { 0.0 });
         metrics::gauge!(SHARD_SUBSCRIPTIONS, "shard" => shard.clone()).set(s.subscriptions as f64);
+        metrics::gauge!(SHARD_REPLICAS, "shard" => shard.clone()).set(s.replicas as f64);
         metrics::counter!(SHARD_RECONNECTS, "shard" => shard.clone()).absolute(s.reconnects);
         if let Some(old) = known.insert(s.index, s.primary.clone()) {
             if old != s.primary {
@@ -188,6 +191,19 @@ pub fn record_backplane(stats: &switchboard_router::BackplaneStats) {
             }
         }
         metrics::gauge!(SHARD_INFO, "shard" => shard, "primary" => s.primary.clone()).set(1.0);
+    }
+    let gone: Vec<usize> = known
+        .keys()
+        .copied()
+        .filter(|i| stats.shards.iter().all(|s| s.index != *i))
+        .collect();
+    for index in gone {
+        let shard = index.to_string();
+        metrics::gauge!(SHARD_UP, "shard" => shard.clone()).set(0.0);
+        metrics::gauge!(SHARD_SUBSCRIPTIONS, "shard" => shard.clone()).set(0.0);
+        if let Some(primary) = known.remove(&index) {
+            metrics::gauge!(SHARD_INFO, "shard" => shard, "primary" => primary).set(0.0);
+        }
     }
     metrics::counter!(UNREPLICATED).absolute(stats.unreplicated);
 }

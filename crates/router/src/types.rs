@@ -95,6 +95,8 @@ pub struct ShardStatus {
     pub subscriptions: usize,
     /// Times the subscriber had to connect again.
     pub reconnects: u64,
+    /// Replicas of the primary that are online (as of the last slot map).
+    pub replicas: usize,
 }
 
 /// What a backplane reports for metrics and readiness.

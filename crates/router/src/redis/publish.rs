@@ -15,7 +15,7 @@ use std::sync::Arc;
 use switchboard_proto::channel::Channel;
 use switchboard_proto::Message;
 
-use super::client::{Cmd, Deployment, Value};
+use super::client::{Cmd, Deployment, Lane, Value};
 use super::{frames, now_ms, unavailable, value_str, Inner};
 use crate::types::{PublishOutcome, PublishRequest, RouterError};
 use crate::Result;
@@ -108,7 +108,13 @@ fn prepare(inner: &Inner, request: PublishRequest) -> Result<Prepared> {
             .arg(epoch_candidate(&message))
             .arg(&live)
             .int(deadline);
-        (cmd, inner.replica_acks(slot))
+        let acks = inner.replica_acks(slot);
+        let cmd = if acks > 0 {
+            cmd.on(Lane::Replicated)
+        } else {
+            cmd
+        };
+        (cmd, acks)
     } else {
         // Nothing is stored: nothing for a replica to keep.
         let cmd = inner
@@ -148,18 +154,44 @@ fn outcome(mut message: Message, stored: Stored) -> PublishOutcome {
     }
 }
 
-/// `WAIT acks` on the primary of `slot`, as a command to pipeline after the writes.
+/// Longest a publish waits for a replica (`WAIT`): replication on a healthy link takes
+/// a millisecond or two; a replica this late is as good as gone for the acknowledgement.
+const WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `WAIT acks` on the primary of `slot`, as a command to pipeline after the writes (on
+/// the replicated lane: a slow `WAIT` holds up no probe, read or registration).
 fn wait_cmd(inner: &Inner, acks: u32, slot: u16) -> Cmd {
-    let wait_ms = (inner.settings.command_timeout / 2).as_millis() as u64;
-    Cmd::new("WAIT").int(acks).int(wait_ms).in_slot(slot)
+    let wait_ms = (inner.settings.command_timeout / 2)
+        .min(WAIT_MAX)
+        .as_millis() as u64;
+    Cmd::new("WAIT")
+        .int(acks)
+        .int(wait_ms)
+        .in_slot(slot)
+        .on(Lane::Replicated)
 }
 
-/// Counts (and logs) a publish that no replica confirmed in time.
-fn unreplicated(channel: &str, replicated: Option<i64>, acks: u32) {
-    if replicated.unwrap_or(0) < i64::from(acks) {
-        UNREPLICATED.fetch_add(1, Ordering::Relaxed);
+/// Counts a publish that no replica confirmed in time, re-reads the slot map (the
+/// replica may be gone: `auto` stops waiting for it), and logs at most every 10 s.
+fn unreplicated(inner: &Inner, channel: &str, replicated: Option<i64>, acks: u32) {
+    if replicated.unwrap_or(0) >= i64::from(acks) {
+        return;
+    }
+    let n = UNREPLICATED.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(client) = inner.client.get() {
+        client.schedule_refresh();
+    }
+    static LAST_LOG_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = now_ms();
+    let last = LAST_LOG_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST_LOG_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         tracing::warn!(
             channel = %channel,
+            unreplicated_total = n,
             "no Redis replica confirmed a message in time; acknowledged unreplicated"
         );
     }
@@ -186,7 +218,7 @@ pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Resu
             // The script was redirected (a slot moving): wait on its new primary.
             replicated = client.call(&wait).await.ok().and_then(|v| v.as_int());
         }
-        unreplicated(&p.message.channel, replicated, p.acks);
+        unreplicated(inner, &p.message.channel, replicated, p.acks);
         stored
     };
     Ok(outcome(p.message, stored))
@@ -246,7 +278,7 @@ pub(super) async fn publish_many(
                                 .iter()
                                 .position(|(s, _, _)| *s == shard)
                                 .and_then(|w| wait_replies.get(w).copied().flatten());
-                            unreplicated(&p.message.channel, replicated, p.acks);
+                            unreplicated(inner, &p.message.channel, replicated, p.acks);
                         }
                         Ok(outcome(p.message, stored))
                     }

@@ -289,6 +289,7 @@ impl Shards {
                     up: sub.is_some_and(|s| s.up),
                     subscriptions: sub.and_then(|s| counts.get(&s.id)).copied().unwrap_or(0),
                     reconnects: st.opened.get(index).map_or(0, |n| n.saturating_sub(1)),
+                    replicas: shard.replicas,
                 }
             })
             .collect()

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 pub use config::{ClientConfig, Deployment};
 pub use conn::{Conn, Mode, PushHandler};
-pub use resp::{Cmd, Value};
+pub use resp::{Cmd, Lane, Value};
 pub use slot::{slot, tag_for};
 pub use topology::{Shard, Topology};
 
@@ -121,9 +121,9 @@ struct Inner {
     /// Counts command connections opened: a server that is back wakes the subscribers'
     /// reconnects at once instead of at their next backoff.
     connected: watch::Sender<u64>,
-    conns: Mutex<HashMap<String, Conn>>,
-    /// One connect at a time per address.
-    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    conns: Mutex<HashMap<(String, Lane), Conn>>,
+    /// One connect at a time per address and lane.
+    connecting: Mutex<HashMap<(String, Lane), Arc<tokio::sync::Mutex<()>>>>,
     refresh: tokio::sync::Mutex<Instant>,
     name: String,
 }
@@ -209,27 +209,34 @@ impl Client {
         let t = self.topology();
         let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
         t.uncovered() == 0
-            && t.shards
-                .iter()
-                .filter(|s| s.serving)
-                .all(|s| conns.get(&s.primary).is_some_and(|c| !c.is_broken()))
+            && t.shards.iter().filter(|s| s.serving).all(|s| {
+                conns
+                    .get(&(s.primary.clone(), Lane::Main))
+                    .is_some_and(|c| !c.is_broken())
+            })
     }
 
-    /// The command connection to `addr`, connecting when there is none.
+    /// The main command connection to `addr`, connecting when there is none.
     pub async fn conn(&self, addr: &str) -> Result<Conn, Error> {
-        if let Some(c) = self.live_conn(addr) {
+        self.conn_on(addr, Lane::Main).await
+    }
+
+    /// The command connection of `lane` to `addr`, connecting when there is none.
+    pub async fn conn_on(&self, addr: &str, lane: Lane) -> Result<Conn, Error> {
+        if let Some(c) = self.live_conn(addr, lane) {
             return Ok(c);
         }
+        let key = (addr.to_owned(), lane);
         let lock = {
             let mut m = self
                 .inner
                 .connecting
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            m.entry(addr.to_owned()).or_default().clone()
+            m.entry(key.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        if let Some(c) = self.live_conn(addr) {
+        if let Some(c) = self.live_conn(addr, lane) {
             return Ok(c);
         }
         if matches!(self.inner.config.deployment, Deployment::Sentinel { .. }) {
@@ -251,14 +258,17 @@ impl Client {
             .conns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(addr.to_owned(), conn.clone());
+            .insert(key, conn.clone());
         self.inner.connected.send_modify(|n| *n += 1);
         Ok(conn)
     }
 
-    fn live_conn(&self, addr: &str) -> Option<Conn> {
+    fn live_conn(&self, addr: &str, lane: Lane) -> Option<Conn> {
         let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.get(addr).filter(|c| !c.is_broken()).cloned()
+        conns
+            .get(&(addr.to_owned(), lane))
+            .filter(|c| !c.is_broken())
+            .cloned()
     }
 
     /// A new subscriber connection to `addr` whose pushes go to `handler`.
@@ -297,7 +307,8 @@ impl Client {
             };
             // Connecting (or waiting for another caller's connect) counts against this
             // command's timeout too.
-            let conn = match tokio::time::timeout_at(deadline, self.conn(&addr)).await {
+            let conn = match tokio::time::timeout_at(deadline, self.conn_on(&addr, cmd.lane)).await
+            {
                 Ok(c) => c,
                 Err(_) => Err(Error::Io(format!("connecting to {addr} timed out"))),
             };
@@ -343,17 +354,17 @@ impl Client {
     /// Runs commands as pipelines (one per primary), replies in order. Items that were
     /// redirected or refused for a moment are retried one by one.
     pub async fn call_many(&self, cmds: &[Cmd]) -> Vec<Result<Value, Error>> {
-        let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut groups: HashMap<(String, Lane), Vec<usize>> = HashMap::new();
         let mut out: Vec<Option<Result<Value, Error>>> = (0..cmds.len()).map(|_| None).collect();
         for (i, cmd) in cmds.iter().enumerate() {
             match self.route(cmd) {
-                Ok(addr) => groups.entry(addr).or_default().push(i),
+                Ok(addr) => groups.entry((addr, cmd.lane)).or_default().push(i),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
         let deadline = Instant::now() + self.inner.config.timeout;
-        let sends = groups.into_iter().map(|(addr, idx)| async move {
-            let conn = match tokio::time::timeout_at(deadline, self.conn(&addr)).await {
+        let sends = groups.into_iter().map(|((addr, lane), idx)| async move {
+            let conn = match tokio::time::timeout_at(deadline, self.conn_on(&addr, lane)).await {
                 Ok(c) => c,
                 Err(_) => Err(Error::Io(format!("connecting to {addr} timed out"))),
             };
@@ -438,7 +449,7 @@ impl Client {
             }
             // A write reached a replica: the primary changed (Sentinel failover).
             "READONLY" => {
-                if let Some(c) = self.live_conn(addr) {
+                if let Some(c) = self.live_conn(addr, cmd.lane) {
                     c.close(Error::Io("the server became a replica".into()));
                 }
                 self.schedule_refresh();
@@ -447,7 +458,7 @@ impl Client {
             "NOSCRIPT" => match &cmd.script {
                 Some(body) => {
                     let load = Cmd::new("SCRIPT").arg("LOAD").arg(body.as_bytes());
-                    match self.conn(addr).await {
+                    match self.conn_on(addr, cmd.lane).await {
                         Ok(c) => match c.call(&load).await {
                             Ok(Value::Error(e)) => Next::Fail(Error::Redis(text(&e))),
                             Ok(_) => Next::Redirect(addr.to_owned(), false),

@@ -79,6 +79,19 @@ pub struct Cmd {
     pub idempotent: bool,
     /// For EVALSHA: the script's body, loaded when the server answers NOSCRIPT.
     pub script: Option<Arc<str>>,
+    /// The connection (of the primary) the command goes on.
+    pub lane: Lane,
+}
+
+/// Each primary has a connection per lane, so that what blocks one (a `WAIT` for a
+/// replica that is slow or gone) cannot delay the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Everything else: probes, registry, presence, reads, publishes without `WAIT`.
+    #[default]
+    Main,
+    /// Writes followed by `WAIT` (publishes acknowledged once a replica has them).
+    Replicated,
 }
 
 impl Cmd {
@@ -89,6 +102,7 @@ impl Cmd {
             slot: None,
             idempotent: false,
             script: None,
+            lane: Lane::Main,
         };
         cmd.push(name.as_bytes());
         cmd
@@ -127,6 +141,12 @@ impl Cmd {
     /// e.g. SPUBLISH's shard channel).
     pub fn in_slot(mut self, slot: u16) -> Cmd {
         self.slot = Some(slot);
+        self
+    }
+
+    /// Sends the command on another lane of its primary.
+    pub fn on(mut self, lane: Lane) -> Cmd {
+        self.lane = lane;
         self
     }
 
