@@ -31,5 +31,9 @@ mkdir -p "$DIR/src"
 git -C "$ROOT" archive "$FULL" | tar -x -C "$DIR/src"
 (cd "$DIR/src" && CARGO_TARGET_DIR="$DIR/target" nice -n 10 ${CARGO:-cargo} build --release \
   --locked -p switchboard-gateway >&2)
+[[ -x "$BIN" ]] || {
+  echo "build-baseline.sh: the build did not produce $BIN" >&2
+  exit 1
+}
 touch "$DIR/.built"
 echo "$BIN"

@@ -179,7 +179,9 @@ def render(res):
         "",
     ]
     out += hotpath.section(res)
-    out += ["## Other targets", "", summary_table(res), ""]
+    out += ["## Other targets (the original benchmark plan)", "",
+            "Where a figure is also in the hot-path table above, that table's target is the "
+            "newer one.", "", summary_table(res), ""]
     out += floor_hook.section(res.get("floor"))
     if "W6" in res or "W6" in m.get("only", []):
         out += w6.section(res.get("W6"))
