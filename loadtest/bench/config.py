@@ -3,10 +3,11 @@ Used by bench.py; the report prints the sizes it ran with.
 
 W2 (`direct`): rates, duration and pairs of the fixed-rate runs, then the saturation search
 (see direct.py). W2_batch: `/v1/batch` with `batch` messages per request (the linger is long
-enough for the batch to fill: direct.batch_linger_ms). room: `fanout` to a room without history
-whose subscribers sit on the other nodes, from K parallel publishers (room.py). W6: the same W2 run on one
-Redis, on a Redis Cluster of 3 primaries and (replicas: True) on 3 primaries × 1 replica
-(w6.py). profile: one W2 run with `perf record` attached (perfprof.py).
+enough for the batch to fill: direct.batch_linger_ms). room: `fanout` to rooms without
+history whose subscribers sit on the other nodes, from K parallel publishers (room.py).
+W6: the same W2 run on one Redis, on a Redis Cluster of 3 primaries and (replicas: True) on
+3 primaries × 1 replica (w6.py). profile: one W2 run with `perf record` attached
+(perfprof.py).
 """
 
 FULL = {

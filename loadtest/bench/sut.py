@@ -5,8 +5,9 @@
     redis-server), redis_roles ([{role: single|primary|replica, port, pid}]), auth_args
 
 Ours: deploy/cluster.py (one Redis or a Redis Cluster on free ports + N `switchboard serve`
-nodes on port 0) with the benchmark settings; the same class runs the baseline binary. Peers: loadtest/peers/run_peer.py's Peer (the library form of
-run-peer.py <peer> --nodes N --redis-port P) on a Redis the runner starts. Imported by the
+nodes on port 0) with the benchmark settings; the same class runs the baseline binary.
+Peers: loadtest/peers/run_peer.py's Peer (the library form of run-peer.py <peer> --nodes N
+--redis-port P) on a Redis the runner starts. Imported by the
 workload modules.
 """
 
