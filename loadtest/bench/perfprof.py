@@ -3,12 +3,18 @@ W2 runs: `direct --via api`, the configured rate), for the baseline and the curr
 and the "Profiles" section of BENCHMARKS.md: the hottest functions by self time
 (`perf report --no-children`) of the gateways together and of Redis, before and after.
 
-    perf record -F 999 -g -e cpu-clock -N -p <gateway pids>,<redis pid> -- sleep S
+    perf record -F 999 --call-graph dwarf,8192 -e cpu-clock -N -p <gateway pids>,<redis pid> \
+        -- sleep S
     perf report --stdio --no-children -g none --percentage relative --pid <pids> \
         --sort dso,sym --percent-limit 2
 
 cpu-clock because this VM has no hardware counters; -N keeps binaries out of ~/.debug; the
 recording starts at the loadgen's `ready` and lasts `seconds` (inside the sending phase).
+Call graphs: the release profile has no frame pointers, so `-g` stacks end at libc's syscall
+wrappers; DWARF unwinding from the .eh_frame that Rust always emits gives readable stacks of
+the release build as it is (function names; inlined functions fold into their callers). The
+self-time tables do not need them; the callers view of the gateways is kept next to the data
+(perf-<system>-gateways-callers.txt, `--children --no-inline`).
 This run's CPU figures are not used anywhere (perf costs CPU itself). Raw files stay in the
 results directory: perf-<system>.data and perf-<system>-<group>{,-all,-own}.txt (≥ 2 %,
 every entry, inside the gateway binary only).
@@ -89,6 +95,16 @@ def report(data, pids, out_txt, sort="dso,sym", dso=None, limit=PERCENT_LIMIT):
     return " ".join(cmd), r.stdout
 
 
+def callers(data, pids, out_txt):
+    """The callers view (inclusive time, call chains ≥ 0.5 %) saved for reading; not parsed."""
+    cmd = ["perf", "report", "-i", data, "--stdio", "--children", "--no-inline", "--pid",
+           ",".join(map(str, pids)), "--sort", "sym", "--percent-limit", "5",
+           "-g", "caller,0.5,callee,function,percent"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    with open(out_txt, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n" + r.stdout)
+
+
 def run(ctx, sut, cfg):
     """One W2 API run on `sut` with perf attached; returns the parsed profiles."""
     why = unavailable()
@@ -96,7 +112,8 @@ def run(ctx, sut, cfg):
         return {"skipped": why}
     data = os.path.join(ctx.outdir, f"perf-{sut.name}.data")
     pids = list(sut.server_pids) + list(sut.redis_pids)
-    rec = ["perf", "record", "-F", "999", "-g", "-e", "cpu-clock", "-N", "-p",
+    rec = ["perf", "record", "-F", str(FREQ), "--call-graph", "dwarf,8192", "-e", "cpu-clock",
+           "-N", "-p",
            ",".join(map(str, pids)), "-o", data, "--", "sleep", str(cfg["seconds"])]
     box = {}
 
@@ -127,6 +144,7 @@ def run(ctx, sut, cfg):
             _, g["own"] = parse_report(report(data, gp, base + "-own.txt", dso=binary)[1],
                                        dso=binary)
             g["binary"] = binary
+            callers(data, gp, base + "-callers.txt")
         out["groups"][group] = g
     return out
 
@@ -170,11 +188,15 @@ def section(profiles):
     out += [f"Self time (`perf report --no-children`) during `direct --via api` at "
             f"{first['rate']:,} msg/s, sampled at {FREQ} Hz on cpu-clock; % of each group's "
             f"samples, entries ≥ {PERCENT_LIMIT} %. Release profile as built: symbols are "
-            "present (not stripped) but there are no frame pointers, so caller chains (`-g`) "
-            "are not reliable — self time is. Readable stacks would need "
-            "`-C force-frame-pointers=yes` (RUSTFLAGS) or `debug = \"line-tables-only\"` in "
-            "`[profile.release]` with `perf record --call-graph dwarf`. Redis is Debian's "
-            "stripped build: only its exported functions have names.", ""]
+            "present (not stripped); there are no frame pointers, so `perf record -g` stacks "
+            "end at libc's syscall wrappers — recorded with `--call-graph dwarf` instead, which "
+            "unwinds through the .eh_frame Rust always emits: readable stacks by function "
+            "(inlined functions fold into their callers; line numbers would need "
+            "`debug = \"line-tables-only\"` in `[profile.release]`, frame-pointer stacks "
+            "`-C force-frame-pointers=yes`). The gateways' callers view is kept next to the "
+            "data (`perf-<system>-gateways-callers.txt`). Redis is Debian's stripped build "
+            "(`redis-server` is a link to `redis-check-rdb`, the object named below): only its "
+            "exported functions have names.", ""]
     for group, title in (("gateways", "Gateways (3 processes together)"), ("redis", "Redis")):
         cols = [(k, p["groups"].get(group) or {}) for k, p in done]
         out += [f"### {title}", ""]
@@ -190,5 +212,5 @@ def section(profiles):
             _table(cols, "own", out)
             out.append("")
     out += ["Raw: " + ", ".join(f"`{p['data']}`" for _, p in done) + " and the `perf report` "
-            "outputs next to them (`perf-<system>-<group>[-all|-own].txt`).", ""]
+            "outputs next to them (`perf-<system>-<group>[-all|-own|-callers].txt`).", ""]
     return out
