@@ -188,6 +188,14 @@ def section(w6):
     out += [f"W2 through the server API at {num(w6['rate'])} msg/s for {w6['duration_s']} s, "
             f"{num(w6['pairs'])} pairs ({num(w6['pairs'])} recipient users, the same ids in "
             "every run), 3 gateways; every backplane in fresh processes.", "",
+            "Definitions (window: the loadgen's `ready` → end of sending + 1 s; CPU = "
+            "utime+stime from /proc/<pid>/stat): **µs per delivered msg** of a redis-server = "
+            "its CPU ÷ every message delivered in the run; **share** = its CPU ÷ the primaries' "
+            "total; **messages handled** = its calls of the per-message command (INFO "
+            "commandstats over the window); **µs per handled msg** = its CPU ÷ those; "
+            "**msgs/s per shard core** = 1 s ÷ µs per handled msg; **Redis-bound msg/s** = 1 s ÷ "
+            "the busiest shard's µs per delivered msg (the total rate at which that shard uses "
+            "a full core); gateways µs/msg = the 3 gateways' CPU ÷ delivered.", "",
             "| backplane | delivered | lost | p50 | p99 | gateways µs/msg | Redis µs/msg "
             "(primaries) | net of idle | replicas µs/msg | Redis-bound msg/s (1 core per "
             "shard) | msgs per gateway core |", "|---" * 11 + "|"]
