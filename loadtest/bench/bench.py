@@ -275,13 +275,8 @@ def main():
     if interrupted:
         ctx.log(f"not writing {a.out} (interrupted); partial results in {outdir}")
         return 130
-    text = report.render(results)
-    # Hand-kept before/after records of the fixes (profiles, one-off measurements) stay
-    # at the end of every generated report.
-    history = os.path.join(os.path.dirname(os.path.abspath(__file__)), "history.md")
-    if os.path.exists(history):
-        with open(history) as f:
-            text = text.rstrip("\n") + "\n\n" + f.read()
+    # Hand-kept before/after records of the fixes stay at the end of every report.
+    text = report.with_history(report.render(results))
     with open(a.out, "w") as f:
         f.write(text)
     with open(os.path.join(outdir, "BENCHMARKS.md"), "w") as f:

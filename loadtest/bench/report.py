@@ -3,7 +3,8 @@ machine, command, baseline), the hot-path figures before → after (hotpath.py),
 figure | target | measured | met? rows (with W6's), the measurement floor (floor_hook.py),
 W6 (w6.py), the profiles (perfprof.py), per-workload details of both builds, the
 side-by-side table with the peers, and how each figure is measured. Used by bench.py;
-`python3 loadtest/bench/report.py target/bench/latest/results.json` re-renders a saved run.
+`python3 loadtest/bench/report.py target/bench/latest/results.json [BENCHMARKS.md]` re-renders a
+saved run.
 """
 
 import json
@@ -191,6 +192,22 @@ def render(res):
     return "\n".join(out) + "\n"
 
 
+def with_history(text):
+    """The report plus the hand-kept before/after notes (history.md) at its end."""
+    import os
+    history = os.path.join(os.path.dirname(os.path.abspath(__file__)), "history.md")
+    if os.path.exists(history):
+        with open(history) as f:
+            text = text.rstrip("\n") + "\n\n" + f.read()
+    return text
+
+
 if __name__ == "__main__":
+    # report.py RESULTS.json [OUT.md]: re-render a saved run (to stdout without OUT.md).
     with open(sys.argv[1]) as f:
-        print(render(json.load(f)))
+        text = with_history(render(json.load(f)))
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], "w") as f:
+            f.write(text)
+    else:
+        print(text)

@@ -19,6 +19,12 @@ def w2_row(r, tag=""):
             f"{'yes' if r['pass'] else 'no: ' + r['why']} |")
 
 
+def per_command(per_msg):
+    """`evalsha 31.0 µs (1.0 calls), …`, the most expensive first (results.json sorts keys)."""
+    return ", ".join(f"{k} {v['us']} µs ({v['calls']} calls)"
+                     for k, v in sorted(per_msg.items(), key=lambda kv: -kv[1]["us"]))
+
+
 def failed(w):
     return [f"**Failed:** {w.get('error')}", "", "```", (w.get("trace") or "").strip()[-1500:],
             "```", ""]
@@ -83,9 +89,8 @@ def w2_section(w, title):
                 "to carry the whole batch, so p99 includes up to L of batching delay."]
     if first.get("redis_per_msg"):
         out += ["", f"Redis time per delivered message at {num(first['rate'])} msg/s (INFO "
-                "commandstats over the window; commands ≥ 0.5 µs): " + ", ".join(
-                    f"{k} {v['us']} µs ({v['calls']} calls)"
-                    for k, v in first["redis_per_msg"].items()) + "."]
+                "commandstats over the window; commands ≥ 0.5 µs): " + per_command(
+                    first["redis_per_msg"]) + "."]
     if first.get("cmd"):
         out += ["", f"Command of the first run: `{first['cmd']}`"]
     return out + [""]
@@ -178,8 +183,7 @@ def room_section(r, title):
             f"{r.get('redis_net_us_per_msg')} µs)."]
     if r.get("redis_per_msg"):
         out.append("- Redis time per published message (INFO commandstats; ≥ 0.2 µs): "
-                   + ", ".join(f"{k} {v['us']} µs ({v['calls']} calls)"
-                               for k, v in r["redis_per_msg"].items()) + ".")
+                   + per_command(r["redis_per_msg"]) + ".")
     return out + [f"- Command: `{r['cmd']}`", ""]
 
 

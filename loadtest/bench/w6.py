@@ -228,7 +228,8 @@ def section(w6):
                        f"{x['us_per_delivered']} | {share} | {num(x['handled'])} | "
                        f"{x['us_per_handled'] or '—'} | {num(x.get('msgs_per_core'))} |")
     out += [""] + deployment(w6, a) + [""]
-    first = next((r for r in w6["runs"].values() if r.get("cmd")), None)
+    first = next((w6["runs"][k] for k, *_ in RUNS if (w6["runs"].get(k) or {}).get("cmd")),
+                 None)
     if first:
         out += [f"Command of the first run: `{first['cmd']}`", ""]
     return out
