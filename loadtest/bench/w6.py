@@ -195,7 +195,9 @@ def section(w6):
             "commandstats over the window); **µs per handled msg** = its CPU ÷ those; "
             "**msgs/s per shard core** = 1 s ÷ µs per handled msg; **Redis-bound msg/s** = 1 s ÷ "
             "the busiest shard's µs per delivered msg (the total rate at which that shard uses "
-            "a full core); gateways µs/msg = the 3 gateways' CPU ÷ delivered.", "",
+            "a full core); gateways µs/msg = the 3 gateways' CPU ÷ delivered. /proc counts CPU "
+            f"in ticks of {procstat.CLK_TCK and 1000 // procstat.CLK_TCK} ms: each redis-server's "
+            "figure carries ± one tick.", "",
             "| backplane | delivered | lost | p50 | p99 | gateways µs/msg | Redis µs/msg "
             "(primaries) | net of idle | replicas µs/msg | Redis-bound msg/s (1 core per "
             "shard) | msgs per gateway core |", "|---" * 11 + "|"]
