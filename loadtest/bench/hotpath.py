@@ -75,7 +75,7 @@ FIGURES = [
      "`direct --via api --batch 100 --batch-linger-ms L` (L = 1.5 × the time 100 messages take "
      "to arrive per API URL, so every request carries 100), same processes and window as above.",
      _get("W2_batch", lambda w: server_us(fixed(w, 5000))), us, "lower", "≤ 20 µs",
-     lambda v, p: v <= 20, None, lambda res: _note(res, "W2_batch", 5000)),
+     lambda v, p: v <= 20, None, lambda res: _note(res, "W2_batch", 5000, p99=False)),
     ("w2_p99", "W2 API p99 at 2,000 msg/s",
      "`direct --via api --rate 2000`: 99th percentile of receive time − scheduled send time "
      "over every delivered message (open loop, no coordinated omission). Peer: `ws + ioredis`.",
