@@ -2,7 +2,7 @@
 # baseline binary (before → after), perf profiles of both, W1/W2 against the peers of
 # loadtest/peers side by side; writes BENCHMARKS.md (raw results in target/bench/<timestamp>/).
 #
-#   BENCH_QUICK=1       smaller sizes (≈ 8 min instead of ≈ 35), for development
+#   BENCH_QUICK=1       smaller sizes (≈ 6 min instead of ≈ 20–30; + ≈ 5 min once when BENCH_BASELINE is a revision to build), for development
 #   BENCH_BASELINE=X    the "before" gateway: a binary path, a git revision (built once with
 #                       `git archive` into target/bench-baseline/<rev>/ by
 #                       loadtest/bench/build-baseline.sh, no worktree), or none.
@@ -25,13 +25,13 @@ bench-baseline: ## Build the baseline gateway of BENCH_BASELINE (a git revision)
 	*) CARGO=$(CARGO) loadtest/bench/build-baseline.sh $(BENCH_BASELINE);; esac
 
 .PHONY: bench
-bench: bench-build ## Run the benchmarks W1–W6 before → after (BENCH_BASELINE), peers side by side, profiles; write BENCHMARKS.md (BENCH_QUICK=1: ≈ 8 min)
+bench: bench-build ## Run the benchmarks W1–W6 before → after (BENCH_BASELINE), peers side by side, profiles; write BENCHMARKS.md (BENCH_QUICK=1: ≈ 6 min)
 	-@$(MAKE) --no-print-directory peers-node || echo "bench: make peers-node failed; the Node peers are skipped"
 	$(BENCH_PY) $(if $(filter-out 0,$(BENCH_QUICK)),--quick) --baseline '$(BENCH_BASELINE)' \
 		$(if $(BENCH_ONLY),--only '$(BENCH_ONLY)') --command '$(BENCH_CMD)'
 
 .PHONY: bench-quick
-bench-quick: ## The benchmarks with small sizes (≈ 8 min, for development) → BENCHMARKS.md
+bench-quick: ## The benchmarks with small sizes (≈ 6 min, for development) → BENCHMARKS.md
 	@$(MAKE) --no-print-directory bench BENCH_QUICK=1
 
 .PHONY: bench-selftest

@@ -4,8 +4,8 @@ ports), the same workloads behind the hot-path figures against a baseline binary
 "before" column), perf profiles of both, W1/W2 against the peers of loadtest/peers side by
 side, then BENCHMARKS.md.
 
-    make bench                      # full run (≈ 35 min), or: python3 loadtest/bench/bench.py
-    make bench BENCH_QUICK=1        # ≈ 8 min with smaller sizes, for development
+    make bench                      # full run (≈ 20–30 min), or: python3 loadtest/bench/bench.py
+    make bench BENCH_QUICK=1        # ≈ 6 min with smaller sizes, for development
     make bench BENCH_BASELINE=/path/to/switchboard   # or a git revision, or none
     python3 loadtest/bench/bench.py --only W2,W6 --peers none --baseline none --out /tmp/B.md
 
@@ -106,7 +106,7 @@ def parse_args():
     ap = argparse.ArgumentParser(description="Run the benchmarks and write BENCHMARKS.md")
     ap.add_argument("--quick", action="store_true",
                     default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
-                    help="smaller sizes, ≈ 8 minutes (also BENCH_QUICK=1)")
+                    help="smaller sizes, ≈ 6 minutes (also BENCH_QUICK=1)")
     ap.add_argument("--only", default=",".join(WORKLOADS),
                     help="comma list of " + ",".join(WORKLOADS) + " (W1 = W1,W1_fresh; W2 = "
                     "W2_api,W2_ws,W2_batch,W2_room, each also alone); default: all")
