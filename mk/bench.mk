@@ -2,7 +2,8 @@
 # baseline binary (before → after), perf profiles of both, W1/W2 against the peers of
 # loadtest/peers side by side; writes BENCHMARKS.md (raw results in target/bench/<timestamp>/).
 #
-#   BENCH_QUICK=1       smaller sizes (≈ 6 min instead of ≈ 20–30; + ≈ 5 min once when BENCH_BASELINE is a revision to build), for development
+#   BENCH_QUICK=1       smaller sizes (≈ 6 min instead of ≈ 20–30), for development; building
+#                       a BENCH_BASELINE revision adds ≈ 5 min once
 #   BENCH_BASELINE=X    the "before" gateway: a binary path, a git revision (built once with
 #                       `git archive` into target/bench-baseline/<rev>/ by
 #                       loadtest/bench/build-baseline.sh, no worktree), or none.
