@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
-"""Switchboard benchmark runner: workloads W1–W5 against a local 3-node cluster (Redis on a
-free port), W1/W2 against the peers of loadtest/peers side by side, then BENCHMARKS.md.
+"""Switchboard benchmark runner: workloads W1–W6 against local 3-node clusters (Redis on free
+ports), the same workloads behind the hot-path figures against a baseline binary (the
+"before" column), perf profiles of both, W1/W2 against the peers of loadtest/peers side by
+side, then BENCHMARKS.md.
 
-    make bench          # full run (≈ 20 min), or: python3 loadtest/bench/bench.py
-    make bench-quick    # ≈ 3 min with smaller sizes (BENCH_QUICK=1), for development
-    python3 loadtest/bench/bench.py --only W1,W4 --peers none --out /tmp/B.md
+    make bench                      # full run (≈ 20–30 min), or: python3 loadtest/bench/bench.py
+    make bench BENCH_QUICK=1        # ≈ 6 min with smaller sizes, for development
+    make bench BENCH_BASELINE=/path/to/switchboard   # or a git revision, or none
+    python3 loadtest/bench/bench.py --only W2,W6 --peers none --baseline none --out /tmp/B.md
 
 Needs target/release/switchboard and target/release/switchboard-loadgen (make bench builds
-them). Every workload gets a fresh cluster; every process started is killed at the end (also
+them). Every workload gets fresh processes; every process started is killed at the end (also
 on Ctrl-C / SIGTERM / errors); a failing workload is reported as failed, the run goes on.
-Raw results: target/bench/<timestamp>/ (results.json + one JSON and log per loadgen run).
-Stdlib only.
+Raw results: target/bench/<timestamp>/ (results.json, one JSON and log per loadgen run, the
+perf recordings). Stdlib only.
 """
 
 import argparse
-import json
 import os
 import resource
 import signal
@@ -25,50 +27,26 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import baseline  # noqa: E402
 import direct  # noqa: E402
+import floor_hook  # noqa: E402
+import hotpath  # noqa: E402
 import idle  # noqa: E402
 import peers  # noqa: E402
+import perfprof  # noqa: E402
 import procs  # noqa: E402
 import procstat  # noqa: E402
 import report  # noqa: E402
+import room  # noqa: E402
+import w6  # noqa: E402
 import workloads  # noqa: E402
 from common import Ctx  # noqa: E402
+from config import BASELINE_WORKLOADS, FULL, QUICK  # noqa: E402
 from sut import ROOT, Ours  # noqa: E402
 
-FULL = {
-    "w1_steps": [0, 5000, 10000, 15000],
-    "w2": {"fixed_rates": [2000, 5000], "duration": 10, "pairs": 300, "search_start": 8000,
-           "search_duration": 6, "search_max": 400000, "search_budget_s": 120},
-    "w2_ws": {"fixed_rates": [2000], "duration": 10, "pairs": 300, "search_start": 8000,
-              "search_duration": 6, "search_max": 400000, "search_budget_s": 90},
-    "w2_batch": {"fixed_rates": [2000], "duration": 10, "pairs": 300, "search_start": 8000,
-                 "search_duration": 6, "search_max": 400000, "search_budget_s": 90},
-    "batch": 10,
-    "w3": {"subscribers": 10000, "messages": 30, "rate": 2},
-    "w4": {"connections": 15000, "concurrency": 256},
-    "w5": {"subscribers": 100, "slow": 20, "messages": 3000, "rate": 300, "payload": 4096},
-    "peers": {"w1_steps": [0, 5000, 10000],
-              "w2": {"fixed_rates": [2000, 5000], "duration": 10, "pairs": 300}},
-}
-QUICK = {
-    "w1_steps": [0, 1000, 2000],
-    "w2": {"fixed_rates": [2000], "duration": 4, "pairs": 100, "search_start": 4000,
-           "search_duration": 3, "search_max": 400000, "search_budget_s": 20},
-    "w2_ws": {"fixed_rates": [2000], "duration": 4, "pairs": 100, "search_start": 4000,
-              "search_duration": 3, "search_max": 400000, "search_budget_s": 10},
-    "w2_batch": {"fixed_rates": [2000], "duration": 4, "pairs": 100, "search_start": 4000,
-                 "search_duration": 3, "search_max": 400000, "search_budget_s": 10},
-    "batch": 10,
-    "w3": {"subscribers": 2000, "messages": 10, "rate": 2},
-    "w4": {"connections": 3000, "concurrency": 128},
-    "w5": {"subscribers": 50, "slow": 5, "messages": 2500, "rate": 500, "payload": 4096},
-    "peers": {"w1_steps": [0, 1000],
-              "w2": {"fixed_rates": [2000], "duration": 3, "pairs": 100}},
-}
-# W5 payloads are 4 KiB: on loopback the kernel lets a non-reading socket's send buffer grow
-# to a few MiB (MSS 64 KiB), which has to fill before the gateway's own queue (1024 frames /
-# 4 MiB) does; 512 B × 1500 messages never reached it.
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "peers"]
+WORKLOADS = ["floor", "W1", "W2", "W3", "W4", "W5", "W6", "profile", "peers"]
+# --only W1 / W2 stand for these; each can also be named on its own.
+GROUPS = {"W1": ["W1", "W1_fresh"], "W2": ["W2_api", "W2_ws", "W2_batch", "W2_room"]}
 ALL_PEERS = ["socketio", "ws", "sockudo"]
 
 
@@ -124,22 +102,41 @@ def server_cpu_total(results):
     return total
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description="Run the benchmarks and write BENCHMARKS.md")
     ap.add_argument("--quick", action="store_true",
                     default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
-                    help="smaller sizes, ≈ 3 minutes (also BENCH_QUICK=1)")
+                    help="smaller sizes, ≈ 6 minutes (also BENCH_QUICK=1)")
     ap.add_argument("--only", default=",".join(WORKLOADS),
-                    help="comma list of W1,W2,W3,W4,W5,peers (default: all)")
+                    help="comma list of " + ",".join(WORKLOADS) + " (W1 = W1,W1_fresh; W2 = "
+                    "W2_api,W2_ws,W2_batch,W2_room, each also alone); default: all")
     ap.add_argument("--peers", default=os.environ.get("BENCH_PEERS", ",".join(ALL_PEERS)),
                     help="comma list of socketio,ws,sockudo, or none")
     ap.add_argument("--gateway", default=os.path.join(ROOT, "target/release/switchboard"))
     ap.add_argument("--loadgen", default=os.path.join(ROOT, "target/release/switchboard-loadgen"))
+    ap.add_argument("--baseline", default=os.environ.get("BENCH_BASELINE", "none"),
+                    help="the 'before' gateway: a binary path, a git revision (built with "
+                    "build-baseline.sh) or none (also BENCH_BASELINE); runs "
+                    + ",".join(BASELINE_WORKLOADS) + " and the profile on it as well")
+    ap.add_argument("--baseline-binary", default=None, metavar="PATH",
+                    help="the same as --baseline PATH")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--results", default=os.path.join(ROOT, "target/bench"))
     ap.add_argument("--command", default=None, help="the command to record in the report")
-    a = ap.parse_args()
-    only = {w.strip() for w in a.only.split(",") if w.strip()}
+    return ap.parse_args()
+
+
+def selected(only_arg):
+    only = set()
+    for w in (x.strip() for x in only_arg.split(",")):
+        if w:
+            only.update(GROUPS.get(w, [w]))
+    return only
+
+
+def main():
+    a = parse_args()
+    only = selected(a.only)
     peer_list = [] if a.peers in ("", "none") else [p.strip() for p in a.peers.split(",")]
     cfg = QUICK if a.quick else FULL
     for path in (a.gateway, a.loadgen):
@@ -157,73 +154,110 @@ def main():
             os.remove(latest)
         os.symlink(stamp, latest)
     ctx = Ctx(a.loadgen, a.gateway, outdir, a.quick)
+    base = baseline.resolve(a.baseline_binary or a.baseline, ctx.log)
     cmd = a.command or " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "started_unix": time.time(),
             "git": git_rev(), "machine": procstat.machine(), "command": cmd,
             "quick": a.quick, "config": cfg, "nofile_limit": hard, "results_dir":
-            os.path.relpath(outdir, ROOT), "only": sorted(only), "peers": peer_list}
+            os.path.relpath(outdir, ROOT), "only": sorted(only), "peers": peer_list,
+            "gateway": a.gateway, "loadgen": a.loadgen, "baseline": base}
     results = {"meta": meta}
+    if base:
+        results["baseline"] = {}
     cpu_start = procstat.cpu_totals()
     meta["tcp_inuse_at_start"] = procstat.sockstat().get("tcp_inuse")
     signal.signal(signal.SIGTERM, on_sigterm)
 
-    def guarded(key, fn):
+    def guarded(key, fn, store=None):
+        store = results if store is None else store
         t = time.monotonic()
         try:
-            results[key] = {"ok": True, **fn()}
+            store[key] = {"ok": True, **fn()}
         except (KeyboardInterrupt, Interrupted):
             raise
         except Exception as e:  # noqa: BLE001  (one failure must not stop the run)
             ctx.log(f"{key} FAILED: {type(e).__name__}: {e}")
-            results[key] = {"ok": False, "error": f"{type(e).__name__}: {e}",
-                            "trace": traceback.format_exc()}
+            store[key] = {"ok": False, "error": f"{type(e).__name__}: {e}",
+                          "trace": traceback.format_exc()}
         finally:
             procs.stop_all()
-            results.setdefault(key, {})["elapsed_s"] = round(time.monotonic() - t, 1)
+            store.setdefault(key, {})["elapsed_s"] = round(time.monotonic() - t, 1)
             ctx.save("results.json", results)
 
-    def ours(extra=()):
-        return Ours(a.gateway, nodes=3, extra_args=extra)
+    cur = {"binary": a.gateway, "name": "switchboard", "label": "Switchboard"}
+    bas = base and {"binary": base["binary"], "name": "baseline",
+                    "label": f"Switchboard baseline ({base['label']})"}
 
-    def w1():
-        with ours() as sut:
+    def mk(system, nodes=3, **kw):
+        return Ours(system["binary"], nodes=nodes, name=system["name"], label=system["label"],
+                    **kw)
+
+    def both(key, fn):
+        """fn(system) on the current build, then on the baseline (right after it)."""
+        if key not in only:
+            return
+        guarded(key, lambda: fn(cur))
+        if bas and key in BASELINE_WORKLOADS:
+            guarded(key, lambda: fn(bas), store=results["baseline"])
+
+    def w1(system):
+        with mk(system) as sut:
             return idle.run(ctx, sut, cfg["w1_steps"])
 
-    def w2(via, key_cfg, batch=None):
-        def fn():
-            with ours() as sut:
+    def w1_fresh(system):
+        with mk(system, nodes=1) as sut:
+            return idle.fresh_node(ctx, sut, cfg["w1_fresh"])
+
+    def w2(via, key_cfg, batch=None, search=True):
+        def fn(system):
+            with mk(system) as sut:
                 if batch and not batch_supported(sut):
                     raise RuntimeError("this gateway build has no POST /v1/batch (404)")
-                return direct.run(ctx, sut, cfg[key_cfg], via=via, batch=batch)
+                return direct.run(ctx, sut, cfg[key_cfg], via=via, batch=batch, search=search,
+                                  half=system is cur)
         return fn
 
-    def w3():
-        with ours() as sut:
+    def room_fn(system):
+        with mk(system) as sut:
+            return room.run(ctx, sut, cfg["room"])
+
+    def w3(system):
+        with mk(system) as sut:
             return workloads.w3(ctx, sut, cfg["w3"])
 
-    def w4():
-        with ours() as sut:
+    def w4(system):
+        with mk(system) as sut:
             return workloads.w4(ctx, sut, cfg["w4"])
 
-    def w5():
-        return workloads.w5(ctx, ours, cfg["w5"])
+    def profiles():
+        out = {}
+        for tag, system in (("baseline", bas), ("current", cur)):
+            if system:
+                with mk(system) as sut:
+                    out[tag] = perfprof.run(ctx, sut, cfg["profile"])
+                procs.stop_all()
+        return out
 
     interrupted = None
     try:
-        if "W1" in only:
-            guarded("W1", w1)
-        if "W2" in only:
-            guarded("W2_api", w2("api", "w2"))
-            guarded("W2_ws", w2("ws", "w2_ws"))
-            guarded("W2_batch", w2("api", "w2_batch", batch=cfg["batch"]))
-        if "W3" in only:
-            guarded("W3", w3)
-        if "W4" in only:
-            guarded("W4", w4)
+        if "floor" in only:  # the load generator's own floor, before any cluster runs
+            guarded("floor", lambda: floor_hook.run(ctx))
+        both("W1", w1)
+        both("W1_fresh", w1_fresh)
+        both("W2_api", w2("api", "w2"))
+        if "W2_ws" in only:
+            guarded("W2_ws", lambda: w2("ws", "w2_ws")(cur))
+        both("W2_batch", w2("api", "w2_batch", batch=cfg["w2_batch"]["batch"], search=False))
+        both("W2_room", room_fn)
+        both("W3", w3)
+        both("W4", w4)
         if "W5" in only:
-            guarded("W5", w5)
+            guarded("W5", lambda: workloads.w5(ctx, lambda: mk(cur), cfg["w5"]))
+        if "W6" in only:
+            guarded("W6", lambda: w6.run(ctx, lambda **kw: mk(cur, **kw), cfg["w6"]))
+        if "profile" in only:
+            guarded("profiles", profiles)
         if "peers" in only:
-            results["peers"] = {}
             for p in peer_list:
                 guarded(f"peer_{p}", lambda p=p: peers.run(ctx, p, cfg["peers"]))
     except (KeyboardInterrupt, Interrupted) as e:
@@ -241,19 +275,14 @@ def main():
     if interrupted:
         ctx.log(f"not writing {a.out} (interrupted); partial results in {outdir}")
         return 130
-    text = report.render(results)
-    # Hand-kept before/after records of the fixes (profiles, one-off measurements) stay
-    # at the end of every generated report.
-    history = os.path.join(os.path.dirname(os.path.abspath(__file__)), "history.md")
-    if os.path.exists(history):
-        with open(history) as f:
-            text = text.rstrip("\n") + "\n\n" + f.read()
+    # Hand-kept before/after records of the fixes stay at the end of every report.
+    text = report.with_history(report.render(results))
     with open(a.out, "w") as f:
         f.write(text)
     with open(os.path.join(outdir, "BENCHMARKS.md"), "w") as f:
         f.write(text)
     ctx.log(f"wrote {a.out} and {outdir}/results.json in {meta['elapsed_s']:.0f}s")
-    print(report.summary_table(results))
+    print(report.summary_table(results, with_hotpath=True))
     return 0
 
 

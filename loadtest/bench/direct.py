@@ -23,18 +23,32 @@ MIN_RATE = 250
 BISECTIONS = 2
 
 
-def one(ctx, sut, rate, duration, via="api", batch=None, pairs=300, tag=""):
+def batch_linger_ms(batch, rate, api_urls):
+    """A linger long enough for every `/v1/batch` request to fill up to `batch` messages: the
+    loadgen batches per API URL, each URL gets rate / api_urls messages per second; 1.5 × the
+    time one batch takes to fill (at least the loadgen's default 5 ms)."""
+    return max(5, int(1.5 * batch * api_urls * 1000 / rate + 0.999))
+
+
+def one(ctx, sut, rate, duration, via="api", batch=None, pairs=300, tag="", run_id=None,
+        on_ready=None):
     label = f"w2-{sut.name}-{via}{'-b%d' % batch if batch else ''}-{rate}{tag}"
     args = ["direct", "--pairs", pairs, "--rate", rate, "--duration", duration, "--via", via,
             "--settle-seconds", SETTLE_S]
+    linger = None
     if batch:
-        args += ["--batch", batch]
+        linger = batch_linger_ms(batch, rate, len(sut.api))
+        args += ["--batch", batch, "--batch-linger-ms", linger]
+    if run_id:
+        args += ["--run-id", run_id]
     ctx.log(f"W2 {sut.name} via={via}{' batch=%d' % batch if batch else ''} "
-            f"rate={rate}/s for {duration}s")
+            f"rate={rate}/s for {duration}s{tag}")
     run = run_loadgen(ctx, sut, label, args, window_s=duration + DRAIN_S,
                       ready_timeout=60 + pairs / 100, run_timeout=duration + SETTLE_S + 120,
-                      redis_stats=True)
-    return summarize(run, rate, duration, via, batch, pairs)
+                      redis_stats=True, on_ready=on_ready)
+    out = summarize(run, rate, duration, via, batch, pairs)
+    out["batch_linger_ms"] = linger
+    return out
 
 
 def summarize(run, rate, duration, via, batch, pairs):
@@ -62,7 +76,12 @@ def summarize(run, rate, duration, via, batch, pairs):
         if delivered else None,
         "redis_cpu_us_per_msg": round(cpu["redis_cpu_s"] * 1e6 / delivered, 2)
         if delivered else None,
+        "server_cpu_us_per_msg": round(server_cpu * 1e6 / delivered, 2) if delivered else None,
     }
+    if run.get("redis_commands"):
+        out["redis_commands"] = run["redis_commands"]
+    if run.get("redis_commands_by_port"):
+        out["redis_commands_by_port"] = run["redis_commands_by_port"]
     if delivered and run.get("redis_commands"):
         # Redis time per delivered message by command (where the Redis CPU goes).
         out["redis_per_msg"] = {
@@ -135,7 +154,7 @@ def saturate(ctx, sut, via, batch, start, duration, max_rate, budget_s, pairs, k
     return {"rate": best, "runs": runs, "stopped": stopped}
 
 
-def run(ctx, sut, cfg, via="api", batch=None, search=True):
+def run(ctx, sut, cfg, via="api", batch=None, search=True, half=True):
     """Fixed rates, then (optionally) the saturation search and a run at half of it."""
     out = {"system": sut.name, "via": via, "batch": batch, "fixed": [], "saturation": None,
            "half": None}
@@ -146,7 +165,7 @@ def run(ctx, sut, cfg, via="api", batch=None, search=True):
                        cfg["search_max"], cfg["search_budget_s"], cfg["pairs"],
                        known=out["fixed"])
         out["saturation"] = sat
-        if sat["rate"]:
+        if sat["rate"] and half:
             out["half"] = one(ctx, sut, max(1, sat["rate"] // 2), cfg["duration"], via, batch,
                               cfg["pairs"], tag="-half")
     return out

@@ -22,7 +22,7 @@ from common import lg_common
 def _measure(sut, connections):
     rss = [procstat.rss_of([pid]) for pid in sut.server_pids]
     return {"connections": connections, "server_rss": rss, "server_rss_total": sum(rss),
-            "redis_rss": procstat.rss_bytes(sut.redis_pid) if sut.redis_pid else 0,
+            "redis_rss": sum(procstat.rss_bytes(pid) for pid in sut.redis_pids),
             "sockstat": procstat.sockstat(), "slab": procstat.slab_bytes()}
 
 
@@ -121,3 +121,37 @@ def summarize(sut, points, runs, nodes):
         "total_with_slab_bytes_per_conn":
             (user + (kernel_tcp or 0) + (kernel_slab or 0)) if user is not None else None,
     }
+
+
+def fresh_node(ctx, sut, connections, settle_s=3.0, concurrency=256):
+    """W1 on a fresh node: `sut` is one node that has served nothing yet. Its RSS a second
+    after it is ready (before), then after `connections` idle connections settled (after):
+    (after − before) ÷ established = what one connection costs including the node's first
+    allocations (maps and pools that grow with the first connections), which the slope over
+    steps leaves out."""
+    if len(sut.server_pids) != 1:
+        raise ValueError("fresh_node measures one node")
+    time.sleep(1.0)
+    before = procstat.rss_of(sut.server_pids)
+    json_path, log_path = ctx.paths(f"w1-{sut.name}-fresh-{connections}")
+    lg = procs.Loadgen(ctx.loadgen,
+                       ["idle", "--connections", connections, "--connect-rate", 0,
+                        "--concurrency", concurrency, "--hold-seconds", 3600] + lg_common(sut),
+                       json_path, log_path)
+    ctx.log(f"W1 {sut.name}: fresh node, {connections} idle connections")
+    lg.start()
+    try:
+        ok, failed = lg.wait_ready(120 + connections / 200)
+        time.sleep(settle_s)
+        if not sut.alive():
+            raise RuntimeError(f"the {sut.name} node died holding {ok} connections")
+        after = procstat.rss_of(sut.server_pids)
+    finally:
+        lg.signal(signal.SIGTERM)
+        try:
+            lg.finish(120)
+        except Exception as e:  # noqa: BLE001  (a close problem must not hide the numbers)
+            ctx.log(f"W1 {sut.name}: fresh node loadgen did not finish cleanly: {e}")
+    return {"system": sut.name, "connections": connections, "established": ok,
+            "failed": failed, "rss_before": before, "rss_after": after,
+            "bytes_per_conn": (after - before) / ok if ok else None, "cmd": " ".join(lg.cmd)}

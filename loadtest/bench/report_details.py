@@ -1,19 +1,28 @@
-"""The detail sections of BENCHMARKS.md (per workload, side by side, method). Used by
-report.py."""
+"""The detail sections of BENCHMARKS.md (per workload for the current build and the
+baseline, side by side, method). Used by report.py."""
 
-from report import _fixed, kib, mib, msf, num
+from fmt import kib, mib, msf, num
+from hotpath import server_us
+from report import _fixed
 
 W2_HEAD = ["| rate | achieved | delivered | lost | p50 | p99 | p99.9 | max | gw CPU-s | "
-           "Redis CPU-s | msgs/server CPU-s | gw µs/msg | pass |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "Redis CPU-s | msgs/server CPU-s | server µs/msg | gw µs/msg | Redis µs/msg | pass |",
+           "|---" * 15 + "|"]
 
 
 def w2_row(r, tag=""):
     return (f"| {num(r['rate'])}{tag} | {num(r['rate_achieved'])} | {num(r['delivered'])} | "
             f"{r.get('lost')} | {msf(r['p50_ms'])} | {msf(r['p99_ms'])} | {msf(r['p999_ms'])} | "
             f"{msf(r['max_ms'])} | {r['gateways_cpu_s']:.2f} | {r['redis_cpu_s']:.2f} | "
-            f"{num(r['msgs_per_server_cpu_s'])} | {r['gateway_cpu_us_per_msg']} | "
+            f"{num(r['msgs_per_server_cpu_s'])} | {server_us(r)} | "
+            f"{r['gateway_cpu_us_per_msg']} | {r.get('redis_cpu_us_per_msg')} | "
             f"{'yes' if r['pass'] else 'no: ' + r['why']} |")
+
+
+def per_command(per_msg):
+    """`evalsha 31.0 µs (1.0 calls), …`, the most expensive first (results.json sorts keys)."""
+    return ", ".join(f"{k} {v['us']} µs ({v['calls']} calls)"
+                     for k, v in sorted(per_msg.items(), key=lambda kv: -kv[1]["us"]))
 
 
 def failed(w):
@@ -73,11 +82,15 @@ def w2_section(w, title):
     if sat:
         out += ["", f"Saturation: **{num(sat['rate'])} msg/s** ({sat['stopped']})."]
     first = (w.get("fixed") or [{}])[0]
+    if first.get("batch_linger_ms"):
+        out += ["", f"`--batch {first['batch']} --batch-linger-ms L`: L = "
+                + ", ".join(f"{r['batch_linger_ms']} ms at {num(r['rate'])}/s"
+                            for r in w.get("fixed", [])) + " — long enough for every request "
+                "to carry the whole batch, so p99 includes up to L of batching delay."]
     if first.get("redis_per_msg"):
         out += ["", f"Redis time per delivered message at {num(first['rate'])} msg/s (INFO "
-                "commandstats over the window; commands ≥ 0.5 µs): " + ", ".join(
-                    f"{k} {v['us']} µs ({v['calls']} calls)"
-                    for k, v in first["redis_per_msg"].items()) + "."]
+                "commandstats over the window; commands ≥ 0.5 µs): " + per_command(
+                    first["redis_per_msg"]) + "."]
     if first.get("cmd"):
         out += ["", f"Command of the first run: `{first['cmd']}`"]
     return out + [""]
@@ -139,15 +152,57 @@ def peers_section(res):
     return out
 
 
-def details(res):
-    out = ["## Details", ""]
-    out += w1_section(res.get("W1"), "### W1 idle connections (Switchboard)")
-    for key, title in (("W2_api", "### W2 1:1 across 3 nodes, API publish"),
-                       ("W2_ws", "### W2 1:1 across 3 nodes, WebSocket publish"),
-                       ("W2_batch", "### W2 1:1 across 3 nodes, API /v1/batch")):
-        out += w2_section(res.get(key), title)
+def fresh_section(f, title):
+    out = [title, ""]
+    if not f:
+        return out + ["Not run.", ""]
+    if not f.get("ok", True):
+        return out + failed(f)
+    return out + [f"- One fresh node on its own Redis: RSS {mib(f['rss_before'])} before, "
+                  f"{mib(f['rss_after'])} with {num(f['established'])} idle connections "
+                  f"({f['failed']} failed) → **{kib(f['bytes_per_conn'])}** per connection.",
+                  f"- Command: `{f['cmd']}`", ""]
+
+
+def room_section(r, title):
+    out = [title, ""]
+    if not r:
+        return out + ["Not run.", ""]
+    if not r.get("ok", True):
+        return out + failed(r)
+    out += [f"- {r.get('publishers', 1)} `fanout` publishers at once, each on its own room "
+            f"`{r['channel']}` (no history) through one node's API, {r['subscribers']} "
+            f"subscribers each on the other nodes; {num(r['acked'])} of {num(r['messages'])} "
+            f"messages acked at {num(r['rate_achieved'])}/s achieved ({num(r['rate'])}/s asked), "
+            f"{num(r['delivered'])} deliveries, lost {r['lost']}; p50 {msf(r['p50_ms'])}, "
+            f"p99 {msf(r['p99_ms'])} (the worst publisher's).",
+            f"- CPU over the window ({r['wall_s']:.1f} s, start → last loadgen exited): gateways "
+            f"{r['gateways_cpu_s']:.2f} s = {r['gateway_cpu_us_per_msg']} µs per message, Redis "
+            f"{r['redis_cpu_s']:.2f} s = **{r['redis_cpu_us_per_msg']} µs** per message (its "
+            f"idle CPU scaled to the window: {r.get('redis_idle_cpu_s')} s; net of it "
+            f"{r.get('redis_net_us_per_msg')} µs)."]
+    if r.get("redis_per_msg"):
+        out.append("- Redis time per published message (INFO commandstats; ≥ 0.2 µs): "
+                   + per_command(r["redis_per_msg"]) + ".")
+    return out + [f"- Command: `{r['cmd']}`", ""]
+
+
+def details(res, baseline=False):
+    """The per-workload sections; baseline=True: the baseline's (no peers, no method)."""
+    who = "baseline" if baseline else "Switchboard"
+    out = ["## Details" + (" of the baseline (before)" if baseline else ""), ""]
+    out += w1_section(res.get("W1"), f"### W1 idle connections ({who})")
+    out += fresh_section(res.get("W1_fresh"), f"### W1 on a fresh node ({who})")
+    batch = (res.get("W2_batch") or {}).get("batch") or 100
+    for key, title in (("W2_api", "W2 1:1 across 3 nodes, API publish"),
+                       ("W2_ws", "W2 1:1 across 3 nodes, WebSocket publish"),
+                       ("W2_batch", f"W2 1:1 across 3 nodes, API /v1/batch × {batch}")):
+        if baseline and key not in res:
+            continue
+        out += w2_section(res.get(key), f"### {title} ({who})")
+    out += room_section(res.get("W2_room"), f"### W2 room publish without history ({who})")
     w3 = res.get("W3")
-    out += ["### W3 room fan-out", ""]
+    out += [f"### W3 room fan-out ({who})", ""]
     if w3 and w3.get("ok"):
         out += [f"- {num(w3['subscribers'])} subscribers of `feed:bench` ({num(w3['established'])} "
                 f"connected), {w3['messages']} messages at {w3['rate']}/s via the API.",
@@ -161,7 +216,7 @@ def details(res):
     else:
         out += failed(w3) if w3 else ["Not run.", ""]
     w4 = res.get("W4")
-    out += ["### W4 connect storm (HS256 JWT per connection)", ""]
+    out += [f"### W4 connect storm, HS256 JWT per connection ({who})", ""]
     if w4 and w4.get("ok"):
         out += [f"- {num(w4['established'])} of {num(w4['connections'])} established "
                 f"(concurrency {w4['concurrency']}), failures {w4['failures']}, "
@@ -176,6 +231,8 @@ def details(res):
                 f"- Command: `{w4['cmd']}`", ""]
     else:
         out += failed(w4) if w4 else ["Not run.", ""]
+    if baseline:
+        return out
     w5 = res.get("W5")
     out += ["### W5 slow consumers", ""]
     if w5 and w5.get("ok"):
@@ -199,6 +256,8 @@ def details(res):
                 f"- Command: `{w5['with-slow']['cmd']}`", ""]
     else:
         out += failed(w5) if w5 else ["Not run.", ""]
+    if res.get("baseline"):
+        out += details(res["baseline"], baseline=True)
     out += peers_section(res)
     out += METHOD
     return out
@@ -223,7 +282,24 @@ METHOD = ["", "## How the figures are measured", "",
           "scheduled (no coordinated omission). Messages per server CPU-second = delivered ÷ "
           "(gateway + Redis CPU-s). Saturation search: ×1.5 steps, then up to two bisections; a run "
           "passes when achieved ≥ 95 % of the target, nothing lost / failed / unconfirmed, and "
-          "p99 ≤ 50 ms. The figure in the table is taken at the saturation rate.",
+          "p99 ≤ 50 ms. The figure in the table is taken at the saturation rate. The loadgen "
+          "publishes over 4 keep-alive HTTP/1.1 connections per API URL (12 in all), one "
+          "request in flight on each: a rate R needs a mean round trip below 12 ÷ R (0.6 ms "
+          "at 20,000 msg/s), beyond that messages queue in the loadgen and its p99 grows — the "
+          "saturation rate is that of the server and this client together.",
+          "- W2 /v1/batch: `--batch 100` with a linger long enough to fill every request "
+          "(table note); fixed rates only — its p99 holds the batching delay, so there is no "
+          "saturation search. W2 room: `fanout --channel room:bench` with 2 subscribers on "
+          "nodes 2 and 3 and the API of node 1; Redis CPU ÷ published (acked) messages.",
+          "- W1 on a fresh node: one node on its own Redis, nothing served before; RSS 1 s after "
+          "ready and 3 s after N idle connections; (after − before) ÷ N.",
           "- W5: the baseline and the slow run each start a fresh cluster; RSS is the sum over "
-          "the gateways, sampled every 0.25 s.", ""]
+          "the gateways, sampled every 0.25 s.",
+          "- W6: see its section; each backplane (one Redis, Cluster, Cluster with replicas) "
+          "in fresh processes, the same `--run-id`, rate and pairs.",
+          "- Before → after: `--baseline SPEC` (`make bench BENCH_BASELINE=…`: a binary, a git "
+          "revision built by `loadtest/bench/build-baseline.sh`, or none) runs W1, W1 fresh, "
+          "W2 API (with its saturation search), W2 batch, W2 room, W3, W4 and the profile on "
+          "the baseline too, each right after the same workload on the current build; the "
+          "current load generator drives both.", ""]
 

@@ -1,11 +1,13 @@
 """Systems under test for the benchmark runner, all with the same shape (context managers):
 
-    name, protocol (loadgen --protocol), targets ["host:port"…], api ["http://…"…],
-    server_pids (gateway / peer server processes), redis_pid, auth_args (loadgen flags)
+    name, label, protocol (loadgen --protocol), targets ["host:port"…], api ["http://…"…],
+    server_pids (gateway / peer server processes), redis_pids, redis_ports (every
+    redis-server), redis_roles ([{role: single|primary|replica, port, pid}]), auth_args
 
-Ours: deploy/cluster.py (Redis on a free port + N `switchboard serve` nodes on port 0) with
-the benchmark settings. Peers: loadtest/peers/run_peer.py's Peer (the library form of
-run-peer.py <peer> --nodes N --redis-port P) on a Redis the runner starts. Imported by the
+Ours: deploy/cluster.py (one Redis or a Redis Cluster on free ports + N `switchboard serve`
+nodes on port 0) with the benchmark settings; the same class runs the baseline binary.
+Peers: loadtest/peers/run_peer.py's Peer (the library form of run-peer.py <peer> --nodes N
+--redis-port P) on a Redis the runner starts. Imported by the
 workload modules.
 """
 
@@ -30,12 +32,19 @@ RUN_PEER = os.path.join(ROOT, "loadtest", "peers", "run_peer.py")
 
 
 class Ours:
-    def __init__(self, binary, nodes=3, extra_args=()):
+    """Switchboard nodes from deploy/cluster.py. redis: "single" (one redis-server) or
+    "cluster" (a Redis Cluster of 3 primaries × `redis_replicas`). `name` / `label` tell the
+    current build from the baseline binary in file names and the report."""
+
+    def __init__(self, binary, nodes=3, extra_args=(), redis="single", redis_replicas=0,
+                 name="switchboard", label="Switchboard"):
         self.binary = binary
         self.nodes = nodes
         self.extra_args = list(extra_args)
-        self.name = "switchboard"
-        self.label = "Switchboard"
+        self.redis_mode = redis
+        self.redis_replicas = redis_replicas
+        self.name = name
+        self.label = label
         self.protocol = "switchboard"
         self.auth_args = ["--api-key", DEV_API_KEY, "--jwt-secret", DEV_SECRET]
         self.cluster = None
@@ -45,14 +54,24 @@ class Ours:
         self.cluster = Cluster(binary=self.binary, nodes=self.nodes,
                                args=GATEWAY_ARGS + self.extra_args,
                                env={"SWITCHBOARD_JWT_SECRET": DEV_SECRET,
-                                    "SWITCHBOARD_API_KEY": DEV_API_KEY})
+                                    "SWITCHBOARD_API_KEY": DEV_API_KEY},
+                               redis=self.redis_mode, redis_replicas=self.redis_replicas)
         self.cluster.start()
         c = self.cluster
         self.targets = [n.public for n in c.nodes]
         self.api = [n.api_url for n in c.nodes]
         self.server_pids = [n.pid for n in c.nodes]
-        self.redis_pid = c.redis_pid
-        self.redis_port = c.redis_port
+        self.redis_pids = c.redis_pids
+        self.redis_ports = c.redis_ports
+        if c.redis_cluster:
+            self.redis_roles = (
+                [{"role": "primary", "port": p, "pid": pid}
+                 for p, pid in zip(c.redis_primary_ports, c.redis_primary_pids)]
+                + [{"role": "replica", "port": p, "pid": pid}
+                   for p, pid in zip(c.redis_replica_ports, c.redis_replica_pids)])
+        else:
+            self.redis_roles = [{"role": "single", "port": p, "pid": pid}
+                                for p, pid in zip(self.redis_ports, self.redis_pids)]
         return self
 
     def alive(self):
@@ -69,8 +88,10 @@ class Ours:
         return total
 
     def describe(self):
-        return {"name": self.name, "nodes": self.nodes,
-                "args": GATEWAY_ARGS + self.extra_args, "targets": self.targets}
+        return {"name": self.name, "binary": self.binary, "nodes": self.nodes,
+                "args": GATEWAY_ARGS + self.extra_args, "targets": self.targets,
+                "redis": self.redis_mode, "redis_url": self.cluster.redis_url,
+                "redis_roles": self.redis_roles}
 
     def __exit__(self, *exc):
         if self.cluster:
@@ -118,8 +139,9 @@ class Peer:
         self.targets = list(self.cluster.targets)
         self.api = list(self.cluster.api)
         self.server_pids = list(self.cluster.pids)
-        self.redis_pid = self.redis.pid
-        self.redis_port = self.redis.port
+        self.redis_pids = [self.redis.pid]
+        self.redis_ports = [self.redis.port]
+        self.redis_roles = [{"role": "single", "port": self.redis.port, "pid": self.redis.pid}]
         self.auth_args = []
         pusher = self.info.get("pusher") or {}
         if self.protocol == "pusher":

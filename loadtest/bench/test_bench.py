@@ -2,8 +2,8 @@
 """Unit tests of the benchmark runner's analysis and report (no cluster, no load):
 /proc readers on this process, the W1 slope and per-socket kernel division, the W2
 pass/fail verdict and efficiency pick, and BENCHMARKS.md rendering of a synthetic run
-(met / not met / failed / skipped peer).  Run: python3 loadtest/bench/test_bench.py
-(make bench-selftest).
+(met / not met / failed / skipped peer), plus test_hotpath.py's tests.  Run:
+python3 loadtest/bench/test_bench.py (make bench-selftest).
 """
 
 import os
@@ -17,6 +17,8 @@ import direct  # noqa: E402
 import idle  # noqa: E402
 import procstat  # noqa: E402
 import report  # noqa: E402
+# The newer modules' tests (hot path, W6, perf, baseline) run with these.
+from test_hotpath import Baseline, HotPath, Perf, Render as RenderAll, W6  # noqa: E402,F401
 
 KIB = 1024
 
