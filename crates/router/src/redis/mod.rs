@@ -169,6 +169,11 @@ struct Inner {
     heartbeats: AtomicU64,
     /// When the last heartbeat renewed the lease ([`Inner::mono_ms`]).
     last_beat_ms: AtomicI64,
+    /// Since when every heartbeat succeeded ([`Inner::mono_ms`]; -1: the last one
+    /// failed). The reaper waits for a whole lease of them: after the lease shard was
+    /// unreachable (a failover, an outage) every live node's deadline has passed, and
+    /// each must get the chance to renew before anyone is reaped.
+    leases_ok_since_ms: AtomicI64,
     /// The lease lapsed without a heartbeat: this node gave up its users' channels (as
     /// far as the cluster knows, it holds nobody) until a heartbeat succeeds again.
     fenced: AtomicBool,
@@ -210,6 +215,7 @@ impl RedisRouter {
                 stopped: CancellationToken::new(),
                 heartbeats: AtomicU64::new(0),
                 last_beat_ms: AtomicI64::new(0),
+                leases_ok_since_ms: AtomicI64::new(-1),
                 fenced: AtomicBool::new(false),
                 clock_offset_ms: AtomicI64::new(i64::MIN),
                 clock_base: std::time::Instant::now(),

@@ -5,6 +5,7 @@
 //! slot-local step at a time. A claim has its own deadline: if the reaper dies half-way,
 //! another one claims the node again and finishes (every step is idempotent).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +28,23 @@ pub(super) fn spawn(inner: Arc<Inner>) {
                 _ = inner.stopped.cancelled() => return,
             }
             inner.check_lease();
+            if !leases_settled(&inner) {
+                continue;
+            }
             if let Err(e) = reap(&inner, None).await {
                 tracing::debug!(error = %e, "reap failed");
             }
         }
     });
+}
+
+/// Whether this node's heartbeats have succeeded for a whole lease: only then may it
+/// reap. After the lease shard was unreachable — failing over, frozen — every node's
+/// deadline may have passed while none could renew it; reaping at once would remove
+/// every live node (their users would go offline, with synthetic disconnects).
+fn leases_settled(inner: &Inner) -> bool {
+    let since = inner.leases_ok_since_ms.load(Ordering::SeqCst);
+    since >= 0 && inner.mono_ms() - since >= inner.settings.lease.as_millis() as i64
 }
 
 /// At startup, before anything registers: removes what a previous process under this

@@ -302,7 +302,19 @@ impl Registry for RedisRouter {
                 u8::from(status.draining),
                 inner.since_ms
             ));
-        let v = inner.call(cmd).await?;
+        let v = match inner.call(cmd).await {
+            Ok(v) => v,
+            Err(e) => {
+                inner.leases_ok_since_ms.store(-1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        let _ = inner.leases_ok_since_ms.compare_exchange(
+            -1,
+            sent_ms,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
         let rtt = inner.mono_ms() - sent_ms;
         let parts = v.into_array();
         let added = parts.first().map(value_u64) == Some(1);
