@@ -21,28 +21,32 @@ async fn a_reaped_node_keeps_delivering_and_registers_again() {
     expect_message(&mut frank, "user:frank", support::WAIT).await;
 
     // The lease lapses (what a freeze longer than the lease leaves behind): the node's
-    // own reaper removes its entries — within a probe interval once the reaper has seen a
+    // own reaper removes its entries within a probe interval — once the reaper has seen a
     // whole lease of successful heartbeats (a reaper waits that long after it starts or
     // after the lease shard was unreachable, so that no live node is reaped for a
-    // deadline it could not renew).
-    let lapsed = redis_cmd(
-        redis.port,
-        &["ZADD", "sb:{nodes}", "XX", "1", &node.node_id],
-    )
-    .expect("ZADD");
-    assert_eq!(lapsed, Resp::Int(0), "the node was in the live set");
+    // deadline it could not renew). The node's next heartbeat renews the deadline, so it
+    // is lapsed again on every try until the reaper got it.
     let mut published = 1;
     poll(
-        Duration::from_secs(7),
+        Duration::from_secs(8),
         "the registry loses frank (reaped)",
         || {
             published += 1;
             let n = published;
             let api = &api;
             let node = &node;
+            let port = redis.port;
             async move {
+                let lapsed = redis_cmd(port, &["ZADD", "sb:{nodes}", "XX", "1", &node.node_id])
+                    .expect("ZADD");
+                assert_eq!(
+                    lapsed,
+                    Resp::Int(0),
+                    "the node was in (or back in) the live set"
+                );
                 let (status, body, _) = publish(api, "user:frank", json!({"n": n})).await;
                 assert_eq!(status, 200, "{body}");
+                tokio::time::sleep(PROBE).await;
                 let (status, user) = node.api("GET", "/v1/users/frank", None).await;
                 assert_eq!(status, 200, "{user}");
                 if user["online"] == false {
