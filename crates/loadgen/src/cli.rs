@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use crate::pace::Timer;
+
 /// Load generator for Switchboard and its peers (Socket.IO, plain ws, Pusher/Sockudo).
 #[derive(Parser, Clone, Debug, Serialize, Deserialize)]
 #[command(name = "switchboard-loadgen", version, about, propagate_version = true)]
@@ -122,6 +124,10 @@ pub struct Common {
     /// No progress lines on stderr.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// How sends wait for their scheduled time: precise (a pacer thread, µs), or for
+    /// comparison spin (tokio workers busy-wait the last 2.5 ms) and tokio (1 ms timer).
+    #[arg(long, value_enum, default_value = "precise", global = true)]
+    pub timer: Timer,
     /// Check: at most N messages lost (exit 1 beyond).
     #[arg(long, global = true)]
     pub max_lost: Option<u64>,

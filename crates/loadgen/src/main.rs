@@ -16,6 +16,7 @@
 //! - `api`      — HTTP/1.1 keep-alive publishing clients (a few connections per URL).
 //! - `stats`    — counters, close codes, histograms, timeline; the per-process `Partial`.
 //! - `report`   — merges partials into the result JSON, the summary and the checks.
+//! - `pace`     — send scheduling with µs precision (the pacer thread).
 //! - `payload`  — the message payload and the clock; `token` — client JWTs.
 
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ mod api;
 mod cli;
 mod conn;
 mod modes;
+mod pace;
 mod payload;
 mod proto;
 mod report;

@@ -23,7 +23,7 @@ use crate::proto::{ApiAuth, Pos};
 use crate::report::{self, RunInfo};
 use crate::stats::{Partial, Stats};
 use crate::token::Minter;
-use crate::{addr, modes, workers};
+use crate::{addr, modes, pace, workers};
 
 /// Most connections one process gets when `--processes` is not given.
 pub const CONNS_PER_PROCESS: u64 = 15_000;
@@ -141,6 +141,11 @@ impl Ctx {
             timeout: self.timeout,
         })
         .await
+    }
+
+    /// Sleeps until the unix time `at_us` with the run's `--timer`; false when stopped first.
+    pub async fn sleep_until(&self, at_us: u64) -> bool {
+        pace::sleep_until_unix(at_us, self.common.timer, &self.stop).await
     }
 
     /// This process's slice of `0..n`.

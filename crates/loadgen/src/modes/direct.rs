@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bits::Bits;
 use super::session::{self, Peer, Reconnect, Spec};
-use super::{close_all, publish, sleep_until_unix, Setup};
+use super::{close_all, publish, Setup};
 use crate::cli::{DirectArgs, Via};
 use crate::conn::{self, new_writer, Control, Writer};
 use crate::payload::{self, now_us};
@@ -325,7 +325,7 @@ async fn sender_loop(
     let mut last = 0;
     'messages: for q in 0..st.count(g) {
         let at = st.at(t0, a.rate, g, q);
-        if !sleep_until_unix(at, &ctx.stop).await {
+        if !ctx.sleep_until(at).await {
             break;
         }
         let body =

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bits::Bits;
 use super::session::{self, Peer, Reconnect, Spec};
-use super::{close_all, publish, sleep_until_unix, Setup};
+use super::{close_all, publish, Setup};
 use crate::cli::{FanoutArgs, Via};
 use crate::conn::{self, new_writer, Control, Ended, Writer};
 use crate::payload::{self, now_us};
@@ -224,7 +224,7 @@ pub async fn run(ctx: Arc<Ctx>, mut ctl: Ctl, a: &FanoutArgs) -> Partial {
             send_end = publish_all(&ctx, &st, &channel, publisher.take(), t0, a).await;
         }
         let end = t0 + (a.messages as f64 * 1e6 / a.rate) as u64;
-        sleep_until_unix(end, &ctx.stop).await;
+        ctx.sleep_until(end).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(a.settle_seconds);
         let done = |st: &FanState| {
             st.counts
@@ -270,7 +270,7 @@ async fn publish_all(
     let mut last = t0;
     for m in 0..a.messages {
         let at = t0 + (m as f64 * 1e6 / a.rate) as u64;
-        if !sleep_until_unix(at, &ctx.stop).await {
+        if !ctx.sleep_until(at).await {
             break;
         }
         let body = payload::build(0, m, at, a.payload_bytes);
