@@ -60,11 +60,11 @@ struct Subscriber {
 }
 
 impl Peer for Subscriber {
-    fn on_text(&mut self, text: &[u8]) -> Control {
+    fn on_text(&mut self, text: &[u8], recv_us: u64) -> Control {
         let Incoming::Delivery { payload, .. } = switchboard::classify(text) else {
             return Control::Continue;
         };
-        let lat = now_us().saturating_sub(payload.t);
+        let lat = recv_us.saturating_sub(payload.t);
         let s = &self.st.stats;
         s.latency.record(lat);
         let q = payload.q;
@@ -111,7 +111,7 @@ struct Publisher {
 }
 
 impl Peer for Publisher {
-    fn on_text(&mut self, text: &[u8]) -> Control {
+    fn on_text(&mut self, text: &[u8], _: u64) -> Control {
         match switchboard::classify(text) {
             Incoming::Reply { id, ok: true } => self.st.ack(id),
             Incoming::Reply { ok: false, .. } => {
@@ -273,6 +273,7 @@ async fn publish_all(
         if !ctx.sleep_until(at).await {
             break;
         }
+        ctx.stats.send_started(at);
         let body = payload::build(0, m, at, a.payload_bytes);
         match (&publisher, &ctx.api) {
             (Some((w, _)), _) => {
@@ -315,7 +316,7 @@ async fn slow_subscriber(ctx: &Ctx, idx: u64, i: u64, channel: &str) -> Option<P
     let frame = switchboard::subscribe(SUB_ID, channel);
     conn::send(&writer, frame.into_bytes()).await.ok()?;
     let mut ok = false;
-    let ended = conn::read_loop(&mut o.read, &writer, |t| match subscribe_answer(t) {
+    let ended = conn::read_loop(&mut o.read, &writer, |t, _| match subscribe_answer(t) {
         Some(r) => {
             ok = r.is_ok();
             Control::Stop

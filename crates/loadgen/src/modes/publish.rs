@@ -73,6 +73,7 @@ pub async fn direct(
                 break;
             }
             msgs.next();
+            ctx.stats.send_started(at);
             let u = (((g % k) + 1) % api.len() as u64) as usize;
             let user = ctx.user("r", g);
             let body = payload::build(g, q, at, a.payload_bytes);
