@@ -158,6 +158,8 @@ pub enum Command {
     Direct(DirectArgs),
     /// N subscribers of one channel; M messages published to it.
     Fanout(FanoutArgs),
+    /// This tool's measurement floor here: scheduling error, loopback round trip, CPU.
+    Selftest(SelftestArgs),
     /// Internal: a worker process (reads its job from stdin).
     #[command(hide = true)]
     Worker,
@@ -258,6 +260,28 @@ pub struct FanoutArgs {
     /// Connection attempts in flight at once during setup.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+}
+
+#[derive(Args, Clone, Debug, Serialize, Deserialize)]
+pub struct SelftestArgs {
+    /// Rates of the scheduling test, msg/s (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000", value_parser = parse_rate)]
+    pub rates: Vec<f64>,
+    /// Seconds of the scheduling test per rate.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Schedule loops running at once (`direct --via ws` runs one per pair).
+    #[arg(long, default_value_t = 100)]
+    pub tasks: u64,
+    /// Rate of the loopback round trips, msg/s.
+    #[arg(long, default_value = "2000", value_parser = parse_rate)]
+    pub rtt_rate: f64,
+    /// Sender → recipient pairs of the loopback round trips.
+    #[arg(long, default_value_t = 20)]
+    pub rtt_pairs: u64,
+    /// Seconds of each loopback round trip run (ws, then api).
+    #[arg(long, default_value_t = 3.0)]
+    pub rtt_seconds: f64,
 }
 
 /// Parses "R" or "R/s" into a non-negative rate.

@@ -17,6 +17,7 @@
 //! - `stats`    — counters, close codes, histograms, timeline; the per-process `Partial`.
 //! - `report`   — merges partials into the result JSON, the summary and the checks.
 //! - `pace`     — send scheduling with µs precision (the pacer thread).
+//! - `selftest` — the tool's own floor: scheduling error, loopback round trips, CPU.
 //! - `payload`  — the message payload and the clock; `token` — client JWTs.
 
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ mod payload;
 mod proto;
 mod report;
 mod run;
+mod selftest;
 mod stats;
 mod token;
 mod workers;
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     match cli.command {
         cli::Command::Worker => workers::worker_main(),
+        cli::Command::Selftest(_) => selftest::main(cli),
         _ => run::main(cli),
     }
 }

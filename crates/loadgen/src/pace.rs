@@ -20,7 +20,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -54,6 +54,16 @@ pub enum Timer {
     Spin,
     /// tokio's timer alone: 1 ms granularity (how the load generator worked before).
     Tokio,
+}
+
+impl Timer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Timer::Precise => "precise",
+            Timer::Spin => "spin",
+            Timer::Tokio => "tokio",
+        }
+    }
 }
 
 /// Sleeps until the unix time `at_us` (µs); false when `stop` came first. Never returns
@@ -99,6 +109,10 @@ struct Shared {
     cv: Condvar,
     /// Set with the signal, so a spinning pacer notices it too.
     earlier: AtomicBool,
+    /// The pacer thread's id (0 until it started): the self-test reads its CPU time.
+    tid: AtomicU32,
+    /// The timer slack the pacer thread runs with, ns (0 until known).
+    slack_ns: AtomicU32,
 }
 
 #[derive(Default)]
@@ -149,6 +163,8 @@ impl Pacer {
             queue: Mutex::new(Queue::default()),
             cv: Condvar::new(),
             earlier: AtomicBool::new(false),
+            tid: AtomicU32::new(0),
+            slack_ns: AtomicU32::new(0),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -165,6 +181,16 @@ impl Pacer {
             at: deadline.checked_sub(LEAD).unwrap_or(deadline),
             slot: None,
         }
+    }
+
+    /// The pacer thread's id, once it runs.
+    pub fn tid(&self) -> Option<u32> {
+        Some(self.shared.tid.load(Relaxed)).filter(|t| *t != 0)
+    }
+
+    /// The timer slack of the pacer thread, ns (`None` until it is known).
+    pub fn slack_ns(&self) -> Option<u32> {
+        Some(self.shared.slack_ns.load(Relaxed)).filter(|t| *t != 0)
     }
 }
 
@@ -228,7 +254,8 @@ impl Drop for PacedSleep<'_> {
 
 /// The pacer thread: sleep, spin, wake what is due; forever (it dies with the process).
 fn run(sh: &Shared) {
-    lower_timer_slack();
+    sh.tid.store(thread_id().unwrap_or(0), Relaxed);
+    sh.slack_ns.store(lower_timer_slack(), Relaxed);
     let mut due: Vec<Arc<Mutex<Slot>>> = Vec::new();
     // Woke tasks since the last sleep: the next wait blocks at least briefly (below).
     let mut woke = false;
@@ -286,7 +313,7 @@ fn run(sh: &Shared) {
 }
 
 /// This thread's id, from the `/proc/thread-self` link (`<pid>/task/<tid>`).
-fn thread_id() -> Option<u32> {
+pub fn thread_id() -> Option<u32> {
     let link = std::fs::read_link("/proc/thread-self").ok()?;
     link.file_name()?.to_str()?.parse().ok()
 }
