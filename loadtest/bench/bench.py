@@ -26,6 +26,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import direct  # noqa: E402
+import floor  # noqa: E402
 import idle  # noqa: E402
 import peers  # noqa: E402
 import procs  # noqa: E402
@@ -68,7 +69,7 @@ QUICK = {
 # W5 payloads are 4 KiB: on loopback the kernel lets a non-reading socket's send buffer grow
 # to a few MiB (MSS 64 KiB), which has to fill before the gateway's own queue (1024 frames /
 # 4 MiB) does; 512 B × 1500 messages never reached it.
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "peers"]
+WORKLOADS = ["floor", "W1", "W2", "W3", "W4", "W5", "peers"]
 ALL_PEERS = ["socketio", "ws", "sockudo"]
 
 
@@ -130,7 +131,7 @@ def main():
                     default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
                     help="smaller sizes, ≈ 3 minutes (also BENCH_QUICK=1)")
     ap.add_argument("--only", default=",".join(WORKLOADS),
-                    help="comma list of W1,W2,W3,W4,W5,peers (default: all)")
+                    help="comma list of floor,W1,W2,W3,W4,W5,peers (default: all)")
     ap.add_argument("--peers", default=os.environ.get("BENCH_PEERS", ",".join(ALL_PEERS)),
                     help="comma list of socketio,ws,sockudo, or none")
     ap.add_argument("--gateway", default=os.path.join(ROOT, "target/release/switchboard"))
@@ -210,6 +211,8 @@ def main():
 
     interrupted = None
     try:
+        if "floor" in only:  # the load generator's own floor, on a box without a cluster
+            guarded("floor", lambda: floor.run(ctx))
         if "W1" in only:
             guarded("W1", w1)
         if "W2" in only:

@@ -8,6 +8,7 @@ import json
 import sys
 
 import direct
+import floor
 
 KIB = 1024.0
 
@@ -192,6 +193,7 @@ def render(res):
         "",
         "## Targets", "", summary_table(res), "",
     ]
+    out += floor.section(res.get("floor"))
     out += d.details(res)
     return "\n".join(out) + "\n"
 
