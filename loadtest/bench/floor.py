@@ -42,10 +42,10 @@ def section(fl):
     out += [f"`switchboard-loadgen selftest` on this box before the workloads (timer "
             f"`{r['timer']}`" + (f", pacer timer slack {slack} ns" if slack else "") +
             f", {r['duration_s']:.0f} s). Every latency above includes this floor; the "
-            "`direct` results also report their own `send_lag_us`. The p50 is the tool; "
-            "p99 and beyond mostly follow what else this box runs at the time.", "",
-            "| scheduling at | p50 | p99 | p99.9 | max | early | loadgen CPU µs/msg (% of a core) |",
-            "|---|---|---|---|---|---|---|"]
+            "`direct` results also report their own `send_lag_us`. The medians are the "
+            "tool's own; p99 and beyond mostly follow what else this box runs at the time.",
+            "", "| scheduling at | p50 | p99 | p99.9 | max | early | "
+            "loadgen CPU µs/msg (% of a core) |", "|---|---|---|---|---|---|---|"]
     for s in r.get("schedule", []):
         e = s["error_us"]
         out.append(f"| {s['rate']:,.0f}/s | {_us(e['p50'])} | {_us(e['p99'])} | "
