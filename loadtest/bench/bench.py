@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import baseline  # noqa: E402
 import direct  # noqa: E402
-import floor_hook  # noqa: E402
+import floor  # noqa: E402
 import hotpath  # noqa: E402
 import idle  # noqa: E402
 import peers  # noqa: E402
@@ -241,7 +241,7 @@ def main():
     interrupted = None
     try:
         if "floor" in only:  # the load generator's own floor, before any cluster runs
-            guarded("floor", lambda: floor_hook.run(ctx))
+            guarded("floor", lambda: floor.run(ctx))
         both("W1", w1)
         both("W1_fresh", w1_fresh)
         both("W2_api", w2("api", "w2"))

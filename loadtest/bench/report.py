@@ -1,6 +1,6 @@
 """BENCHMARKS.md from the runner's results dict (see bench.py): header (date, git revision,
 machine, command, baseline), the hot-path figures before → after (hotpath.py), the other
-figure | target | measured | met? rows (with W6's), the measurement floor (floor_hook.py),
+figure | target | measured | met? rows (with W6's), the measurement floor (floor.py),
 W6 (w6.py), the profiles (perfprof.py), per-workload details of both builds, the
 side-by-side table with the peers, and how each figure is measured. Used by bench.py;
 `python3 loadtest/bench/report.py target/bench/latest/results.json [BENCHMARKS.md]` re-renders a
@@ -11,7 +11,7 @@ import json
 import sys
 
 import direct
-import floor_hook
+import floor
 import hotpath
 import perfprof
 import w6
@@ -183,7 +183,7 @@ def render(res):
     out += ["## Other targets (the original benchmark plan)", "",
             "Where a figure is also in the hot-path table above, that table's target is the "
             "newer one.", "", summary_table(res), ""]
-    out += floor_hook.section(res.get("floor"))
+    out += floor.section(res.get("floor"))
     if "W6" in res or "W6" in m.get("only", []):
         out += w6.section(res.get("W6"))
     if "profiles" in res:

@@ -137,7 +137,22 @@ def synthetic():
                                  "loadavg_at_start": "0"}},
             "W1": w1, "W2_api": api, "W2_ws": ws,
             "W2_batch": {"ok": False, "error": "RuntimeError: boom", "trace": "tb"},
-            "peer_sockudo": {"ok": True, "skipped": "could not start: not built"}}
+            "peer_sockudo": {"ok": True, "skipped": "could not start: not built"},
+            "floor": {"ok": True, "cmd": "switchboard-loadgen selftest", "rc": 0,
+                      "result": floor_result()}}
+
+
+def floor_result():
+    stat = {"p50": 12, "p90": 30, "p99": 80, "p999": 1500, "max": 23456, "mean": 15.0,
+            "count": 3000}
+    return {"mode": "selftest", "timer": "precise", "pacer_slack_ns": 1, "duration_s": 16.2,
+            "schedule": [{"rate": 1000.0, "tasks": 100, "seconds": 3.0, "error_us": stat,
+                          "early": 0, "cpu_us_per_msg": 60.0, "cpu_pct": 6.0,
+                          "pacer_cpu_pct": 3.0}],
+            "round_trip": [{"via": "ws", "rate": 2000.0, "pairs": 20, "seconds": 3.0,
+                            "latency_us": stat, "send_lag_us": stat, "cpu_us_per_msg": 70.0,
+                            "reflector_cpu_us_per_msg": 20.0}],
+            "checks": [{"name": "schedule_early", "limit": 0, "value": 0, "ok": True}]}
 
 
 class Report(unittest.TestCase):
@@ -161,6 +176,9 @@ class Report(unittest.TestCase):
         self.assertIn("| figure | target | measured | met? |", text)
         self.assertIn("sockudo: **skipped** — could not start: not built", text)
         self.assertIn("**Failed:** RuntimeError: boom", text)
+        self.assertIn("## Measurement floor (the load generator itself)", text)
+        self.assertIn("| 1,000/s | 12 µs | 80 µs | 1.5 ms | 23 ms | 0 | 60.0 (6.0 %) |", text)
+        self.assertIn("| via ws, 2,000 msg/s, 20 pairs | 12 µs | 80 µs |", text)
 
 
 if __name__ == "__main__":

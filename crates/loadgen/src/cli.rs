@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use crate::pace::Timer;
+
 /// Load generator for Switchboard and its peers (Socket.IO, plain ws, Pusher/Sockudo).
 #[derive(Parser, Clone, Debug, Serialize, Deserialize)]
 #[command(name = "switchboard-loadgen", version, about, propagate_version = true)]
@@ -122,6 +124,10 @@ pub struct Common {
     /// No progress lines on stderr.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// How sends wait for their scheduled time: precise (a pacer thread, µs), or for
+    /// comparison spin (tokio workers busy-wait the last 2.5 ms) and tokio (1 ms timer).
+    #[arg(long, value_enum, default_value = "precise", global = true)]
+    pub timer: Timer,
     /// Check: at most N messages lost (exit 1 beyond).
     #[arg(long, global = true)]
     pub max_lost: Option<u64>,
@@ -152,6 +158,8 @@ pub enum Command {
     Direct(DirectArgs),
     /// N subscribers of one channel; M messages published to it.
     Fanout(FanoutArgs),
+    /// This tool's measurement floor here: scheduling error, loopback round trip, CPU.
+    Selftest(SelftestArgs),
     /// Internal: a worker process (reads its job from stdin).
     #[command(hide = true)]
     Worker,
@@ -252,6 +260,28 @@ pub struct FanoutArgs {
     /// Connection attempts in flight at once during setup.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+}
+
+#[derive(Args, Clone, Debug, Serialize, Deserialize)]
+pub struct SelftestArgs {
+    /// Rates of the scheduling test, msg/s (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000", value_parser = parse_rate)]
+    pub rates: Vec<f64>,
+    /// Seconds of the scheduling test per rate.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Schedule loops running at once (`direct --via ws` runs one per pair).
+    #[arg(long, default_value_t = 100)]
+    pub tasks: u64,
+    /// Rate of the loopback round trips, msg/s.
+    #[arg(long, default_value = "2000", value_parser = parse_rate)]
+    pub rtt_rate: f64,
+    /// Sender → recipient pairs of the loopback round trips.
+    #[arg(long, default_value_t = 20)]
+    pub rtt_pairs: u64,
+    /// Seconds of each loopback round trip run (ws, then api).
+    #[arg(long, default_value_t = 3.0)]
+    pub rtt_seconds: f64,
 }
 
 /// Parses "R" or "R/s" into a non-negative rate.

@@ -24,6 +24,7 @@ use tokio::net::TcpSocket;
 
 pub use crate::addr::Endpoint;
 use crate::cli::Protocol;
+use crate::payload::now_us;
 use crate::proto::{Established, Step, Upgrade};
 
 pub type WsRead = FragmentCollectorRead<Prefixed<OwnedReadHalf>>;
@@ -286,11 +287,12 @@ impl Ended {
 }
 
 /// Reads until the connection ends (or the handler stops), answering pings and echoing the
-/// server's close frame.
+/// server's close frame. The handler gets each text frame with the time it was read (unix
+/// µs, taken as soon as the frame is complete, before any parsing).
 pub async fn read_loop(
     read: &mut WsRead,
     writer: &Writer,
-    mut on_text: impl FnMut(&[u8]) -> Control,
+    mut on_text: impl FnMut(&[u8], u64) -> Control,
 ) -> Ended {
     loop {
         let frame = match read.read_frame(&mut no_obligations).await {
@@ -304,7 +306,7 @@ pub async fn read_loop(
             }
         };
         match frame.opcode {
-            OpCode::Text | OpCode::Binary => match on_text(&frame.payload) {
+            OpCode::Text | OpCode::Binary => match on_text(&frame.payload, now_us()) {
                 Control::Continue => {}
                 Control::Answer(text) => {
                     let _ = send(writer, text.as_bytes().to_vec()).await;

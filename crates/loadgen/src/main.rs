@@ -16,6 +16,8 @@
 //! - `api`      — HTTP/1.1 keep-alive publishing clients (a few connections per URL).
 //! - `stats`    — counters, close codes, histograms, timeline; the per-process `Partial`.
 //! - `report`   — merges partials into the result JSON, the summary and the checks.
+//! - `pace`     — send scheduling with µs precision (the pacer thread).
+//! - `selftest` — the tool's own floor: scheduling error, loopback round trips, CPU.
 //! - `payload`  — the message payload and the clock; `token` — client JWTs.
 
 use std::process::ExitCode;
@@ -27,10 +29,12 @@ mod api;
 mod cli;
 mod conn;
 mod modes;
+mod pace;
 mod payload;
 mod proto;
 mod report;
 mod run;
+mod selftest;
 mod stats;
 mod token;
 mod workers;
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     match cli.command {
         cli::Command::Worker => workers::worker_main(),
+        cli::Command::Selftest(_) => selftest::main(cli),
         _ => run::main(cli),
     }
 }

@@ -79,6 +79,9 @@ pub struct Report {
     pub messages: Option<Messages>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<Stat>,
+    /// Send start − scheduled time (the tool's own lateness, part of `latency_us`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_lag_us: Option<Stat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fanout: Option<Fanout>,
     pub closes: BTreeMap<String, u64>,
@@ -104,6 +107,7 @@ fn round2(x: f64) -> f64 {
 pub fn merge(info: &RunInfo, parts: &[Partial], common: &Common) -> Result<Report, String> {
     let mut handshake = new_hist();
     let mut latency = new_hist();
+    let mut send_lag = new_hist();
     let mut failures = BTreeMap::new();
     let mut closes = BTreeMap::new();
     let mut m = Messages::default();
@@ -118,6 +122,9 @@ pub fn merge(info: &RunInfo, parts: &[Partial], common: &Common) -> Result<Repor
             .map_err(|e| format!("{e:?}"))?;
         latency
             .add(decode(&p.latency)?)
+            .map_err(|e| format!("{e:?}"))?;
+        send_lag
+            .add(decode(&p.send_lag)?)
             .map_err(|e| format!("{e:?}"))?;
         add_map(&mut failures, &p.failures);
         add_map(&mut closes, &p.closes);
@@ -196,6 +203,7 @@ pub fn merge(info: &RunInfo, parts: &[Partial], common: &Common) -> Result<Repor
             handshake_us: Stat::of(&handshake),
         },
         latency_us: messages.as_ref().map(|_| Stat::of(&latency)),
+        send_lag_us: messages.as_ref().map(|_| Stat::of(&send_lag)),
         messages,
         fanout,
         closes,
@@ -349,6 +357,9 @@ impl Report {
         }
         if let Some(l) = &self.latency_us {
             let _ = writeln!(s, "latency_us: {}", stat(l));
+        }
+        if let Some(l) = &self.send_lag_us {
+            let _ = writeln!(s, "send_lag_us: {}", stat(l));
         }
         if let Some(f) = &self.fanout {
             let _ = writeln!(

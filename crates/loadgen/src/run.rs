@@ -23,7 +23,7 @@ use crate::proto::{ApiAuth, Pos};
 use crate::report::{self, RunInfo};
 use crate::stats::{Partial, Stats};
 use crate::token::Minter;
-use crate::{addr, modes, workers};
+use crate::{addr, modes, pace, workers};
 
 /// Most connections one process gets when `--processes` is not given.
 pub const CONNS_PER_PROCESS: u64 = 15_000;
@@ -143,6 +143,11 @@ impl Ctx {
         .await
     }
 
+    /// Sleeps until the unix time `at_us` with the run's `--timer`; false when stopped first.
+    pub async fn sleep_until(&self, at_us: u64) -> bool {
+        pace::sleep_until_unix(at_us, self.common.timer, &self.stop).await
+    }
+
     /// This process's slice of `0..n`.
     pub fn shard_range(&self, n: u64) -> Range<u64> {
         shard_range(n, self.shard, self.processes)
@@ -173,7 +178,7 @@ pub fn total_connections(cmd: &Command) -> u64 {
         Command::Storm(a) => a.connections,
         Command::Direct(a) => a.pairs * if a.via == Via::Ws { 2 } else { 1 },
         Command::Fanout(a) => a.subscribers + a.slow + u64::from(a.via == Via::Ws),
-        Command::Worker => 0,
+        Command::Selftest(_) | Command::Worker => 0,
     }
 }
 
@@ -181,6 +186,15 @@ pub fn total_connections(cmd: &Command) -> u64 {
 pub fn validate(cli: &Cli) -> Vec<String> {
     let c = &cli.common;
     let mut errs = Vec::new();
+    if let Command::Selftest(a) = &cli.command {
+        if a.rates.iter().any(|r| *r <= 0.0) || a.rtt_rate <= 0.0 || a.rtt_pairs == 0 {
+            errs.push("selftest needs rates and --rtt-pairs > 0".into());
+        }
+        if a.tasks == 0 || a.seconds <= 0.0 || a.rtt_seconds <= 0.0 {
+            errs.push("selftest needs --tasks, --seconds and --rtt-seconds > 0".into());
+        }
+        return errs;
+    }
     if c.targets.is_empty() {
         errs.push("--targets is required".to_owned());
     }
@@ -216,7 +230,7 @@ pub fn validate(cli: &Cli) -> Vec<String> {
             }
             a.via == Via::Api
         }
-        Command::Idle(_) | Command::Storm(_) | Command::Worker => false,
+        Command::Idle(_) | Command::Storm(_) | Command::Selftest(_) | Command::Worker => false,
     };
     if needs_api {
         if c.api.is_empty() {
@@ -329,7 +343,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Command::Storm(_) => ("storm", None),
         Command::Direct(a) => ("direct", Some(a.rate)),
         Command::Fanout(a) => ("fanout", Some(a.rate)),
-        Command::Worker => ("worker", None),
+        Command::Selftest(_) | Command::Worker => ("worker", None),
     };
     let info = RunInfo {
         mode,
@@ -405,7 +419,7 @@ pub async fn run_shard(job: Job, ctl: Ctl) -> Result<Partial, String> {
         Command::Storm(a) => modes::idle::run_storm(ctx.clone(), ctl, a).await,
         Command::Direct(a) => modes::direct::run(ctx.clone(), ctl, a).await,
         Command::Fanout(a) => modes::fanout::run(ctx.clone(), ctl, a).await,
-        Command::Worker => return Err("worker is not a mode".into()),
+        Command::Selftest(_) | Command::Worker => return Err("not a load mode".into()),
     };
     progress.abort();
     timeline_stop.cancel();

@@ -162,6 +162,9 @@ pub struct Stats {
     failures: Mutex<BTreeMap<String, u64>>,
     closes: Mutex<BTreeMap<String, u64>>,
     pub latency: Histo,
+    /// Send start − scheduled time, µs: the load generator's own lateness (a late message is
+    /// still timed from its schedule, so this is already inside `latency`).
+    pub send_lag: Histo,
     pub handshake: Histo,
     timeline: Mutex<Vec<Point>>,
 }
@@ -174,6 +177,11 @@ fn bump(m: &Mutex<BTreeMap<String, u64>>, key: String) {
 }
 
 impl Stats {
+    /// A message scheduled at `at_us` starts being sent now.
+    pub fn send_started(&self, at_us: u64) {
+        self.send_lag.record(now_us().saturating_sub(at_us));
+    }
+
     /// A setup attempt failed with `kind`.
     pub fn fail(&self, kind: String) {
         self.failed.fetch_add(1, Relaxed);
@@ -268,6 +276,7 @@ impl Stats {
             duplicated: self.duplicated.load(Relaxed),
             out_of_order: self.out_of_order.load(Relaxed),
             latency: encode(&self.latency.snapshot()),
+            send_lag: encode(&self.send_lag.snapshot()),
             closes: self.closes(),
             recovery_failed: self.recovery_failed.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
@@ -325,6 +334,7 @@ pub struct Partial {
     pub duplicated: u64,
     pub out_of_order: u64,
     pub latency: String,
+    pub send_lag: String,
     pub closes: BTreeMap<String, u64>,
     pub recovery_failed: u64,
     pub reconnects: u64,

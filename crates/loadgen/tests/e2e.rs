@@ -94,6 +94,7 @@ fn assert_all_delivered(r: &support::Run, n: u64) {
         assert_eq!(r.n(&["messages", k]), 0, "{k}: {}", r.stdout);
     }
     assert_eq!(r.n(&["latency_us", "count"]), n);
+    assert_eq!(r.n(&["send_lag_us", "count"]), n);
 }
 
 #[test]
@@ -227,6 +228,8 @@ fn fanout_reaches_every_subscriber() {
         assert_eq!(r.n(&["fanout", "complete"]), 40);
         assert_eq!(r.n(&["fanout", "subscribers"]), 20);
         assert_eq!(r.n(&["fanout", "last_recipient_us", "count"]), 40);
+        // Only the publishing process sends: its schedule's lateness, once per message.
+        assert_eq!(r.n(&["send_lag_us", "count"]), 40);
     }
 }
 

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bits::Bits;
 use super::session::{self, Peer, Reconnect, Spec};
-use super::{close_all, publish, sleep_until_unix, Setup};
+use super::{close_all, publish, Setup};
 use crate::cli::{DirectArgs, Via};
 use crate::conn::{self, new_writer, Control, Writer};
 use crate::payload::{self, now_us};
@@ -71,8 +71,9 @@ impl DirectState {
         }
     }
 
-    pub fn deliver(&self, g: u64, q: u64, t: u64) {
-        self.stats.latency.record(now_us().saturating_sub(t));
+    /// Message `q` of pair `g`, scheduled at `t`, was read at `recv_us` (unix µs).
+    pub fn deliver(&self, g: u64, q: u64, t: u64, recv_us: u64) {
+        self.stats.latency.record(recv_us.saturating_sub(t));
         let Some(mut p) = self.pair(g) else { return };
         if p.delivered.set(q) {
             self.stats.duplicated.fetch_add(1, Relaxed);
@@ -114,7 +115,7 @@ struct Recipient {
 }
 
 impl Peer for Recipient {
-    fn on_text(&mut self, text: &[u8]) -> Control {
+    fn on_text(&mut self, text: &[u8], recv_us: u64) -> Control {
         match self.protocol.classify(text) {
             Incoming::Delivery {
                 channel,
@@ -135,7 +136,7 @@ impl Peer for Recipient {
                     }
                 }
                 if payload.s == self.g {
-                    self.st.deliver(payload.s, payload.q, payload.t);
+                    self.st.deliver(payload.s, payload.q, payload.t, recv_us);
                 }
                 Control::Continue
             }
@@ -168,7 +169,7 @@ struct Sender {
 }
 
 impl Peer for Sender {
-    fn on_text(&mut self, text: &[u8]) -> Control {
+    fn on_text(&mut self, text: &[u8], _: u64) -> Control {
         match switchboard::classify(text) {
             Incoming::Reply { id, ok: true } => self.st.ack(self.g, id),
             Incoming::Reply { ok: false, .. } => {
@@ -325,9 +326,10 @@ async fn sender_loop(
     let mut last = 0;
     'messages: for q in 0..st.count(g) {
         let at = st.at(t0, a.rate, g, q);
-        if !sleep_until_unix(at, &ctx.stop).await {
+        if !ctx.sleep_until(at).await {
             break;
         }
+        ctx.stats.send_started(at);
         let body =
             switchboard::publish_frame(q, &channel, &payload::build(g, q, at, a.payload_bytes));
         loop {

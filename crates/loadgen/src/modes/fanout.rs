@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bits::Bits;
 use super::session::{self, Peer, Reconnect, Spec};
-use super::{close_all, publish, sleep_until_unix, Setup};
+use super::{close_all, publish, Setup};
 use crate::cli::{FanoutArgs, Via};
 use crate::conn::{self, new_writer, Control, Ended, Writer};
 use crate::payload::{self, now_us};
@@ -60,11 +60,11 @@ struct Subscriber {
 }
 
 impl Peer for Subscriber {
-    fn on_text(&mut self, text: &[u8]) -> Control {
+    fn on_text(&mut self, text: &[u8], recv_us: u64) -> Control {
         let Incoming::Delivery { payload, .. } = switchboard::classify(text) else {
             return Control::Continue;
         };
-        let lat = now_us().saturating_sub(payload.t);
+        let lat = recv_us.saturating_sub(payload.t);
         let s = &self.st.stats;
         s.latency.record(lat);
         let q = payload.q;
@@ -111,7 +111,7 @@ struct Publisher {
 }
 
 impl Peer for Publisher {
-    fn on_text(&mut self, text: &[u8]) -> Control {
+    fn on_text(&mut self, text: &[u8], _: u64) -> Control {
         match switchboard::classify(text) {
             Incoming::Reply { id, ok: true } => self.st.ack(id),
             Incoming::Reply { ok: false, .. } => {
@@ -224,7 +224,7 @@ pub async fn run(ctx: Arc<Ctx>, mut ctl: Ctl, a: &FanoutArgs) -> Partial {
             send_end = publish_all(&ctx, &st, &channel, publisher.take(), t0, a).await;
         }
         let end = t0 + (a.messages as f64 * 1e6 / a.rate) as u64;
-        sleep_until_unix(end, &ctx.stop).await;
+        ctx.sleep_until(end).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(a.settle_seconds);
         let done = |st: &FanState| {
             st.counts
@@ -270,9 +270,10 @@ async fn publish_all(
     let mut last = t0;
     for m in 0..a.messages {
         let at = t0 + (m as f64 * 1e6 / a.rate) as u64;
-        if !sleep_until_unix(at, &ctx.stop).await {
+        if !ctx.sleep_until(at).await {
             break;
         }
+        ctx.stats.send_started(at);
         let body = payload::build(0, m, at, a.payload_bytes);
         match (&publisher, &ctx.api) {
             (Some((w, _)), _) => {
@@ -315,7 +316,7 @@ async fn slow_subscriber(ctx: &Ctx, idx: u64, i: u64, channel: &str) -> Option<P
     let frame = switchboard::subscribe(SUB_ID, channel);
     conn::send(&writer, frame.into_bytes()).await.ok()?;
     let mut ok = false;
-    let ended = conn::read_loop(&mut o.read, &writer, |t| match subscribe_answer(t) {
+    let ended = conn::read_loop(&mut o.read, &writer, |t, _| match subscribe_answer(t) {
         Some(r) => {
             ok = r.is_ok();
             Control::Stop

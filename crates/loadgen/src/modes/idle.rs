@@ -22,7 +22,7 @@ struct Quiet {
 }
 
 impl Peer for Quiet {
-    fn on_text(&mut self, text: &[u8]) -> Control {
+    fn on_text(&mut self, text: &[u8], _: u64) -> Control {
         match self.protocol.classify(text) {
             Incoming::Answer(a) => Control::Answer(a),
             _ => Control::Continue,

@@ -30,18 +30,6 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Close frames written at once during the final close.
 const CLOSE_BATCH: usize = 512;
 
-/// Sleeps until the unix time `at_us`; false when `stop` came first.
-pub async fn sleep_until_unix(at_us: u64, stop: &tokio_util::sync::CancellationToken) -> bool {
-    let now = now_us();
-    if at_us <= now {
-        return !stop.is_cancelled();
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_micros(at_us - now)) => true,
-        _ = stop.cancelled() => false,
-    }
-}
-
 /// The setup phase: a concurrency limit for attempts in flight, and a count of finished
 /// attempts the mode waits for before it reports ready.
 #[derive(Clone)]

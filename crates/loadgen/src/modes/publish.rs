@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::direct::DirectState;
-use super::sleep_until_unix;
 use crate::api::{Api, Outcome};
 use crate::cli::DirectArgs;
 use crate::payload::{self, now_us};
@@ -58,7 +57,7 @@ pub async fn direct(
         let Some(wake) = [next_at, flush_at].into_iter().flatten().min() else {
             break;
         };
-        if !sleep_until_unix(wake, &ctx.stop).await {
+        if !ctx.sleep_until(wake).await {
             break;
         }
         let now = now_us();
@@ -74,6 +73,7 @@ pub async fn direct(
                 break;
             }
             msgs.next();
+            ctx.stats.send_started(at);
             let u = (((g % k) + 1) % api.len() as u64) as usize;
             let user = ctx.user("r", g);
             let body = payload::build(g, q, at, a.payload_bytes);

@@ -18,8 +18,8 @@ use crate::run::Ctx;
 
 /// What a connection does with what it reads.
 pub trait Peer: Send + 'static {
-    /// A text frame after setup.
-    fn on_text(&mut self, text: &[u8]) -> Control;
+    /// A text frame after setup, read at `recv_us` (unix µs).
+    fn on_text(&mut self, text: &[u8], recv_us: u64) -> Control;
     /// Established (`first`: the setup attempt; else a reconnect).
     fn on_established(&mut self, _est: &Established, _first: bool) {}
     /// The position to resume from on a reconnect.
@@ -100,7 +100,7 @@ pub async fn run<P: Peer>(ctx: Arc<Ctx>, spec: Spec, mut slot: Slot, mut peer: P
         if let Some(g) = &spec.generation {
             let _ = g.send(generation);
         }
-        let ended = conn::read_loop(&mut read, &spec.writer, |t| peer.on_text(t)).await;
+        let ended = conn::read_loop(&mut read, &spec.writer, |t, at| peer.on_text(t, at)).await;
         stats.connected.fetch_sub(1, Relaxed);
         spec.writer.lock().await.take();
         if let Some(code) = ended.code() {
@@ -159,7 +159,7 @@ async fn subscribe<P: Peer>(
         .await
         .map_err(|_| "subscribe_write".to_owned())?;
     let mut result = Err("subscribe_no_answer".to_owned());
-    let ended = conn::read_loop(read, writer, |t| match peer.on_subscribe_text(t) {
+    let ended = conn::read_loop(read, writer, |t, _| match peer.on_subscribe_text(t) {
         None => Control::Continue,
         Some(r) => {
             result = r;

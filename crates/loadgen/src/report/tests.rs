@@ -37,6 +37,7 @@ fn part(lat: &[u64], sent: u64, delivered: u64, lost: u64) -> Partial {
         failures: [("refused".to_owned(), 1)].into(),
         handshake: encode(&h.snapshot()),
         latency: encode(&h.snapshot()),
+        send_lag: encode(&h.snapshot()),
         setup_start_us: 1_000_000,
         setup_end_us: 2_000_000,
         send_start_us: 3_000_000,
@@ -70,6 +71,8 @@ fn partials_merge_into_one_result() {
     let l = r.latency_us.as_ref().unwrap();
     assert_eq!(l.count, 4);
     assert!((399..=401).contains(&l.max), "{l:?}");
+    assert_eq!(r.send_lag_us.as_ref().map(|s| s.count), Some(4));
+    assert!(r.summary().contains("send_lag_us: p50="));
     assert_eq!(r.closes.get("1006"), Some(&2));
     assert_eq!(r.timeline.len(), 1);
     assert_eq!((r.timeline[0].connected, r.timeline[0].sent), (18, 6));
