@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import baseline  # noqa: E402
 import direct  # noqa: E402
-import floor_hook  # noqa: E402
+import floor  # noqa: E402
 import hotpath  # noqa: E402
 import idle  # noqa: E402
 import perfprof  # noqa: E402
@@ -271,7 +271,7 @@ class Render(unittest.TestCase):
         text = report.render(synthetic_run())
         for s in ("## The hot path: before → after", "## Other targets",
                   "## W6 Redis Cluster", "## Profiles (perf, W2 API)",
-                  "## Measurement floor", "HOOK (loadtest/bench/floor_hook.py)",
+                  "## Measurement floor",
                   "Before = the baseline binary `/b/switchboard-5fa1693`",
                   "| W2 API, 5,000 msg/s: server CPU µs per delivered message (gateways + "
                   "Redis) | 150 µs | 40.0 µs | 0.27× | ≤ 50 µs and ≤ ⅓ of the best peer | yes | "
@@ -280,7 +280,7 @@ class Render(unittest.TestCase):
                   "Per redis-server, Redis Cluster, 3 primaries (messages handled = `evalsha`",
                   "## Details of the baseline (before)"):
             self.assertIn(s, text)
-        self.assertIn("Not run", "\n".join(floor_hook.section(None)))
+        self.assertIn("Not run", "\n".join(floor.section(None)))
 
 
 if __name__ == "__main__":
