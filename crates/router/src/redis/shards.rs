@@ -84,7 +84,10 @@ struct Sub {
     missing: Option<(u64, Instant)>,
     accepted: bool,
     last_forced: Instant,
-    opened_at: Instant,
+    /// When the current probe channel was chosen or lost its confirmation: when the
+    /// subscriber opened, or when the probe moved with its slot. Redis gets two
+    /// intervals to confirm it before the subscriber is reconnected.
+    probe_since: Instant,
 }
 
 #[derive(Default)]
@@ -456,8 +459,15 @@ fn unsubscribed(inner: &Inner, sub_id: u64, live: &str) {
     if want.on == Some(sub_id) {
         want.on = None;
         want.interrupted = true;
+        let probe = want.probe;
         st.unconfirmed += 1;
         st.dirty.push(live.to_owned());
+        if probe {
+            // The probe moves to another slot of the shard: give it time to be confirmed.
+            if let Some(sub) = st.subs.values_mut().find(|s| s.id == sub_id) {
+                sub.probe_since = Instant::now();
+            }
+        }
         inner.refresh.store(true, Ordering::SeqCst);
         drop(st);
         inner.wake.notify_one();
@@ -649,6 +659,7 @@ fn probe_channels(inner: &Inner, st: &mut State, topology: &super::client::Topol
         sub.probe_slot = shard.ranges[0].0;
         sub.probe_channel = inner.keys.probe(sub.probe_slot, &inner.node);
         sub.missing = None;
+        sub.probe_since = Instant::now();
         let channel = sub.probe_channel.clone();
         if !st.wanted.contains_key(&channel) {
             st.wanted.insert(channel.clone(), Want::new(true));
@@ -720,7 +731,7 @@ async fn open(inner: &Arc<Inner>, index: usize, addr: &str, first_slot: u16) -> 
                 missing: None,
                 accepted: true,
                 last_forced: Instant::now(),
-                opened_at: Instant::now(),
+                probe_since: Instant::now(),
             },
         );
         // The probe channel, and every wanted channel this primary serves, go out now.
@@ -818,10 +829,13 @@ fn judge(inner: &Inner) -> bool {
         };
         if !probe_confirmed.get(&sub.id).copied().unwrap_or(false) {
             // Redis never confirmed the probe channel: a subscriber that hears nothing
-            // (black-holed right away) is reconnected like one whose probes stopped.
+            // (black-holed right away) is reconnected like one whose probes stopped —
+            // counted from when this probe channel was chosen, so that a probe that moved
+            // with its slot (a reshard) does not reconnect a healthy subscriber.
             sub.up = false;
             all_up = false;
-            if sub.opened_at.elapsed() >= interval * 2 && sub.last_forced.elapsed() >= interval * 2
+            if sub.probe_since.elapsed() >= interval * 2
+                && sub.last_forced.elapsed() >= interval * 2
             {
                 sub.last_forced = Instant::now();
                 force.push(sub.conn.clone());
