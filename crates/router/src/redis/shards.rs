@@ -615,7 +615,7 @@ async fn reconcile(inner: &Arc<Inner>) -> bool {
     for (index, shard) in topology.shards.iter().enumerate() {
         let exists = inner.lock().subs.contains_key(&shard.primary);
         if !exists
-            && open(inner, index, &shard.primary, shard.ranges[0].0)
+            && open(inner, index, &shard.primary, probe_slot(shard))
                 .await
                 .is_err()
         {
@@ -645,6 +645,18 @@ async fn reconcile(inner: &Arc<Inner>) -> bool {
     ok
 }
 
+/// The slot of a shard's probe channel: its highest. `redis-cli --cluster reshard` moves
+/// a primary's slots lowest first, so a probe in the lowest slot would move with every
+/// slot of a reshard (and stay unconfirmed, the node not ready, all along).
+fn probe_slot(shard: &super::client::Shard) -> u16 {
+    shard
+        .ranges
+        .iter()
+        .map(|&(_, last)| last)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Keeps each subscriber's probe channel in a slot its primary serves (slots move), and
 /// drops probe channels no subscriber uses any more.
 fn probe_channels(inner: &Inner, st: &mut State, topology: &super::client::Topology) {
@@ -656,7 +668,7 @@ fn probe_channels(inner: &Inner, st: &mut State, topology: &super::client::Topol
         if topology.primary_of(sub.probe_slot) == Some(shard.primary.as_str()) {
             continue;
         }
-        sub.probe_slot = shard.ranges[0].0;
+        sub.probe_slot = probe_slot(shard);
         sub.probe_channel = inner.keys.probe(sub.probe_slot, &inner.node);
         sub.missing = None;
         sub.probe_since = Instant::now();
@@ -690,7 +702,7 @@ fn probe_channels(inner: &Inner, st: &mut State, topology: &super::client::Topol
 }
 
 /// Opens the subscriber of one primary and subscribes its probe channel.
-async fn open(inner: &Arc<Inner>, index: usize, addr: &str, first_slot: u16) -> Result<(), Error> {
+async fn open(inner: &Arc<Inner>, index: usize, addr: &str, probe_slot: u16) -> Result<(), Error> {
     let id = inner.next_id.fetch_add(1, Ordering::SeqCst);
     let probes = Arc::new(Probes::default());
     let handler = Arc::new(Dispatch {
@@ -706,7 +718,7 @@ async fn open(inner: &Arc<Inner>, index: usize, addr: &str, first_slot: u16) -> 
             return Err(e);
         }
     };
-    let probe_channel = inner.keys.probe(first_slot, &inner.node);
+    let probe_channel = inner.keys.probe(probe_slot, &inner.node);
     {
         let mut st = inner.lock();
         if let Some(old) = st.subs.remove(addr) {
@@ -726,7 +738,7 @@ async fn open(inner: &Arc<Inner>, index: usize, addr: &str, first_slot: u16) -> 
                 probes,
                 shard: index,
                 probe_channel: probe_channel.clone(),
-                probe_slot: first_slot,
+                probe_slot,
                 up: false,
                 missing: None,
                 accepted: true,
