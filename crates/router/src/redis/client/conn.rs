@@ -67,9 +67,12 @@ impl Reply {
     }
 }
 
+/// The replies of a pipeline so far, and how many are still missing.
+type Collected = (Vec<Option<Result<Value, Error>>>, usize);
+
 /// Replies of a pipeline of commands, delivered together with one wake-up.
 pub struct Batch {
-    results: Mutex<(Vec<Option<Result<Value, Error>>>, usize)>,
+    results: Mutex<Collected>,
     done: Notify,
 }
 

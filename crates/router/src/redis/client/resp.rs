@@ -144,11 +144,6 @@ impl Cmd {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
     }
-
-    /// Encoded size.
-    pub fn len(&self) -> usize {
-        self.body.len() + 16
-    }
 }
 
 /// The input is not RESP.
