@@ -135,7 +135,7 @@ async fn a_primary_killed_under_load_loses_no_acknowledged_message() {
     readiness.stop.cancel();
 
     // Everything acknowledged arrives (or its recipient was told to resync).
-    let seen = verify::collect(recipients, &ledger.acked()).await;
+    let seen = verify::collect(recipients, &ledger.acked(), Duration::from_secs(30)).await;
     let attempts = ledger.attempts();
     let report = verify::deliveries(&attempts, &seen);
     let mut violations = report.violations.clone();

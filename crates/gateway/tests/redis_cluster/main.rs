@@ -21,6 +21,7 @@
 mod support;
 
 mod failover;
+mod lost_writes;
 mod reshard;
 mod startup;
 mod traffic;

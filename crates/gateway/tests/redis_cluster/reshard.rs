@@ -137,7 +137,7 @@ async fn resharding_while_publishing_loses_duplicates_and_reorders_nothing() {
     }
 
     let attempts = ledger.attempts();
-    let seen = verify::collect(recipients, &ledger.acked()).await;
+    let seen = verify::collect(recipients, &ledger.acked(), Duration::from_secs(30)).await;
     let report = verify::deliveries(&attempts, &seen);
     let mut violations = report.violations.clone();
     let all: Vec<String> = plan.channels.clone();

@@ -42,6 +42,35 @@ impl Ledger {
         self.0.lock().unwrap().clone()
     }
 
+    /// One publish through the server API, recorded; returns its position when it was
+    /// acknowledged.
+    pub async fn publish(
+        &self,
+        api: &ApiClient,
+        via: &str,
+        channel: &str,
+        key: &str,
+    ) -> Option<(String, u64)> {
+        let started = Instant::now();
+        let body = json!({"channel": channel, "data": {"k": key}});
+        let call = api.try_call("POST", "/v1/publish", Some(body));
+        let result = match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Err(_) => Err("no answer within 10 s".to_owned()),
+            Ok(Err(e)) => Err(format!("http: {e}")),
+            Ok(Ok((200, body))) => Ok(position(&body)),
+            Ok(Ok((status, body))) => Err(format!("{status} {}", body["error"])),
+        };
+        self.record(Attempt {
+            key: key.to_owned(),
+            channel: channel.to_owned(),
+            via: via.to_owned(),
+            started,
+            ended: Instant::now(),
+            result: result.clone(),
+        });
+        result.ok()
+    }
+
     /// The acknowledged attempts.
     pub fn acked(&self) -> Vec<Attempt> {
         self.attempts()
@@ -121,23 +150,7 @@ async fn api_publisher(
         }
         let channel = plan.channels[(seq + offset) % plan.channels.len()].clone();
         let key = format!("{via}-{seq}");
-        let started = Instant::now();
-        let body = json!({"channel": channel, "data": {"k": key}});
-        let call = api.try_call("POST", "/v1/publish", Some(body));
-        let result = match tokio::time::timeout(Duration::from_secs(10), call).await {
-            Err(_) => Err("no answer within 10 s".to_owned()),
-            Ok(Err(e)) => Err(format!("http: {e}")),
-            Ok(Ok((200, body))) => Ok(position(&body)),
-            Ok(Ok((status, body))) => Err(format!("{status} {}", body["error"])),
-        };
-        ledger.record(Attempt {
-            key,
-            channel,
-            via: via.clone(),
-            started,
-            ended: Instant::now(),
-            result,
-        });
+        ledger.publish(&api, &via, &channel, &key).await;
     }
 }
 
