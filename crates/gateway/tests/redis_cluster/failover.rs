@@ -70,6 +70,15 @@ async fn a_primary_killed_under_load_loses_no_acknowledged_message() {
         .iter()
         .map(|ch| (ch.clone(), c.primary_of(ch)))
         .collect();
+    let mut per_primary: BTreeMap<u16, usize> = BTreeMap::new();
+    for owner in owners.values() {
+        *per_primary.entry(*owner).or_default() += 1;
+    }
+    assert_eq!(
+        per_primary.keys().copied().collect::<Vec<_>>(),
+        redis.primaries(),
+        "the users' channels hit every primary: {per_primary:?}"
+    );
     let mut recipients = Vec::new();
     for (i, ch) in channels.iter().enumerate() {
         let user = ch.strip_prefix("user:").expect("a user channel");
