@@ -59,6 +59,14 @@ fn window(attempts: &[Attempt], affected: &[String], killed: Instant) -> Window 
     }
 }
 
+/// The primary that serves the node leases (`<prefix>{nodes}`).
+fn owners_of_nodes_key(c: &Cluster) -> u16 {
+    c.redis_cluster()
+        .primary_of_slot(switchboard_router::testsuite::redis_cluster::slot_of(
+            "nodes",
+        ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_killed_under_load_loses_no_acknowledged_message() {
     let redis = own_cluster(3, 1, &["--appendonly", "yes", "--appendfsync", "always"]).await;
@@ -101,6 +109,7 @@ async fn a_primary_killed_under_load_loses_no_acknowledged_message() {
         .filter(|ch| owners[*ch] == victim)
         .cloned()
         .collect();
+    let leases_on_victim = owners_of_nodes_key(&c) == victim;
     let killed = Instant::now();
     blocking({
         let redis = redis.clone();
@@ -182,6 +191,19 @@ async fn a_primary_killed_under_load_loses_no_acknowledged_message() {
          {:.2} s after SIGKILL",
         down.map_or(f64::NAN, |t| secs_since(killed, t)),
         up.map_or(f64::NAN, |t| secs_since(killed, t)),
+    );
+    // The victim serves `{nodes}` (the leases) too: heartbeats fail while it is down,
+    // and a node whose heartbeat goes through first may reap the others (see leases.rs).
+    let reaped: Vec<_> = c
+        .events()
+        .into_iter()
+        .filter(|e| e.get("synthetic") == "1")
+        .map(|e| format!("{} {} {}", e.get("node"), e.get("user"), e.get("reason")))
+        .collect();
+    println!(
+        "measured: the node leases ({{nodes}}) on the killed primary: {leases_on_victim}; \
+         synthetic disconnects (live nodes reaped) {}: {reaped:?}",
+        reaped.len()
     );
     println!("measured: {}", report.summary());
     for e in &report.events {

@@ -21,6 +21,7 @@
 mod support;
 
 mod failover;
+mod leases;
 mod lost_writes;
 mod reshard;
 mod startup;
