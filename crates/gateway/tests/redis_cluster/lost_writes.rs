@@ -1,8 +1,9 @@
 //! A failover that really loses writes: the replica is cut off (its primary suddenly
 //! wants a password it does not have, and drops its replication link), so a message the
-//! primary stores, delivers live and acknowledges once `WAIT` gave up (semi-synchronous:
-//! counted in `switchboard_backplane_unreplicated_total`) never reaches it; then the
-//! primary is SIGKILLed and the stale replica promoted. The promoted history lacks that
+//! primary stores, delivers live and acknowledges — after `WAIT` gave up (counted in
+//! `switchboard_backplane_unreplicated_total`), or at once when the slot map already shows
+//! no replica online: semi-synchronous either way — never reaches it; then the primary is
+//! SIGKILLed and the stale replica promoted. The promoted history lacks that
 //! message, and the next message takes its offset. Live connections that had it must be
 //! told (`goaway resync`, a resume answered `recovered:false`) — never left with a silent
 //! gap or a message dropped as a "duplicate" of the lost one.
