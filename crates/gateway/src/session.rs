@@ -75,21 +75,21 @@ impl Session {
             })
             .await?;
         self.registered = true;
-        let (start, replay, recovered) = match &since {
+        // The welcome's position comes from the same read as the replay: everything up to
+        // it is queued before any frame the client sends next is handled (a position read
+        // later could name messages still on their way to this node through Redis).
+        let (start, replay, recovered, top) = match &since {
             Some(since) => {
                 let read = node
                     .router
                     .read(&channel, Some(since), REPLAY_LIMIT)
                     .await?;
                 count_recovery(read.recovered);
+                let top = StreamPosition::new(read.epoch, read.offset);
                 if read.recovered {
-                    (since.clone(), read.messages, Some(true))
+                    (since.clone(), read.messages, Some(true), top)
                 } else {
-                    (
-                        StreamPosition::new(read.epoch, read.offset),
-                        Vec::new(),
-                        Some(false),
-                    )
+                    (top.clone(), Vec::new(), Some(false), top)
                 }
             }
             None => {
@@ -104,10 +104,10 @@ impl Session {
                     .into_iter()
                     .filter(|m| m.offset > after)
                     .collect();
-                (StreamPosition::new(read.epoch.clone(), after), replay, None)
+                let top = StreamPosition::new(read.epoch.clone(), read.offset);
+                (StreamPosition::new(read.epoch, after), replay, None, top)
             }
         };
-        let top = node.router.position(&channel).await?;
         let welcome = ServerFrame::Welcome(Welcome {
             conn_id: self.conn.conn_id.clone(),
             user: self.conn.user.clone(),

@@ -439,7 +439,10 @@ mod tests {
         assert!(bool("maybe").is_err());
         assert!(redis_url("redis://localhost:6379/0").is_ok());
         assert!(redis_url("rediss://h").is_ok());
-        assert!(redis_url("redis+sentinel://h:26379/mymaster").is_ok());
+        assert!(redis_url("redis+sentinel://h:26379/0?sentinelServiceName=mymaster").is_ok());
+        // The service name is a parameter, not the path (which is the database).
+        assert!(redis_url("redis+sentinel://h:26379/mymaster").is_err());
+        assert!(redis_url("redis-cluster://h:7001?node=h:7002").is_ok());
         assert!(redis_url("http://h").is_err());
         assert!(redis_url("redis://").is_err());
         assert_eq!(algorithm("eddsa"), Ok(Algorithm::EdDSA));

@@ -3,13 +3,14 @@
 
 use super::*;
 
-use crate::support::cluster::Cluster;
+use crate::support::cluster::{Cluster, Redis};
+use crate::support::on_both_redis;
 
 // --- 1. Direct messages -------------------------------------------------------------
 
-#[tokio::test]
-async fn a_direct_message_crosses_nodes_once() {
-    let c = Cluster::start(3, &[]).await;
+on_both_redis!(a_direct_message_crosses_nodes_once);
+async fn a_direct_message_crosses_nodes_once(redis: Redis) {
+    let c = Cluster::start_on(redis, 3, &[]).await;
     let (mut alice, welcome) = c.nodes[0].connect("alice").await;
     assert_eq!(welcome["node"], c.nodes[0].node_id, "{welcome}");
     let (epoch, top) = position(&welcome);
@@ -64,9 +65,9 @@ async fn a_direct_message_crosses_nodes_once() {
 
 // --- 2. Room fan-out ----------------------------------------------------------------
 
-#[tokio::test]
-async fn a_room_message_reaches_every_subscriber_on_every_node_once() {
-    let c = Cluster::start(3, &[]).await;
+on_both_redis!(a_room_message_reaches_every_subscriber_on_every_node_once);
+async fn a_room_message_reaches_every_subscriber_on_every_node_once(redis: Redis) {
+    let c = Cluster::start_on(redis, 3, &[]).await;
     let room = "room:fanout";
     // Two subscribers on node 1, one on node 2, one on node 3.
     let placement = [("fa", 0), ("fd", 0), ("fb", 1), ("fc", 2)];

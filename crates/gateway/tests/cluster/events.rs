@@ -3,12 +3,13 @@
 
 use super::*;
 
-use crate::support::cluster::{read_entries, Cluster, Resp};
+use crate::support::cluster::{read_entries, Cluster, Redis, Resp};
+use crate::support::on_both_redis;
 
-#[tokio::test]
-async fn connection_events_are_read_with_a_consumer_group() {
+on_both_redis!(connection_events_are_read_with_a_consumer_group);
+async fn connection_events_are_read_with_a_consumer_group(redis: Redis) {
     let stream = "backend:events";
-    let c = Cluster::start(3, &["--events-stream", stream]).await;
+    let c = Cluster::start_on(redis, 3, &["--events-stream", stream]).await;
     assert_eq!(c.events_stream, stream);
     assert_eq!(
         c.redis_cmd(&["XGROUP", "CREATE", stream, "workers", "$", "MKSTREAM"]),

@@ -4,9 +4,16 @@
 //! between nodes, a SIGKILLed node, and the connection events stream read with a
 //! consumer group.
 //!
+//! The tests marked [`on_both_redis!`](support::on_both_redis) run twice: on a
+//! `redis-server` of their own (`…::on_one_redis`) and on a Redis Cluster shared by the
+//! binary (`…::on_redis_cluster`: 3 primaries with a replica each, sharded pub/sub, every
+//! test under its own key prefix). Volume and migration run on one Redis only (their
+//! Redis Cluster counterparts under load are in the `redis_cluster` binary).
+//!
 //! # Layout
 //! - this file: the settings and helpers shared by the tests (positions, connecting with
 //!   `since`, rooms, presence and users through the server API).
+//! - [`batch`]: one `/v1/batch` to users on every node and shard.
 //! - [`delivery`]: a direct message crosses nodes once; a room message reaches every subscriber
 //!   on every node once.
 //! - [`presence`]: presence joins and leaves span nodes.
@@ -19,6 +26,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod batch;
 mod delivery;
 mod events;
 mod migration;

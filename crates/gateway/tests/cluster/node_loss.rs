@@ -6,12 +6,13 @@ use std::collections::BTreeSet;
 
 use tokio::time::Instant;
 
-use crate::support::cluster::Cluster;
+use crate::support::cluster::{Cluster, Redis};
+use crate::support::on_both_redis;
 
-#[tokio::test]
-async fn a_sigkilled_nodes_users_go_offline_and_recover_elsewhere() {
+on_both_redis!(a_sigkilled_nodes_users_go_offline_and_recover_elsewhere);
+async fn a_sigkilled_nodes_users_go_offline_and_recover_elsewhere(redis: Redis) {
     const LEASE: Duration = Duration::from_secs(2);
-    let mut c = Cluster::start(3, &["--lease-seconds", "2"]).await;
+    let mut c = Cluster::start_on(redis, 3, &["--lease-seconds", "2"]).await;
     let room = "room:crash";
     let (mut w0, _) = c.nodes[0].connect("kw0").await;
     subscribe(&mut w0, "kw0", 1, room).await;
@@ -163,14 +164,14 @@ async fn a_sigkilled_nodes_users_go_offline_and_recover_elsewhere() {
     w1.expect_silence(Duration::ZERO).await;
 }
 
+on_both_redis!(a_node_restarted_under_the_same_id_drops_its_previous_connections);
 /// A node that crashes and comes back at once under the same id (a StatefulSet pod, a
 /// systemd restart) renews its lease before it expires: the connections and presence of
 /// its previous life must still go, and its new connections must not be confused with
 /// them (connection ids restart from 1 in a new process).
-#[tokio::test]
-async fn a_node_restarted_under_the_same_id_drops_its_previous_connections() {
+async fn a_node_restarted_under_the_same_id_drops_its_previous_connections(redis: Redis) {
     const LEASE: Duration = Duration::from_secs(2);
-    let mut c = Cluster::start(3, &["--lease-seconds", "2"]).await;
+    let mut c = Cluster::start_on(redis, 3, &["--lease-seconds", "2"]).await;
     let room = "room:reborn";
     let (mut w, _) = c.nodes[0].connect("rw").await;
     subscribe(&mut w, "rw", 1, room).await;

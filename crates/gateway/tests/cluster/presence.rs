@@ -3,11 +3,12 @@
 
 use super::*;
 
-use crate::support::cluster::Cluster;
+use crate::support::cluster::{Cluster, Redis};
+use crate::support::on_both_redis;
 
-#[tokio::test]
-async fn presence_spans_nodes() {
-    let c = Cluster::start(3, &[]).await;
+on_both_redis!(presence_spans_nodes);
+async fn presence_spans_nodes(redis: Redis) {
+    let c = Cluster::start_on(redis, 3, &[]).await;
     let room = "room:presence";
     let (mut alice, _) = c.nodes[0].connect("alice").await;
     subscribe(&mut alice, "alice", 1, room).await;

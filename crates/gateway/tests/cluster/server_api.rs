@@ -4,12 +4,13 @@
 use super::*;
 use std::collections::HashMap;
 
-use crate::support::cluster::Cluster;
+use crate::support::cluster::{Cluster, Redis};
+use crate::support::on_both_redis;
 
-#[tokio::test]
-async fn the_server_api_sees_the_whole_cluster() {
+on_both_redis!(the_server_api_sees_the_whole_cluster);
+async fn the_server_api_sees_the_whole_cluster(redis: Redis) {
     // A short lease makes heartbeats (and their connection counts) frequent.
-    let c = Cluster::start(3, &["--lease-seconds", "3"]).await;
+    let c = Cluster::start_on(redis, 3, &["--lease-seconds", "3"]).await;
     let ids = c.node_ids();
 
     // /v1/nodes from any node lists the three live nodes.

@@ -2,9 +2,14 @@
 //! the inbox and its acks, room history with `subscribe` + `since`, trimming, rooms
 //! without history, and ordering while live messages race a replay.
 //!
+//! Most tests run twice ([`on_memory_and_cluster!`]): on one node with the embedded
+//! backplane (`…::on_memory`), and on two nodes of a Redis Cluster (`…::on_redis_cluster`)
+//! where clients connect to one node and the server-API publishes go through the other,
+//! so history, acks and replays come from Redis streams spread over three shards.
+//!
 //! # Layout
 //! - this file: helpers shared by the tests (positions, connecting and subscribing with
-//!   `since`, a node with a config file).
+//!   `since`, the test's nodes on either backplane, a node with a config file).
 //! - [`personal`]: the personal channel with `?since=`, and the inbox with its acks.
 //! - [`rooms`]: room history with `subscribe` + `since`, trimming, rooms without history.
 //! - [`races`]: live messages racing a replay.
@@ -21,7 +26,68 @@ mod rooms;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::cluster::{Cluster, Redis};
 use support::{connect_since, position, Client, Node};
+
+/// Where a test's history lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backplane {
+    /// One node, embedded in-process backplane.
+    Memory,
+    /// Two nodes on the test binary's shared Redis Cluster.
+    RedisCluster,
+}
+
+/// [`support::backend_tests!`] on the embedded backplane (`…::on_memory`) and on a Redis
+/// Cluster (`…::on_redis_cluster`): the body takes a [`Backplane`].
+macro_rules! on_memory_and_cluster {
+    ($(#[$attr:meta])? $name:ident) => {
+        support::backend_tests!($(#[$attr])? $name:
+            on_memory => $crate::Backplane::Memory,
+            on_redis_cluster => $crate::Backplane::RedisCluster,
+        );
+    };
+}
+use on_memory_and_cluster;
+
+/// A test's nodes: the one its clients connect to and the one its server-API calls go
+/// through — the same node on the embedded backplane, two nodes of a Redis Cluster.
+struct Env {
+    single: Option<Node>,
+    cluster: Option<Cluster>,
+}
+
+impl Env {
+    async fn start(backplane: Backplane, args: &[&str]) -> Env {
+        match backplane {
+            Backplane::Memory => Env {
+                single: Some(support::start(args).await),
+                cluster: None,
+            },
+            Backplane::RedisCluster => Env {
+                single: None,
+                cluster: Some(Cluster::start_on(Redis::Cluster, 2, args).await),
+            },
+        }
+    }
+
+    /// The node clients connect to.
+    fn node(&self) -> &Node {
+        match (&self.single, &self.cluster) {
+            (Some(node), _) => node,
+            (None, Some(c)) => &c.nodes[0],
+            (None, None) => unreachable!("an Env has nodes"),
+        }
+    }
+
+    /// The node server-API publishes go through.
+    fn api(&self) -> &Node {
+        match &self.cluster {
+            Some(c) => &c.nodes[1],
+            None => self.node(),
+        }
+    }
+}
 
 /// How long "nothing else arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
@@ -92,14 +158,14 @@ async fn round_trip(client: &mut Client, id: u64) {
     assert_eq!(pong, json!({"type": "pong", "id": id}));
 }
 
-/// Starts a node with `toml` as its `--config` file.
-async fn start_with_config(name: &str, toml: &str) -> Node {
+/// Starts the test's nodes with `toml` as their `--config` file.
+async fn start_with_config(backplane: Backplane, name: &str, toml: &str) -> Env {
     let path = std::env::temp_dir().join(format!(
-        "switchboard-recovery-{}-{name}.toml",
+        "switchboard-recovery-{}-{name}-{backplane:?}.toml",
         std::process::id()
     ));
     std::fs::write(&path, toml).expect("write config");
-    let node = support::start(&["--config", path.to_str().expect("utf-8 path")]).await;
+    let env = Env::start(backplane, &["--config", path.to_str().expect("utf-8 path")]).await;
     let _ = std::fs::remove_file(&path);
-    node
+    env
 }

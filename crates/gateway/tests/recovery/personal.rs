@@ -3,9 +3,10 @@
 
 use super::*;
 
-#[tokio::test]
-async fn personal_channel_resumes_with_since() {
-    let node = support::start(&[]).await;
+on_memory_and_cluster!(personal_channel_resumes_with_since);
+async fn personal_channel_resumes_with_since(backplane: Backplane) {
+    let env = Env::start(backplane, &[]).await;
+    let node = env.node();
     let (alice, welcome) = node.connect("alice").await;
     assert!(
         welcome.get("recovered").is_none(),
@@ -16,9 +17,9 @@ async fn personal_channel_resumes_with_since() {
     alice.close().await;
     node.wait_offline("alice").await;
 
-    publish_numbered(&node, "user:alice", &epoch, offset, 50).await;
+    publish_numbered(env.api(), "user:alice", &epoch, offset, 50).await;
 
-    let (mut alice, welcome) = connect_since(&node, "alice", Some((&epoch, offset))).await;
+    let (mut alice, welcome) = connect_since(node, "alice", Some((&epoch, offset))).await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
     assert_eq!(position(&welcome), (epoch.clone(), 50), "{welcome}");
     expect_messages(&mut alice, "user:alice", &epoch, 1, 50).await;
@@ -27,20 +28,21 @@ async fn personal_channel_resumes_with_since() {
     // Resuming from the middle replays only the rest.
     alice.close().await;
     node.wait_offline("alice").await;
-    let (mut alice, welcome) = connect_since(&node, "alice", Some((&epoch, 45))).await;
+    let (mut alice, welcome) = connect_since(node, "alice", Some((&epoch, 45))).await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
     expect_messages(&mut alice, "user:alice", &epoch, 46, 5).await;
     alice.expect_silence(QUIET).await;
 }
 
-#[tokio::test]
-async fn since_in_another_epoch_or_beyond_the_top_is_not_recovered() {
-    let node = support::start(&[]).await;
-    let api = node.api_client();
+on_memory_and_cluster!(since_in_another_epoch_or_beyond_the_top_is_not_recovered);
+async fn since_in_another_epoch_or_beyond_the_top_is_not_recovered(backplane: Backplane) {
+    let env = Env::start(backplane, &[]).await;
+    let node = env.node();
+    let api = env.api().api_client();
     let first = api.publish("user:bob", json!({"n": 1})).await;
     assert_eq!(first["online"], false, "{first}");
     let (epoch, _) = position(&first);
-    publish_numbered(&node, "user:bob", &epoch, 1, 2).await;
+    publish_numbered(env.api(), "user:bob", &epoch, 1, 2).await;
 
     for (since_epoch, since_offset) in [
         ("e0nope", 1),
@@ -48,7 +50,7 @@ async fn since_in_another_epoch_or_beyond_the_top_is_not_recovered() {
         (epoch.as_str(), u64::MAX),
     ] {
         let (mut bob, welcome) =
-            connect_since(&node, "bob", Some((since_epoch, since_offset))).await;
+            connect_since(node, "bob", Some((since_epoch, since_offset))).await;
         assert_eq!(
             welcome["recovered"], false,
             "since {since_epoch}:{since_offset}: {welcome}"
@@ -60,7 +62,7 @@ async fn since_in_another_epoch_or_beyond_the_top_is_not_recovered() {
     }
 
     // At the top exactly nothing is missing.
-    let (mut bob, welcome) = connect_since(&node, "bob", Some((&epoch, 3))).await;
+    let (mut bob, welcome) = connect_since(node, "bob", Some((&epoch, 3))).await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
     bob.expect_silence(QUIET).await;
     bob.close().await;
@@ -78,10 +80,11 @@ async fn since_in_another_epoch_or_beyond_the_top_is_not_recovered() {
     assert_eq!(refused.body["error"], "bad_request", "{:?}", refused.body);
 }
 
-#[tokio::test]
-async fn inbox_delivers_after_the_last_ack() {
-    let node = support::start(&[]).await;
-    let api = node.api_client();
+on_memory_and_cluster!(inbox_delivers_after_the_last_ack);
+async fn inbox_delivers_after_the_last_ack(backplane: Backplane) {
+    let env = Env::start(backplane, &[]).await;
+    let node = env.node();
+    let api = env.api().api_client();
     let first = api.publish("user:carol", json!({"n": 1})).await;
     assert_eq!(
         (&first["online"], &first["nodes"]),
@@ -89,10 +92,10 @@ async fn inbox_delivers_after_the_last_ack() {
         "{first}"
     );
     let (epoch, _) = position(&first);
-    publish_numbered(&node, "user:carol", &epoch, 1, 4).await;
+    publish_numbered(env.api(), "user:carol", &epoch, 1, 4).await;
 
     // Never acked: the whole inbox.
-    let (mut carol, welcome) = connect_since(&node, "carol", None).await;
+    let (mut carol, welcome) = connect_since(node, "carol", None).await;
     assert!(welcome.get("recovered").is_none(), "{welcome}");
     assert_eq!(position(&welcome), (epoch.clone(), 5), "{welcome}");
     expect_messages(&mut carol, "user:carol", &epoch, 1, 5).await;
@@ -112,7 +115,7 @@ async fn inbox_delivers_after_the_last_ack() {
     node.wait_offline("carol").await;
 
     // Acked up to 3: only 4 and 5 come back.
-    let (mut carol, _) = connect_since(&node, "carol", None).await;
+    let (mut carol, _) = connect_since(node, "carol", None).await;
     expect_messages(&mut carol, "user:carol", &epoch, 4, 2).await;
     carol.expect_silence(QUIET).await;
     // An ack never moves backwards.
@@ -123,7 +126,7 @@ async fn inbox_delivers_after_the_last_ack() {
     carol.close().await;
     node.wait_offline("carol").await;
 
-    let (mut carol, _) = connect_since(&node, "carol", None).await;
+    let (mut carol, _) = connect_since(node, "carol", None).await;
     expect_messages(&mut carol, "user:carol", &epoch, 4, 2).await;
     carol.expect_silence(QUIET).await;
     carol
@@ -134,28 +137,29 @@ async fn inbox_delivers_after_the_last_ack() {
     node.wait_offline("carol").await;
 
     // Everything acked: nothing is replayed, and new messages still are.
-    let (mut carol, welcome) = connect_since(&node, "carol", None).await;
+    let (mut carol, welcome) = connect_since(node, "carol", None).await;
     assert_eq!(position(&welcome), (epoch.clone(), 5), "{welcome}");
     carol.expect_silence(QUIET).await;
     carol.close().await;
     node.wait_offline("carol").await;
-    publish_numbered(&node, "user:carol", &epoch, 5, 1).await;
-    let (mut carol, _) = connect_since(&node, "carol", None).await;
+    publish_numbered(env.api(), "user:carol", &epoch, 5, 1).await;
+    let (mut carol, _) = connect_since(node, "carol", None).await;
     expect_messages(&mut carol, "user:carol", &epoch, 6, 1).await;
     carol.expect_silence(QUIET).await;
 }
 
+on_memory_and_cluster!(an_inbox_larger_than_the_outbound_queue_is_still_delivered);
 /// A replay is not live traffic: a connecting client has had no chance to be slow, so
 /// an inbox larger than the outbound queue must still arrive (not end in 4008).
-#[tokio::test]
-async fn an_inbox_larger_than_the_outbound_queue_is_still_delivered() {
-    let node = support::start(&["--outbound-queue-frames", "64"]).await;
+async fn an_inbox_larger_than_the_outbound_queue_is_still_delivered(backplane: Backplane) {
+    let env = Env::start(backplane, &["--outbound-queue-frames", "64"]).await;
+    let node = env.node();
     let first = node
         .api_client()
         .publish("user:frank", json!({"n": 1}))
         .await;
     let (epoch, _) = position(&first);
-    publish_numbered(&node, "user:frank", &epoch, 1, 99).await;
+    publish_numbered(env.api(), "user:frank", &epoch, 1, 99).await;
 
     let mut frank = node
         .connect_query(&format!("token={}", support::token("frank")), &[])
@@ -169,7 +173,7 @@ async fn an_inbox_larger_than_the_outbound_queue_is_still_delivered() {
     frank.close().await;
     node.wait_offline("frank").await;
 
-    let (mut frank, welcome) = connect_since(&node, "frank", Some((&epoch, 0))).await;
+    let (mut frank, welcome) = connect_since(node, "frank", Some((&epoch, 0))).await;
     assert_eq!(welcome["recovered"], true, "{welcome}");
     expect_messages(&mut frank, "user:frank", &epoch, 1, 100).await;
     frank.expect_silence(QUIET).await;

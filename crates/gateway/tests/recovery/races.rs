@@ -84,24 +84,31 @@ impl Follower {
 const RACE_PUBLISHERS: u64 = 4;
 const RACE_PER_PUBLISHER: u64 = 240;
 
+// On the embedded backplane only: on Redis a subscriber's own `join` comes back through
+// Redis pub/sub and may arrive after the `unsubscribe` this test sends right behind each
+// `subscribe`, and is then dropped, so "one own join per subscribe" holds only where
+// presence is delivered synchronously. The room replay racing live messages on Redis
+// Cluster is covered by `redis_cluster::reshard` (rooms with history, slots moving).
 #[tokio::test]
 async fn live_messages_racing_a_room_resume_are_neither_duplicated_nor_reordered() {
-    let node = start_with_config(
+    let env = start_with_config(
+        Backplane::Memory,
         "room-race",
         "rate_limit = 0\n[[history]]\npattern = \"room:hist*\"\nmax_messages = 10000\nmax_age_seconds = 3600\n",
     )
     .await;
+    let node = env.node();
     let channel = "room:hist-race";
     let (mut alice, _) = node.connect("alice").await;
     let (epoch, _) = position(&subscribe_since(&mut alice, 1, channel, None).await);
     expect_own_join(&mut alice, "alice", channel).await;
     unsubscribe(&mut alice, 2, channel).await;
-    publish_numbered(&node, channel, &epoch, 0, 20).await;
+    publish_numbered(env.api(), channel, &epoch, 0, 20).await;
 
     // Resume again and again while the publishers run: each round subscribes with
     // `since` = the last offset read and unsubscribes at once, so every round's replay
     // meets live messages. Everything read, round after round, must be one sequence.
-    let publishers = Publishers::start(&node, channel, RACE_PUBLISHERS, RACE_PER_PUBLISHER);
+    let publishers = Publishers::start(env.api(), channel, RACE_PUBLISHERS, RACE_PER_PUBLISHER);
     let total = 20 + RACE_PUBLISHERS * RACE_PER_PUBLISHER;
     let mut f = Follower::new(channel, &epoch, 0);
     let mut id = 3;
@@ -155,24 +162,29 @@ async fn live_messages_racing_a_room_resume_are_neither_duplicated_nor_reordered
     alice.expect_silence(QUIET).await;
 }
 
-#[tokio::test]
-async fn live_messages_racing_a_reconnect_with_since_are_neither_duplicated_nor_reordered() {
-    let node = support::start(&[]).await;
+on_memory_and_cluster!(
+    live_messages_racing_a_reconnect_with_since_are_neither_duplicated_nor_reordered
+);
+async fn live_messages_racing_a_reconnect_with_since_are_neither_duplicated_nor_reordered(
+    backplane: Backplane,
+) {
+    let env = Env::start(backplane, &[]).await;
+    let node = env.node();
     let channel = "user:alice";
     let (alice, welcome) = node.connect("alice").await;
     let (epoch, _) = position(&welcome);
     alice.close().await;
     node.wait_offline("alice").await;
-    publish_numbered(&node, channel, &epoch, 0, 10).await;
+    publish_numbered(env.api(), channel, &epoch, 0, 10).await;
 
     // Fewer than the inbox's 1,000 messages of history, so every resume recovers.
-    let publishers = Publishers::start(&node, channel, RACE_PUBLISHERS, RACE_PER_PUBLISHER);
+    let publishers = Publishers::start(env.api(), channel, RACE_PUBLISHERS, RACE_PER_PUBLISHER);
     let total = 10 + RACE_PUBLISHERS * RACE_PER_PUBLISHER;
     let mut f = Follower::new(channel, &epoch, 0);
     let mut rounds = 0;
     loop {
         let running = publishers.running();
-        let (mut alice, welcome) = connect_since(&node, "alice", Some((&epoch, f.last))).await;
+        let (mut alice, welcome) = connect_since(node, "alice", Some((&epoch, f.last))).await;
         assert_eq!(welcome["recovered"], true, "round {rounds}: {welcome}");
         let (_, top) = position(&welcome);
         // Everything queued before the pong: the replay, then live messages.

@@ -3,13 +3,15 @@
 
 use super::*;
 
-#[tokio::test]
-async fn room_with_history_resumes_with_since() {
-    let node = start_with_config(
+on_memory_and_cluster!(room_with_history_resumes_with_since);
+async fn room_with_history_resumes_with_since(backplane: Backplane) {
+    let env = start_with_config(
+        backplane,
         "room-history",
         "[[history]]\npattern = \"room:hist*\"\nmax_messages = 100\nmax_age_seconds = 3600\n",
     )
     .await;
+    let node = env.node();
     let (mut alice, _) = node.connect("alice").await;
     let reply = subscribe_since(&mut alice, 1, "room:hist1", None).await;
     assert!(
@@ -21,7 +23,7 @@ async fn room_with_history_resumes_with_since() {
     expect_own_join(&mut alice, "alice", "room:hist1").await;
     unsubscribe(&mut alice, 2, "room:hist1").await;
 
-    publish_numbered(&node, "room:hist1", &epoch, 0, 20).await;
+    publish_numbered(env.api(), "room:hist1", &epoch, 0, 20).await;
     alice.expect_silence(QUIET).await;
 
     let reply = subscribe_since(&mut alice, 3, "room:hist1", Some((&epoch, 0))).await;
@@ -32,7 +34,7 @@ async fn room_with_history_resumes_with_since() {
     alice.expect_silence(QUIET).await;
 
     // Live messages continue the same sequence.
-    publish_numbered(&node, "room:hist1", &epoch, 20, 1).await;
+    publish_numbered(env.api(), "room:hist1", &epoch, 20, 1).await;
     expect_messages(&mut alice, "room:hist1", &epoch, 21, 1).await;
 
     // Resuming from the middle.
@@ -44,18 +46,20 @@ async fn room_with_history_resumes_with_since() {
     alice.expect_silence(QUIET).await;
 }
 
-#[tokio::test]
-async fn room_history_trimmed_by_count_is_not_recovered() {
-    let node = start_with_config(
+on_memory_and_cluster!(room_history_trimmed_by_count_is_not_recovered);
+async fn room_history_trimmed_by_count_is_not_recovered(backplane: Backplane) {
+    let env = start_with_config(
+        backplane,
         "room-trim",
         "[[history]]\npattern = \"room:hist*\"\nmax_messages = 5\nmax_age_seconds = 3600\n",
     )
     .await;
+    let node = env.node();
     let (mut alice, _) = node.connect("alice").await;
     let (epoch, _) = position(&subscribe_since(&mut alice, 1, "room:hist-trim", None).await);
     expect_own_join(&mut alice, "alice", "room:hist-trim").await;
     unsubscribe(&mut alice, 2, "room:hist-trim").await;
-    publish_numbered(&node, "room:hist-trim", &epoch, 0, 20).await;
+    publish_numbered(env.api(), "room:hist-trim", &epoch, 0, 20).await;
 
     // Only 16..=20 are kept: 0 and 14 would need trimmed messages.
     let mut id = 3;
@@ -75,13 +79,14 @@ async fn room_history_trimmed_by_count_is_not_recovered() {
     alice.expect_silence(QUIET).await;
 }
 
-#[tokio::test]
-async fn room_without_history_recovers_only_at_the_top() {
-    let node = support::start(&[]).await;
+on_memory_and_cluster!(room_without_history_recovers_only_at_the_top);
+async fn room_without_history_recovers_only_at_the_top(backplane: Backplane) {
+    let env = Env::start(backplane, &[]).await;
+    let node = env.node();
     let (mut alice, _) = node.connect("alice").await;
     let (epoch, _) = position(&subscribe_since(&mut alice, 1, "room:plain", None).await);
     expect_own_join(&mut alice, "alice", "room:plain").await;
-    publish_numbered(&node, "room:plain", &epoch, 0, 3).await;
+    publish_numbered(env.api(), "room:plain", &epoch, 0, 3).await;
     expect_messages(&mut alice, "room:plain", &epoch, 1, 3).await;
     unsubscribe(&mut alice, 2, "room:plain").await;
 

@@ -70,6 +70,37 @@ impl ApiClient {
         )
     }
 
+    /// Like [`ApiClient::call`], but a failed request is an `Err` (for traffic that must
+    /// go on while Redis fails over) and there is no timeout (the caller sets one).
+    pub async fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.internal))
+            .header("authorization", format!("Bearer {API_KEY}"))
+            .header("content-type", "application/json")
+            .body(Full::new(
+                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+            ))
+            .map_err(|e| e.to_string())?;
+        let res = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
     /// `POST /v1/publish`; panics unless it answers 200. Returns the answer.
     pub async fn publish(&self, channel: &str, data: Value) -> Value {
         let (status, body) = self

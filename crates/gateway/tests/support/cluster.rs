@@ -1,29 +1,30 @@
-//! Multi-node test support: one throwaway `redis-server` and several real gateway
-//! processes sharing it, plus a tiny RESP client to look inside Redis (the events
-//! stream, consumer groups) the way a backend would.
+//! Multi-node test support: several real gateway processes sharing one Redis — a
+//! throwaway `redis-server`, or a Redis Cluster ([`Redis`]) — plus a RESP client to look
+//! inside it the way a backend would (the events stream, consumer groups).
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream as StdTcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use switchboard_router::testsuite::redis_server::RedisServer;
+use switchboard_router::testsuite::redis_cluster::{slot_of, RedisCluster};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+// Re-exported where the tests have always found them.
+#[allow(unused_imports)]
+pub use super::redis::{read_entries, redis_cmd, stream_entries, Redis, Resp, Store, StreamEntry};
 use super::{Client, Node};
 
 /// The events stream key when `--events-stream` is not given.
 pub const DEFAULT_EVENTS_STREAM: &str = "switchboard:events";
 
-/// A Redis server and `nodes` gateway processes routed through it.
+/// A Redis (one server or a cluster) and `nodes` gateway processes routed through it.
 pub struct Cluster {
     /// Declared before `redis`: the nodes go first when a cluster is dropped.
     pub nodes: Vec<Node>,
-    pub redis: RedisServer,
+    pub redis: Store,
     /// The key prefix every node of this cluster uses.
     pub prefix: String,
     /// The connection events stream (the configured `--events-stream`, else the default).
@@ -33,10 +34,21 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a Redis and `n` nodes (started concurrently) with `extra` arguments.
+    /// Starts a `redis-server` and `n` nodes (started concurrently) with `extra` arguments.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_on(Redis::One, n, extra).await
+    }
+
+    /// Starts `n` nodes (concurrently) with `extra` arguments on `redis`: a fresh
+    /// `redis-server`, or the binary's shared Redis Cluster.
+    pub async fn start_on(redis: Redis, n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(Store::start(redis).await, n, extra).await
+    }
+
+    /// Starts `n` nodes (concurrently) with `extra` arguments on a running Redis (a Redis
+    /// Cluster of the test's own, say, with persistence or one to break).
+    pub async fn start_with(redis: Store, n: usize, extra: &[&str]) -> Cluster {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let redis = RedisServer::start();
         let prefix = format!(
             "sbt{}-{}:",
             std::process::id(),
@@ -97,9 +109,61 @@ impl Cluster {
         self.nodes[i] = start_named(&id, &args).await;
     }
 
-    /// Runs one Redis command on a fresh connection.
+    /// Runs one Redis command on a fresh connection (on a Redis Cluster: on the node that
+    /// serves the command's key, following redirections). Blocking.
     pub fn redis_cmd(&self, args: &[&str]) -> Resp {
-        redis_cmd(self.redis.port, args)
+        self.redis.cmd(args)
+    }
+
+    /// The Redis Cluster under this cluster's nodes; panics on one Redis.
+    pub fn redis_cluster(&self) -> &Arc<RedisCluster> {
+        self.redis.cluster()
+    }
+
+    /// The nodes' `--redis-url`.
+    pub fn redis_url(&self) -> String {
+        self.redis.url()
+    }
+
+    /// `n` channels from `make(0), make(1), …` (skipping some) whose slots are spread
+    /// evenly over every primary of the Redis Cluster, so that a test's traffic reaches
+    /// every shard (each of a channel's keys and its shard channel share the channel's
+    /// slot); on one Redis simply `make(0..n)`. Blocking.
+    pub fn channels_on_every_shard(&self, n: usize, make: impl Fn(usize) -> String) -> Vec<String> {
+        let Store::Cluster(cluster) = &self.redis else {
+            return (0..n).map(make).collect();
+        };
+        let primaries = cluster.primaries();
+        let nodes = cluster.nodes();
+        let owner = |channel: &str| {
+            let slot = slot_of(channel);
+            nodes
+                .iter()
+                .filter(|node| node.is_primary() && node.serves(slot))
+                .find_map(|node| primaries.iter().position(|&p| p == node.port))
+                .unwrap_or_else(|| panic!("no primary serves slot {slot}"))
+        };
+        let quota = |shard: usize| n / primaries.len() + usize::from(shard < n % primaries.len());
+        let mut taken = vec![0; primaries.len()];
+        let mut out = Vec::with_capacity(n);
+        for i in 0.. {
+            if out.len() == n {
+                break;
+            }
+            let channel = make(i);
+            let shard = owner(&channel);
+            if taken[shard] < quota(shard) {
+                taken[shard] += 1;
+                out.push(channel);
+            }
+        }
+        out
+    }
+
+    /// The port of the primary that serves `channel` (its slot); panics on one Redis.
+    /// Blocking.
+    pub fn primary_of(&self, channel: &str) -> u16 {
+        self.redis_cluster().primary_of_slot(slot_of(channel))
     }
 
     /// Every entry of the events stream, oldest first.
@@ -121,143 +185,6 @@ pub async fn kill(node: &mut Node) {
         .await
         .expect("the killed node did not exit")
         .expect("wait for the killed node");
-}
-
-// --- A minimal RESP client ----------------------------------------------------------
-
-/// A RESP2 value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Resp {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    /// `None` is the nil bulk string.
-    Bulk(Option<Vec<u8>>),
-    /// `None` is the nil array.
-    Array(Option<Vec<Resp>>),
-}
-
-impl Resp {
-    /// The value as text (simple, bulk, integer); panics otherwise.
-    pub fn text(&self) -> String {
-        match self {
-            Resp::Simple(s) => s.clone(),
-            Resp::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
-            Resp::Int(i) => i.to_string(),
-            other => panic!("expected a string reply, got {other:?}"),
-        }
-    }
-
-    /// The elements of an array (a nil array is empty); panics otherwise.
-    pub fn items(&self) -> &[Resp] {
-        match self {
-            Resp::Array(Some(v)) => v,
-            Resp::Array(None) => &[],
-            other => panic!("expected an array reply, got {other:?}"),
-        }
-    }
-
-    pub fn int(&self) -> i64 {
-        match self {
-            Resp::Int(i) => *i,
-            other => panic!("expected an integer reply, got {other:?}"),
-        }
-    }
-}
-
-/// Runs one command against `127.0.0.1:port` on a fresh connection; panics on I/O
-/// errors (a test's Redis must be reachable).
-pub fn redis_cmd(port: u16, args: &[&str]) -> Resp {
-    let mut stream = StdTcpStream::connect(("127.0.0.1", port)).expect("connect to the test Redis");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    stream.write_all(&out).expect("send a Redis command");
-    let mut reader = BufReader::new(stream);
-    read_resp(&mut reader)
-}
-
-fn read_line(r: &mut impl BufRead) -> String {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("read a Redis reply");
-    assert!(line.ends_with("\r\n"), "truncated Redis reply: {line:?}");
-    line.truncate(line.len() - 2);
-    line
-}
-
-fn read_resp(r: &mut impl BufRead) -> Resp {
-    let line = read_line(r);
-    let (kind, rest) = line.split_at(1);
-    match kind {
-        "+" => Resp::Simple(rest.to_owned()),
-        "-" => Resp::Error(rest.to_owned()),
-        ":" => Resp::Int(rest.parse().expect("integer reply")),
-        "$" => {
-            let n: i64 = rest.parse().expect("bulk length");
-            if n < 0 {
-                return Resp::Bulk(None);
-            }
-            let mut buf = vec![0u8; n as usize + 2];
-            r.read_exact(&mut buf).expect("bulk body");
-            buf.truncate(n as usize);
-            Resp::Bulk(Some(buf))
-        }
-        "*" => {
-            let n: i64 = rest.parse().expect("array length");
-            if n < 0 {
-                return Resp::Array(None);
-            }
-            Resp::Array(Some((0..n).map(|_| read_resp(r)).collect()))
-        }
-        _ => panic!("unexpected Redis reply line: {line:?}"),
-    }
-}
-
-/// One stream entry: its id and its fields.
-#[derive(Clone, Debug)]
-pub struct StreamEntry {
-    pub id: String,
-    pub fields: HashMap<String, String>,
-}
-
-impl StreamEntry {
-    /// A field's value ("" when absent).
-    pub fn get(&self, field: &str) -> &str {
-        self.fields.get(field).map_or("", String::as_str)
-    }
-}
-
-/// The entries of an XRANGE reply (`[[id, [k, v, ...]], ...]`).
-pub fn stream_entries(reply: &Resp) -> Vec<StreamEntry> {
-    reply
-        .items()
-        .iter()
-        .map(|e| {
-            let parts = e.items();
-            let kv = parts[1].items();
-            StreamEntry {
-                id: parts[0].text(),
-                fields: kv
-                    .chunks_exact(2)
-                    .map(|c| (c[0].text(), c[1].text()))
-                    .collect(),
-            }
-        })
-        .collect()
-}
-
-/// The entries of an XREADGROUP/XREAD reply for one stream (nil = none).
-pub fn read_entries(reply: &Resp) -> Vec<StreamEntry> {
-    match reply.items().first() {
-        None => Vec::new(),
-        Some(stream) => stream_entries(&stream.items()[1]),
-    }
 }
 
 // --- Clients: reading until a deadline -----------------------------------------------

@@ -5,6 +5,12 @@
 mod api;
 pub mod cluster;
 pub mod proxy;
+pub mod redis;
+pub mod refused;
+
+mod backends;
+#[allow(unused_imports)]
+pub(crate) use backends::{backend_tests, on_both_redis};
 
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
@@ -75,10 +81,13 @@ pub async fn start_env(args: &[&str], env: &[(&str, &str)]) -> Node {
 /// Spawns `switchboard serve` as `node_id` on the public address `listen` (internal port
 /// 0) with the test secret and API key, and waits for its `listening …` line.
 pub async fn spawn_node(node_id: &str, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
+    // `SWITCHBOARD_TEST_LOG=switchboard=debug,switchboard_router=debug cargo test …`
+    // shows the nodes' debug logs (on stderr, with the test's output).
+    let log_level = std::env::var("SWITCHBOARD_TEST_LOG").unwrap_or_else(|_| "warn".into());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.arg("serve")
         .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
-        .args(["--node-id", node_id, "--log-level", "warn"])
+        .args(["--node-id", node_id, "--log-level", &log_level])
         .args(args)
         .env_clear()
         .env("SWITCHBOARD_JWT_SECRET", SECRET)

@@ -303,7 +303,10 @@ impl Backplane for RedisRouter {
         let client = Client::connect(inner.config.clone())
             .await
             .map_err(|e| match e {
-                client::Error::Config(m) | client::Error::Auth(m) => RouterError::BadRequest(m),
+                client::Error::Config(m) => RouterError::BadRequest(m),
+                client::Error::Auth(m) => {
+                    RouterError::BadRequest(format!("Redis authentication failed: {m}"))
+                }
                 other => unavailable(other),
             })?;
         let _ = inner.client.set(client.clone());

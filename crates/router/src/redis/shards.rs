@@ -84,7 +84,10 @@ struct Sub {
     missing: Option<(u64, Instant)>,
     accepted: bool,
     last_forced: Instant,
-    opened_at: Instant,
+    /// When the current probe channel was chosen or lost its confirmation: when the
+    /// subscriber opened, or when the probe moved with its slot. Redis gets two
+    /// intervals to confirm it before the subscriber is reconnected.
+    probe_since: Instant,
 }
 
 #[derive(Default)]
@@ -457,8 +460,15 @@ fn unsubscribed(inner: &Inner, sub_id: u64, live: &str) {
     if want.on == Some(sub_id) {
         want.on = None;
         want.interrupted = true;
+        let probe = want.probe;
         st.unconfirmed += 1;
         st.dirty.push(live.to_owned());
+        if probe {
+            // The probe moves to another slot of the shard: give it time to be confirmed.
+            if let Some(sub) = st.subs.values_mut().find(|s| s.id == sub_id) {
+                sub.probe_since = Instant::now();
+            }
+        }
         inner.refresh.store(true, Ordering::SeqCst);
         drop(st);
         inner.wake.notify_one();
@@ -626,7 +636,7 @@ async fn reconcile(inner: &Arc<Inner>) -> bool {
         }
         let exists = inner.lock().subs.contains_key(&shard.primary);
         if !exists
-            && open(inner, index, &shard.primary, shard.ranges[0].0)
+            && open(inner, index, &shard.primary, probe_slot(shard))
                 .await
                 .is_err()
         {
@@ -656,6 +666,18 @@ async fn reconcile(inner: &Arc<Inner>) -> bool {
     ok
 }
 
+/// The slot of a shard's probe channel: its highest. `redis-cli --cluster reshard` moves
+/// a primary's slots lowest first, so a probe in the lowest slot would move with every
+/// slot of a reshard (and stay unconfirmed, the node not ready, all along).
+fn probe_slot(shard: &super::client::Shard) -> u16 {
+    shard
+        .ranges
+        .iter()
+        .map(|&(_, last)| last)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Keeps each subscriber's probe channel in a slot its primary serves (slots move), and
 /// drops probe channels no subscriber uses any more.
 fn probe_channels(inner: &Inner, st: &mut State, topology: &super::client::Topology) {
@@ -670,9 +692,10 @@ fn probe_channels(inner: &Inner, st: &mut State, topology: &super::client::Topol
         if topology.primary_of(sub.probe_slot) == Some(shard.primary.as_str()) {
             continue;
         }
-        sub.probe_slot = shard.ranges[0].0;
+        sub.probe_slot = probe_slot(shard);
         sub.probe_channel = inner.keys.probe(sub.probe_slot, &inner.node);
         sub.missing = None;
+        sub.probe_since = Instant::now();
         let channel = sub.probe_channel.clone();
         if !st.wanted.contains_key(&channel) {
             st.wanted.insert(channel.clone(), Want::new(true));
@@ -703,7 +726,7 @@ fn probe_channels(inner: &Inner, st: &mut State, topology: &super::client::Topol
 }
 
 /// Opens the subscriber of one primary and subscribes its probe channel.
-async fn open(inner: &Arc<Inner>, index: usize, addr: &str, first_slot: u16) -> Result<(), Error> {
+async fn open(inner: &Arc<Inner>, index: usize, addr: &str, probe_slot: u16) -> Result<(), Error> {
     let id = inner.next_id.fetch_add(1, Ordering::SeqCst);
     let probes = Arc::new(Probes::default());
     let handler = Arc::new(Dispatch {
@@ -719,7 +742,7 @@ async fn open(inner: &Arc<Inner>, index: usize, addr: &str, first_slot: u16) -> 
             return Err(e);
         }
     };
-    let probe_channel = inner.keys.probe(first_slot, &inner.node);
+    let probe_channel = inner.keys.probe(probe_slot, &inner.node);
     {
         let mut st = inner.lock();
         if let Some(old) = st.subs.remove(addr) {
@@ -739,12 +762,12 @@ async fn open(inner: &Arc<Inner>, index: usize, addr: &str, first_slot: u16) -> 
                 probes,
                 shard: index,
                 probe_channel: probe_channel.clone(),
-                probe_slot: first_slot,
+                probe_slot,
                 up: false,
                 missing: None,
                 accepted: true,
                 last_forced: Instant::now(),
-                opened_at: Instant::now(),
+                probe_since: Instant::now(),
             },
         );
         // The probe channel, and every wanted channel this primary serves, go out now.
@@ -842,10 +865,13 @@ fn judge(inner: &Inner) -> bool {
         };
         if !probe_confirmed.get(&sub.id).copied().unwrap_or(false) {
             // Redis never confirmed the probe channel: a subscriber that hears nothing
-            // (black-holed right away) is reconnected like one whose probes stopped.
+            // (black-holed right away) is reconnected like one whose probes stopped —
+            // counted from when this probe channel was chosen, so that a probe that moved
+            // with its slot (a reshard) does not reconnect a healthy subscriber.
             sub.up = false;
             all_up = false;
-            if sub.opened_at.elapsed() >= interval * 2 && sub.last_forced.elapsed() >= interval * 2
+            if sub.probe_since.elapsed() >= interval * 2
+                && sub.last_forced.elapsed() >= interval * 2
             {
                 sub.last_forced = Instant::now();
                 force.push(sub.conn.clone());

@@ -59,6 +59,10 @@ pub struct ClusterOptions {
     pub node_timeout: Duration,
     /// More `redis-server` arguments, after the defaults `--save "" --appendonly no`.
     pub redis_args: Vec<String>,
+    /// A password every node requires (`--requirepass`) and replicas use towards their
+    /// primary (`--masterauth`). The helpers here authenticate with it, `redis-cli` gets it
+    /// through `REDISCLI_AUTH`, and [`RedisCluster::url`] carries it. Default none.
+    pub password: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -68,6 +72,7 @@ impl Default for ClusterOptions {
             replicas: 1,
             node_timeout: Duration::from_millis(2000),
             redis_args: Vec::new(),
+            password: None,
         }
     }
 }
@@ -110,12 +115,23 @@ impl RedisCluster {
     /// with the launcher's output (node log tails included) when the cluster does not form.
     pub fn start_opts(options: &ClusterOptions) -> RedisCluster {
         require_tools();
+        let mut options = options.clone();
+        if let Some(password) = &options.password {
+            let auth = ["--requirepass", password, "--masterauth", password];
+            options
+                .redis_args
+                .extend(auth.iter().map(|a| a.to_string()));
+        }
+        let options = &options;
         let nodes = options.primaries * (1 + options.replicas);
         let mut last_error = String::new();
         for _ in 0..5 {
             let dir = fresh_dir();
             let ports = free_ports(2 * nodes);
             let (ports, bus_ports) = ports.split_at(nodes);
+            if let Some(password) = &options.password {
+                resp::set_password(ports, password);
+            }
             match launch(&dir, ports, bus_ports, options) {
                 Ok(launcher) => {
                     let ids = ports
@@ -156,7 +172,8 @@ impl RedisCluster {
         self.ports.clone()
     }
 
-    /// `redis-cluster://127.0.0.1:<p1>?node=127.0.0.1:<p2>&node=…` with every node as a seed.
+    /// `redis-cluster://127.0.0.1:<p1>?node=127.0.0.1:<p2>&node=…` with every node as a seed
+    /// (`redis-cluster://:<password>@…` with a password).
     pub fn url(&self) -> String {
         self.seed_url(self.ports.len())
     }
@@ -168,7 +185,12 @@ impl RedisCluster {
             .iter()
             .map(|p| format!("node=127.0.0.1:{p}"))
             .collect();
-        let mut url = format!("redis-cluster://127.0.0.1:{}", seeds[0]);
+        let auth = match &self.options.password {
+            // Test passwords are plain words: nothing to percent-encode.
+            Some(password) => format!(":{password}@"),
+            None => String::new(),
+        };
+        let mut url = format!("redis-cluster://{auth}127.0.0.1:{}", seeds[0]);
         if !rest.is_empty() {
             url = format!("{url}?{}", rest.join("&"));
         }

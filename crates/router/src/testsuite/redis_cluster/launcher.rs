@@ -38,7 +38,12 @@ pub(super) fn launch(
         ports.join(",")
     };
     let log = std::fs::File::create(dir.join("launcher.log")).expect("the launcher log");
-    let child = Command::new("bash")
+    let mut command = Command::new("bash");
+    if let Some(password) = &options.password {
+        // The launcher's redis-cli calls (create, readiness checks) authenticate with it.
+        command.env("REDISCLI_AUTH", password);
+    }
+    let child = command
         .arg(script())
         .arg("start")
         .arg(dir)
@@ -170,11 +175,32 @@ pub(super) fn fresh_dir() -> PathBuf {
     dir
 }
 
-/// `n` distinct ports that were free a moment ago (all bound at once, then released).
+/// `n` distinct ports that were free a moment ago (all bound at once, then released),
+/// below the kernel's ephemeral range when it leaves room: the nodes bind them one after
+/// the other over seconds, and meanwhile any outgoing connection on the machine (other
+/// tests' clients) may take an ephemeral port as its local port.
 pub(super) fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
+    use rand::Rng as _;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut listeners = Vec::new();
+    if ephemeral_low > 12000 {
+        let mut rng = rand::rng();
+        for _ in 0..n * 50 {
+            if listeners.len() == n {
+                break;
+            }
+            let port = rng.random_range(10000..ephemeral_low);
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                listeners.push(l);
+            }
+        }
+    }
+    while listeners.len() < n {
+        listeners.push(std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"));
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().expect("a bound port").port())

@@ -31,7 +31,11 @@ impl RedisCluster {
             .join(format!("reshard-{}.log", N.fetch_add(1, Ordering::Relaxed)));
         let out = File::create(&log).expect("the reshard log");
         let err = out.try_clone().expect("the reshard log");
-        let child = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if let Some(password) = &self.options.password {
+            command.env("REDISCLI_AUTH", password);
+        }
+        let child = command
             .args(["--cluster", "reshard", &format!("127.0.0.1:{any}")])
             .args(["--cluster-from", self.node_id(from)])
             .args(["--cluster-to", self.node_id(to)])
@@ -92,6 +96,10 @@ impl RedisCluster {
                 .iter()
                 .map(|a| a.as_bytes().to_vec())
                 .collect();
+            if let Some(password) = &self.options.password {
+                migrate.push(b"AUTH".to_vec());
+                migrate.push(password.as_bytes().to_vec());
+            }
             migrate.push(b"KEYS".to_vec());
             migrate.extend(keys);
             let reply = self.cmd(from, &migrate);

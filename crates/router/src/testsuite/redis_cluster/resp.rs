@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long one reply may take (a SIGSTOPped node answers nothing).
@@ -71,13 +72,22 @@ pub struct RespConn {
 }
 
 impl RespConn {
+    /// Connects to the node on `port`, authenticating when its cluster was started with a
+    /// password ([`ClusterOptions::password`](super::ClusterOptions::password)).
     pub fn connect(port: u16) -> io::Result<RespConn> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        Ok(RespConn {
+        let mut conn = RespConn {
             reader: BufReader::new(stream),
-        })
+        };
+        if let Some(password) = password_of(port) {
+            let reply = conn.cmd(&["AUTH", password.as_str()])?;
+            if !reply.is_ok() {
+                return Err(bad(format!("AUTH on {port}: {reply:?}")));
+            }
+        }
+        Ok(conn)
     }
 
     /// Sends one command and reads its reply (error replies are values, not `Err`).
@@ -92,6 +102,29 @@ impl RespConn {
         self.reader.get_mut().write_all(&out)?;
         read_value(&mut self.reader)
     }
+}
+
+/// Passwords of the nodes of clusters started with one, by port (ports are unique within
+/// a test process, and every helper here connects through [`RespConn::connect`]).
+fn passwords() -> &'static Mutex<HashMap<u16, String>> {
+    static PASSWORDS: OnceLock<Mutex<HashMap<u16, String>>> = OnceLock::new();
+    PASSWORDS.get_or_init(Default::default)
+}
+
+/// Makes every connection to `ports` authenticate with `password` first.
+pub(super) fn set_password(ports: &[u16], password: &str) {
+    let mut map = passwords().lock().unwrap_or_else(|e| e.into_inner());
+    for &p in ports {
+        map.insert(p, password.to_owned());
+    }
+}
+
+fn password_of(port: u16) -> Option<String> {
+    passwords()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&port)
+        .cloned()
 }
 
 /// One command on a fresh connection to `port`.
