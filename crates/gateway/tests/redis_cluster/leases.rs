@@ -13,7 +13,6 @@ use switchboard_router::testsuite::redis_cluster::slot_of;
 // Fails today: the lease deadlines in Redis keep running while nobody can renew them;
 // the first node whose heartbeat goes through after the failover finds the others'
 // deadlines passed and reaps them (see the commit that added this test).
-#[ignore = "known bug: a failover of the {nodes} shard makes the first node back reap the live others"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_of_the_lease_shard_reaps_no_live_node() {
     let redis = own_cluster(3, 1, &[]).await;
