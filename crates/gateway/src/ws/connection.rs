@@ -34,9 +34,7 @@ pub async fn run(
         admission,
         ..
     } = accepted;
-    let _admission = admission;
-    let cfg = &node.config;
-    let ws = match tokio::time::timeout(cfg.handshake_timeout, upgrade).await {
+    let ws = match tokio::time::timeout(node.config.handshake_timeout, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "upgrade failed");
@@ -51,83 +49,106 @@ pub async fn run(
         tracing::warn!("the upgraded connection is not a TCP stream");
         return;
     };
-    let (mut rd, _) =
-        fastwebsockets::after_handshake_split(socket.reader(), tokio::io::sink(), Role::Server);
-    rd.set_auto_close(false);
-    rd.set_auto_pong(false);
-    rd.set_max_message_size(cfg.max_message_bytes.saturating_add(1));
-    rd.prepend_buffered(&early);
-    drop(early);
-
-    let (id, conn_id) = node.next_conn_id();
-    let outbound = Outbound::new(cfg.outbound_queue_frames, cfg.outbound_queue_bytes);
-    outbound.attach(socket.clone());
-    let conn = Arc::new(ConnHandle::new(
-        id,
-        conn_id,
-        claims.sub.clone(),
-        encoding,
-        now_ms(),
-        outbound,
-        claims.exp,
+    // A task of its own, without the upgrade's state: what an open connection keeps.
+    let tracker = node.tracker.clone();
+    tracker.spawn(serve(
+        node, socket, early, claims, encoding, since, admission,
     ));
-    m::hot().connections.increment(1.0);
-    m::hot().connections_total.increment(1);
-    tracing::debug!(conn = %conn.conn_id, user = %conn.user, "connected");
+}
 
-    let mut session = Session::new(node.clone(), conn.clone(), claims);
-    let mut driver = Driver::new(&conn, &socket);
-    let mut watched = None;
-    match driver.run(Box::pin(session.open(since))).await {
-        None => {}
-        Some(Err(e)) => {
-            tracing::warn!(conn = %conn.conn_id, error = %e, "could not open the session");
-            conn.send(&ServerFrame::error(
-                ErrorCode::Unavailable,
-                "backplane unavailable",
-            ));
-            conn.outbound.close(
-                CloseRequest {
-                    code: close::TRY_AGAIN_LATER,
-                    reason: "backplane unavailable".into(),
-                    send_frame: true,
-                },
-                true,
-            );
-            driver.wait_written().await;
+/// Serves an upgraded connection until it is closed. (A plain `fn` returning an `async
+/// move` block: the block uses its captures in place, where an `async fn` would keep its
+/// arguments twice, as captures and as locals, in every idle connection's task.)
+#[allow(clippy::manual_async_fn)]
+fn serve(
+    node: Arc<Node>,
+    socket: Socket,
+    early: bytes::Bytes,
+    claims: crate::auth::Claims,
+    encoding: switchboard_proto::Encoding,
+    since: Option<switchboard_proto::StreamPosition>,
+    admission: crate::node::Admission,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let _admission = admission;
+        let cfg = &node.config;
+        let (mut rd, _) =
+            fastwebsockets::after_handshake_split(socket.reader(), tokio::io::sink(), Role::Server);
+        rd.set_auto_close(false);
+        rd.set_auto_pong(false);
+        rd.set_max_message_size(cfg.max_message_bytes.saturating_add(1));
+        rd.prepend_buffered(&early);
+        drop(early);
+
+        let (id, conn_id) = node.next_conn_id();
+        let outbound = Outbound::new(cfg.outbound_queue_frames, cfg.outbound_queue_bytes);
+        outbound.attach(socket.clone());
+        let conn = Arc::new(ConnHandle::new(
+            id,
+            conn_id,
+            claims.sub.clone(),
+            encoding,
+            now_ms(),
+            outbound,
+            claims.exp,
+        ));
+        m::hot().connections.increment(1.0);
+        m::hot().connections_total.increment(1);
+        tracing::debug!(conn = %conn.conn_id, user = %conn.user, "connected");
+
+        let mut session = Session::new(node.clone(), conn.clone(), claims);
+        let mut driver = Driver::new(&conn, &socket);
+        let mut watched = None;
+        match driver.run(Box::pin(session.open(since))).await {
+            None => {}
+            Some(Err(e)) => {
+                tracing::warn!(conn = %conn.conn_id, error = %e, "could not open the session");
+                conn.send(&ServerFrame::error(
+                    ErrorCode::Unavailable,
+                    "backplane unavailable",
+                ));
+                conn.outbound.close(
+                    CloseRequest {
+                        code: close::TRY_AGAIN_LATER,
+                        reason: "backplane unavailable".into(),
+                        send_frame: true,
+                    },
+                    true,
+                );
+                Box::pin(driver.wait_written()).await;
+            }
+            Some(Ok(())) => {
+                let exp = conn.expires_at();
+                node.sweeper.watch(conn.id, exp);
+                watched = Some(exp);
+                let end = reader::run(
+                    &mut driver,
+                    &mut rd,
+                    &mut session,
+                    &conn,
+                    cfg.max_message_bytes,
+                )
+                .await;
+                // The socket is going: in-flight RPC calls stop (their replies could not be sent).
+                conn.cancel_rpc();
+                Box::pin(finish(&mut driver, &conn, &mut rd, end)).await;
+            }
         }
-        Some(Ok(())) => {
-            let exp = conn.expires_at();
-            node.sweeper.watch(conn.id, exp);
-            watched = Some(exp);
-            let end = reader::run(
-                &mut driver,
-                &mut rd,
-                &socket,
-                &mut session,
-                &conn,
-                cfg.max_message_bytes,
-            )
-            .await;
-            // The socket is going: in-flight RPC calls stop (their replies could not be sent).
-            conn.cancel_rpc();
-            finish(&mut driver, &conn, &mut rd, end).await;
+        conn.cancel_rpc();
+        let code = conn.outbound.finish();
+        drop(driver);
+        drop(rd);
+        drop(socket);
+        Box::pin(session.close()).await;
+        if let Some(exp) = watched {
+            // A refresh may have moved it since.
+            node.sweeper.forget(conn.id, exp);
+            node.sweeper.forget(conn.id, conn.expires_at());
         }
+        m::hot().connections.decrement(1.0);
+        metrics::counter!(m::DISCONNECTS, "code" => m::close_code_label(code)).increment(1);
+        tracing::debug!(conn = %conn.conn_id, code, "disconnected");
     }
-    conn.cancel_rpc();
-    let code = conn.outbound.finish();
-    drop(driver);
-    drop(rd);
-    drop(socket);
-    Box::pin(session.close()).await;
-    if let Some(exp) = watched {
-        // A refresh may have moved it since.
-        node.sweeper.forget(conn.id, exp);
-        node.sweeper.forget(conn.id, conn.expires_at());
-    }
-    m::hot().connections.decrement(1.0);
-    metrics::counter!(m::DISCONNECTS, "code" => m::close_code_label(code)).increment(1);
-    tracing::debug!(conn = %conn.conn_id, code, "disconnected");
 }
 
 /// The closing handshake after the reader stopped.
@@ -172,5 +193,84 @@ async fn finish(
             driver.run(reader::discard_until_close(rd)).await;
             driver.wait_written().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What an idle connection costs in the node's memory, as sizes the compiler knows
+    //! (the task's future is allocated once per connection).
+
+    use super::*;
+    use crate::auth::Claims;
+    use crate::config::{Config, ServeArgs};
+    use crate::hub::Hub;
+
+    fn node() -> Arc<Node> {
+        let args = ServeArgs {
+            jwt_secret: Some("size-unit-test-secret-0123456789abcdef".into()),
+            node_id: Some("gw-t".into()),
+            ..ServeArgs::default()
+        };
+        let config = Config::from_parts(&args, None).expect("valid config");
+        let router = switchboard_router::memory::MemoryCluster::standalone(
+            "gw-t".to_owned(),
+            config.history.clone(),
+            config.lease,
+        );
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        Arc::new(Node::new(config, router, Arc::new(Hub::new().0), handle))
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            sub: "alice".into(),
+            exp: u64::MAX,
+            channels: Vec::new(),
+            publish: Vec::new(),
+            rpc: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_small() {
+        let node = node();
+        let mut req = http::Request::builder()
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap();
+        let (_, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).expect("upgrade");
+        let accepted = Accepted {
+            claims: claims(),
+            encoding: switchboard_proto::Encoding::Json,
+            subprotocol: None,
+            since: None,
+            admission: node.admit().expect("a slot"),
+        };
+        let task = run(node.clone(), upgrade, accepted);
+        let (socket, _client) = crate::ws::socket::pair().await;
+        let admission = node.admit().expect("a slot");
+        let served = serve(
+            node,
+            socket,
+            bytes::Bytes::new(),
+            claims(),
+            switchboard_proto::Encoding::Json,
+            None,
+            admission,
+        );
+        let sizes = [
+            ("connection task", std::mem::size_of_val(&served)),
+            ("upgrade task", std::mem::size_of_val(&task)),
+            ("ConnHandle", std::mem::size_of::<ConnHandle>()),
+            ("Session", std::mem::size_of::<Session>()),
+        ];
+        eprintln!("{sizes:?}");
+        assert!(sizes[0].1 <= 4096, "{sizes:?}");
     }
 }

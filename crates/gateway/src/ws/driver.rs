@@ -5,7 +5,7 @@
 //! frame within the grace. The awaited future is never dropped half-way except then, when
 //! the connection is over anyway: `read_frame` is not cancel-safe.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -56,11 +56,13 @@ impl<'a> Driver<'a> {
     }
 
     /// Runs `fut` to its end while writing the backlog. `None` when the connection is over
-    /// first.
+    /// first. (Its own waits are `poll_*` calls that keep their waker in the socket or the
+    /// queue: an idle connection's task holds no waiter structs.)
     pub async fn run<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let (conn, socket) = (self.conn, self.socket);
         tokio::pin!(fut);
         loop {
-            let (ended, backlog) = self.conn.outbound.status();
+            let (ended, backlog) = conn.outbound.status();
             match ended {
                 Some(e) if !e.close_sent || self.until_written => return None,
                 Some(_) => self.arm_grace(),
@@ -70,12 +72,18 @@ impl<'a> Driver<'a> {
             tokio::select! {
                 biased;
                 out = &mut fut => return Some(out),
-                _ = self.conn.outbound.event() => {}
+                () = poll_fn(|cx| conn.outbound.poll_event(cx)) => {}
                 // An error here shows in the write that follows.
-                _ = self.socket.writable(), if backlog => self.conn.outbound.flush(),
+                _ = poll_fn(|cx| socket.poll_write_ready(cx)), if backlog => conn.outbound.flush(),
                 _ = expire(&mut self.grace), if armed => return None,
             }
         }
+    }
+
+    /// Waits until the socket has bytes (or an end) to read, writing the backlog meanwhile.
+    pub async fn readable(&mut self) -> Option<std::io::Result<()>> {
+        let socket = self.socket;
+        self.run(poll_fn(|cx| socket.poll_read_ready(cx))).await
     }
 
     /// Waits until the writing ended: the close frame is out, or the socket failed or

@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_proto::close;
@@ -107,13 +108,15 @@ struct State {
     stalled_since: Option<Instant>,
     /// `None` until attached (tests queue without a socket) and after the end.
     socket: Option<Socket>,
+    /// An event for the connection's task (a backlog formed, a close was requested, the
+    /// writing ended) that it has not seen yet, and its waker. (A `Notify` would put a
+    /// waiter of 80 bytes in every idle connection's task.)
+    event: bool,
+    waker: Option<Waker>,
 }
 
 pub struct Outbound {
     state: Mutex<State>,
-    /// Wakes the connection's task: a backlog formed, a close was requested, the writing
-    /// ended.
-    events: Notify,
     /// Signalled whenever queued frames are written or dropped, for producers that pace
     /// themselves (replays).
     drained: Notify,
@@ -137,6 +140,14 @@ fn close_item(req: &CloseRequest) -> Item {
 }
 
 impl State {
+    /// Tells the connection's task that something happened.
+    fn notify(&mut self) {
+        self.event = true;
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
     /// Drops what is queued, except a frame already partly on the wire (the stream would
     /// be corrupt without its end).
     fn drop_queue(&mut self) {
@@ -169,7 +180,6 @@ impl Outbound {
     pub fn new(max_frames: usize, max_bytes: usize) -> Outbound {
         Outbound {
             state: Mutex::new(State::default()),
-            events: Notify::new(),
             drained: Notify::new(),
             max_frames: max_frames.max(1),
             max_bytes: max_bytes.max(1),
@@ -195,7 +205,7 @@ impl Outbound {
         let before = (st.items.len(), st.head_sent);
         let formed = st.write_queue();
         if formed || st.ended.is_some() {
-            self.events.notify_one();
+            st.notify();
         }
         if (st.items.len(), st.head_sent) != before {
             self.drained.notify_waiters();
@@ -287,7 +297,7 @@ impl Outbound {
                 close_sent: false,
             });
         }
-        self.events.notify_one();
+        st.notify();
         self.drained.notify_waiters();
     }
 
@@ -331,9 +341,17 @@ impl Outbound {
         (st.ended, st.writer == Writer::Backlog && st.ended.is_none())
     }
 
-    /// Waits for an event (backlog, close request, end); a missed one is kept.
-    pub async fn event(&self) {
-        self.events.notified().await
+    /// Ready once an event (backlog, close request, end) happened since the last time it
+    /// was; for the connection's task only (one waker).
+    pub fn poll_event(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.lock();
+        if std::mem::take(&mut st.event) {
+            return Poll::Ready(());
+        }
+        if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Ends a queue whose socket took nothing for `timeout`. Returns whether it did.
@@ -346,8 +364,8 @@ impl Outbound {
                 code,
                 close_sent: false,
             });
+            st.notify();
             drop(st);
-            self.events.notify_one();
             self.drained.notify_waiters();
         }
         stalled

@@ -11,7 +11,7 @@ use tokio::io::AsyncRead;
 
 use super::driver::Driver;
 use super::outbound::{CloseRequest, Item, Kind};
-use super::socket::{Socket, SocketReader};
+use super::socket::SocketReader;
 use crate::conn::ConnHandle;
 use crate::session::{close_request, Session};
 
@@ -39,7 +39,6 @@ fn owned(payload: Payload<'_>) -> BytesMut {
 pub async fn run(
     driver: &mut Driver<'_>,
     rd: &mut WebSocketRead<SocketReader>,
-    socket: &Socket,
     session: &mut Session,
     conn: &ConnHandle,
     max_bytes: usize,
@@ -50,13 +49,13 @@ pub async fn run(
         if !rd.has_buffered() {
             // Idle: no read buffer, and a cancel-safe wait.
             rd.release_idle_buffer();
-            match driver.run(socket.readable()).await {
+            match driver.readable().await {
                 None => return End::Over,
                 Some(Err(_)) => return End::Eof,
                 Some(Ok(())) => {}
             }
         }
-        let frame = match driver.run(rd.read_frame(&mut no_send)).await {
+        let frame = match driver.run(Box::pin(rd.read_frame(&mut no_send))).await {
             None => return End::Over,
             Some(Err(e)) => return from_error(e),
             Some(Ok(f)) => f,

@@ -40,13 +40,20 @@ impl Socket {
     }
 
     /// Waits until the socket may take more bytes.
+    #[cfg(test)]
     pub async fn writable(&self) -> io::Result<()> {
         self.0.writable().await
     }
 
-    /// Waits until the socket has bytes (or an end) to read. Cancel-safe.
-    pub async fn readable(&self) -> io::Result<()> {
-        self.0.readable().await
+    /// Ready when the socket may take more bytes. Keeps one waker (the connection's task),
+    /// in the socket's registration: a future polling it holds no waiter of its own.
+    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_write_ready(cx)
+    }
+
+    /// Ready when the socket has bytes (or an end) to read; as `poll_write_ready`.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_read_ready(cx)
     }
 
     /// The read side, for the frame reader.
