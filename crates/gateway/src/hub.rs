@@ -3,10 +3,11 @@
 //! writes to each recipient's socket directly when the socket takes it, and queues it
 //! otherwise. A large fan-out queues to every recipient first (so each connection's frames
 //! stay in order with anything delivered after it), then writes in chunks on the runtime's
-//! workers: no worker is held for the whole fan-out, and every core writes.
+//! workers, yielding between chunks: no worker is held for the whole fan-out, other tasks
+//! run in between, and every core writes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use switchboard_proto::channel::Channel;
@@ -24,8 +25,8 @@ type ConnMap = HashMap<u64, Arc<ConnHandle>>;
 
 /// Recipients up to which a delivery writes inline, on the caller's task.
 const INLINE_FANOUT: usize = 64;
-/// Recipients written by one task of a large fan-out.
-const FANOUT_CHUNK: usize = 256;
+/// Recipients a large fan-out writes between two yields (~1 ms of loopback writes).
+const FANOUT_CHUNK: usize = 128;
 
 pub struct Hub {
     conns: RwLock<ConnMap>,
@@ -148,20 +149,34 @@ impl Hub {
     }
 }
 
-/// Writes the queues of a large fan-out's recipients, in chunks, each chunk a task of its
-/// own (outside a runtime, at once).
-fn flush_in_chunks(conns: Vec<Arc<ConnHandle>>) {
+/// Writes the queues of a large fan-out's recipients: one lane per worker thread takes the
+/// next chunk of recipients, writes it and yields, so that other tasks (1:1 traffic, client
+/// frames) run between chunks instead of waiting for the whole fan-out. Outside a runtime:
+/// at once.
+fn flush_in_lanes(conns: Vec<Arc<ConnHandle>>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         conns.iter().for_each(|c| c.outbound.flush());
         return;
     };
-    let mut conns = conns.into_iter();
-    loop {
-        let chunk: Vec<_> = conns.by_ref().take(FANOUT_CHUNK).collect();
-        if chunk.is_empty() {
-            return;
-        }
-        runtime.spawn(async move { chunk.iter().for_each(|c| c.outbound.flush()) });
+    let lanes = runtime
+        .metrics()
+        .num_workers()
+        .min(conns.len().div_ceil(FANOUT_CHUNK));
+    let work = Arc::new((conns, AtomicUsize::new(0)));
+    for _ in 0..lanes {
+        let work = work.clone();
+        runtime.spawn(async move {
+            let (conns, next) = &*work;
+            loop {
+                let from = next.fetch_add(FANOUT_CHUNK, Ordering::Relaxed);
+                if from >= conns.len() {
+                    return;
+                }
+                let to = (from + FANOUT_CHUNK).min(conns.len());
+                conns[from..to].iter().for_each(|c| c.outbound.flush());
+                tokio::task::yield_now().await;
+            }
+        });
     }
 }
 
@@ -183,7 +198,7 @@ impl NodeSink for Hub {
             }
         }
         if !flush.is_empty() {
-            flush_in_chunks(flush);
+            flush_in_lanes(flush);
         }
     }
 
@@ -215,7 +230,7 @@ impl NodeSink for Hub {
             }
         }
         if !flush.is_empty() {
-            flush_in_chunks(flush);
+            flush_in_lanes(flush);
         }
     }
 
