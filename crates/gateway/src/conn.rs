@@ -11,9 +11,10 @@ use switchboard_proto::{Encoding, Message, ServerFrame, StreamPosition};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
-use crate::ws::outbound::{Item, Outbound, Pushed};
+use crate::ws::outbound::{Item, Kind, Outbound, Pushed};
 
-/// A message on its way to many connections, encoded at most once per encoding.
+/// A message on its way to many connections, encoded at most once per encoding (live
+/// delivery, and again when a held channel releases it).
 pub struct Delivery {
     pub message: Arc<Message>,
     json: OnceLock<Bytes>,
@@ -21,12 +22,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(message: Arc<Message>) -> Delivery {
-        Delivery {
+    pub fn new(message: Arc<Message>) -> Arc<Delivery> {
+        Arc::new(Delivery {
             message,
             json: OnceLock::new(),
             proto: OnceLock::new(),
-        }
+        })
     }
 
     pub fn encoded(&self, encoding: Encoding) -> Bytes {
@@ -46,12 +47,30 @@ const REPLAY_OVERHEAD: usize = 512;
 const MAX_PENDING: usize = 4096;
 
 /// Where a connection stands in one channel.
+#[derive(Default)]
 struct Cursor {
     epoch: String,
     offset: u64,
-    /// While a subscription is being set up, live messages wait here so that they come
-    /// after the replayed history.
-    pending: Option<Vec<Arc<Message>>>,
+    /// While a subscription is being set up (or repaired), live messages wait here so
+    /// that they come after the replayed history.
+    pending: Option<Vec<Arc<Delivery>>>,
+}
+
+/// Every channel a connection tracks. The personal channel (every connection has it) sits
+/// in a field of its own; rooms go in a map that is only allocated by the first one.
+#[derive(Default)]
+struct Cursors {
+    personal: Option<Cursor>,
+    rooms: HashMap<Box<str>, Cursor>,
+}
+
+/// How a live message was taken by a connection.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// It came after a gap in offsets: the channel is held and must be repaired.
+    pub gap: bool,
+    /// (Deferred delivery) the caller must `flush` the connection's outbound queue.
+    pub flush: bool,
 }
 
 pub struct ConnHandle {
@@ -60,17 +79,23 @@ pub struct ConnHandle {
     /// The id clients and the API see (`c-…`).
     pub conn_id: String,
     pub user: String,
+    /// The personal channel's name (`user:<id>`).
+    personal: Box<str>,
     pub encoding: Encoding,
     pub since_ms: u64,
     pub outbound: Outbound,
     /// Token expiry (seconds since the Unix epoch); a `refresh` moves it.
     pub expires_at: AtomicU64,
+    /// When the peer last sent anything (`node::clock_ms`), for the idle close.
+    pub last_seen: AtomicU64,
+    /// When the connection started (`node::clock_ms`): its phase in the heartbeat sweep.
+    pub born_ms: u64,
     /// RPC calls of this connection in flight (`--rpc-max-inflight`).
     pub rpc_inflight: AtomicUsize,
     /// Cancelled when the socket goes: in-flight RPC calls stop and drop their upstream
-    /// requests.
-    pub cancel: CancellationToken,
-    cursors: Mutex<HashMap<String, Cursor>>,
+    /// requests. Created by the first call.
+    cancel: OnceLock<CancellationToken>,
+    cursors: Mutex<Cursors>,
 }
 
 impl ConnHandle {
@@ -83,26 +108,55 @@ impl ConnHandle {
         outbound: Outbound,
         expires_at: u64,
     ) -> ConnHandle {
+        let now = crate::node::clock_ms();
         ConnHandle {
             id,
             conn_id,
+            personal: switchboard_proto::channel::user_channel(&user).into_boxed_str(),
             user,
             encoding,
             since_ms,
             outbound,
             expires_at: AtomicU64::new(expires_at),
+            last_seen: AtomicU64::new(now),
+            born_ms: now,
             rpc_inflight: AtomicUsize::new(0),
-            cancel: CancellationToken::new(),
-            cursors: Mutex::new(HashMap::new()),
+            cancel: OnceLock::new(),
+            cursors: Mutex::new(Cursors::default()),
         }
     }
 
-    fn cursors(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cursor>> {
+    fn cursors(&self) -> std::sync::MutexGuard<'_, Cursors> {
         self.cursors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn expires_at(&self) -> u64 {
         self.expires_at.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the peer sent something (the idle clock).
+    pub fn seen(&self) {
+        self.last_seen
+            .store(crate::node::clock_ms(), Ordering::Relaxed);
+    }
+
+    /// The token in-flight RPC calls watch: cancelled when the socket goes.
+    pub fn rpc_cancel(&self) -> &CancellationToken {
+        self.cancel.get_or_init(CancellationToken::new)
+    }
+
+    /// Stops this connection's in-flight RPC calls (the socket is going).
+    pub fn cancel_rpc(&self) {
+        if let Some(token) = self.cancel.get() {
+            token.cancel();
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self.encoding {
+            Encoding::Json => Kind::Text,
+            Encoding::Proto => Kind::Binary,
+        }
     }
 
     /// Queues an encoded control frame (reply, error, presence, welcome).
@@ -115,16 +169,34 @@ impl ConnHandle {
         self.push(data, None)
     }
 
-    fn push(&self, data: Bytes, published_ms: Option<u64>) -> Pushed {
-        let pushed = self.outbound.push(Item {
+    /// Queues an already-encoded control frame for a later `outbound.flush` (a large
+    /// fan-out); returns whether the caller must flush.
+    pub fn push_control_deferred(&self, data: Bytes) -> bool {
+        self.push_item(self.item(data, None), true).1
+    }
+
+    fn item(&self, data: Bytes, published_ms: Option<u64>) -> Item {
+        Item {
             data,
             published_ms,
-            pong: false,
-        });
-        if pushed == Pushed::Overflow {
-            metrics::counter!(m::SLOW_CONSUMER_DISCONNECTS).increment(1);
+            kind: self.kind(),
         }
-        pushed
+    }
+
+    fn push(&self, data: Bytes, published_ms: Option<u64>) -> Pushed {
+        self.push_item(self.item(data, published_ms), false).0
+    }
+
+    fn push_item(&self, item: Item, deferred: bool) -> (Pushed, bool) {
+        let (pushed, flush) = if deferred {
+            self.outbound.push_deferred(item)
+        } else {
+            (self.outbound.push(item), false)
+        };
+        if pushed == Pushed::Overflow {
+            m::hot().slow_consumers.increment(1);
+        }
+        (pushed, flush)
     }
 
     /// Closes the connection as a slow consumer (4008).
@@ -135,30 +207,51 @@ impl ConnHandle {
             send_frame: true,
         };
         if self.outbound.close(request, false) {
-            metrics::counter!(m::SLOW_CONSUMER_DISCONNECTS).increment(1);
+            m::hot().slow_consumers.increment(1);
         }
     }
 
     /// Starts tracking `channel`; live messages are held until [`ConnHandle::open`].
     pub fn begin(&self, channel: &str) {
-        self.cursors().insert(
-            channel.to_owned(),
-            Cursor {
-                epoch: String::new(),
-                offset: 0,
-                pending: Some(Vec::new()),
-            },
-        );
+        let cursor = Cursor {
+            pending: Some(Vec::new()),
+            ..Cursor::default()
+        };
+        let mut cursors = self.cursors();
+        if channel == &*self.personal {
+            cursors.personal = Some(cursor);
+        } else {
+            cursors.rooms.insert(channel.into(), cursor);
+        }
+    }
+
+    /// Runs `f` on the cursor of `channel`, if tracked.
+    fn with_cursor<T>(&self, channel: &str, f: impl FnOnce(&mut Cursor) -> T) -> Option<T> {
+        let mut cursors = self.cursors();
+        let cursor = if channel == &*self.personal {
+            cursors.personal.as_mut()
+        } else {
+            cursors.rooms.get_mut(channel)
+        };
+        cursor.map(f)
     }
 
     /// Whether the connection tracks `channel`.
     pub fn tracks(&self, channel: &str) -> bool {
-        self.cursors().contains_key(channel)
+        self.with_cursor(channel, |_| ()).is_some()
     }
 
     /// Stops tracking `channel`; returns whether it was tracked.
     pub fn end(&self, channel: &str) -> bool {
-        self.cursors().remove(channel).is_some()
+        let mut cursors = self.cursors();
+        if channel == &*self.personal {
+            return cursors.personal.take().is_some();
+        }
+        let removed = cursors.rooms.remove(channel).is_some();
+        if cursors.rooms.is_empty() && cursors.rooms.capacity() > 0 {
+            cursors.rooms = HashMap::new();
+        }
+        removed
     }
 
     /// Completes a subscription: queues `first` (the reply or welcome), then `replay` in
@@ -172,45 +265,52 @@ impl ConnHandle {
         first: &ServerFrame,
         replay: &[Arc<Message>],
     ) {
-        {
-            let mut cursors = self.cursors();
-            let Some(cursor) = cursors.get_mut(channel) else {
-                return;
-            };
+        let tracked = self.with_cursor(channel, |cursor| {
             cursor.epoch.clone_from(&start.epoch);
             cursor.offset = start.offset;
             self.push(self.encoding.encode(first), None);
+        });
+        if tracked.is_some() {
+            self.release(channel, replay).await;
         }
-        self.release(channel, replay).await;
     }
 
     /// Holds live delivery of `channel` for a repair (live messages wait); returns where
     /// the connection stands, or `None` when the channel is not tracked or already held.
     pub fn hold(&self, channel: &str) -> Option<StreamPosition> {
-        let mut cursors = self.cursors();
-        let cursor = cursors.get_mut(channel)?;
-        if cursor.pending.is_some() {
-            return None;
-        }
-        cursor.pending = Some(Vec::new());
-        Some(StreamPosition::new(cursor.epoch.clone(), cursor.offset))
+        self.with_cursor(channel, |cursor| {
+            if cursor.pending.is_some() {
+                return None;
+            }
+            cursor.pending = Some(Vec::new());
+            Some(StreamPosition::new(cursor.epoch.clone(), cursor.offset))
+        })
+        .flatten()
     }
 
     /// Where the connection stands in a held channel.
     pub fn held_position(&self, channel: &str) -> Option<StreamPosition> {
-        let cursors = self.cursors();
-        let cursor = cursors.get(channel)?;
-        cursor.pending.as_ref()?;
-        Some(StreamPosition::new(cursor.epoch.clone(), cursor.offset))
+        self.with_cursor(channel, |cursor| {
+            cursor.pending.as_ref()?;
+            Some(StreamPosition::new(cursor.epoch.clone(), cursor.offset))
+        })
+        .flatten()
     }
 
     /// The channels delivering live now (not held).
     #[cfg(test)]
     pub fn live_channels(&self) -> Vec<String> {
-        self.cursors()
-            .iter()
+        let cursors = self.cursors();
+        let personal = cursors
+            .personal
+            .as_ref()
+            .map(|c| (&*self.personal, c))
+            .into_iter();
+        let rooms = cursors.rooms.iter().map(|(ch, c)| (&**ch, c));
+        personal
+            .chain(rooms)
             .filter(|(_, c)| c.pending.is_none())
-            .map(|(ch, _)| ch.clone())
+            .map(|(ch, _)| ch.to_owned())
             .collect()
     }
 
@@ -225,56 +325,71 @@ impl ConnHandle {
             {
                 return;
             }
-            let mut cursors = self.cursors();
-            let Some(cursor) = cursors.get_mut(channel) else {
+            let tracked = self.with_cursor(channel, |cursor| {
+                if self.admit(cursor, msg) {
+                    let data = self.encoding.encode(&ServerFrame::Message(msg.clone()));
+                    self.push(data, Some(msg.ts));
+                }
+            });
+            if tracked.is_none() {
                 return;
-            };
-            self.accept(cursor, msg);
+            }
         }
-        let mut cursors = self.cursors();
-        let Some(cursor) = cursors.get_mut(channel) else {
-            return;
-        };
-        let pending = cursor.pending.take().unwrap_or_default();
-        for msg in &pending {
-            self.accept(cursor, msg);
-        }
+        self.with_cursor(channel, |cursor| {
+            for delivery in cursor.pending.take().unwrap_or_default() {
+                if self.admit(cursor, &delivery.message) {
+                    self.push(delivery.encoded(self.encoding), Some(delivery.message.ts));
+                }
+            }
+        });
     }
 
     /// Delivers a live message of a channel this connection tracks. Returns true when
     /// the message came after a gap in offsets: the channel is then held, and the caller
     /// must have it repaired from history (see `repair`).
-    pub fn deliver(&self, delivery: &Delivery) -> bool {
+    #[cfg(test)]
+    pub fn deliver(&self, delivery: &Arc<Delivery>) -> bool {
+        self.deliver_as(delivery, false).gap
+    }
+
+    /// [`ConnHandle::deliver`]; with `deferred` the frame is only queued, and
+    /// `Delivered::flush` says whether the caller must flush the outbound queue.
+    pub fn deliver_as(&self, delivery: &Arc<Delivery>, deferred: bool) -> Delivered {
         let msg = &delivery.message;
         let mut cursors = self.cursors();
-        let Some(cursor) = cursors.get_mut(&msg.channel) else {
-            return false;
+        let cursor = if *msg.channel == *self.personal {
+            cursors.personal.as_mut()
+        } else {
+            cursors.rooms.get_mut(msg.channel.as_str())
+        };
+        let Some(cursor) = cursor else {
+            return Delivered::default();
         };
         if let Some(pending) = &mut cursor.pending {
             if pending.len() >= MAX_PENDING {
                 drop(cursors);
                 self.overflow();
-                return false;
+                return Delivered::default();
             }
-            pending.push(msg.clone());
-            return false;
+            pending.push(delivery.clone());
+            return Delivered::default();
         }
         if msg.epoch == cursor.epoch && msg.offset > cursor.offset + 1 {
-            metrics::counter!(m::DELIVERY_GAPS).increment(1);
-            cursor.pending = Some(vec![msg.clone()]);
-            return true;
+            m::hot().delivery_gaps.increment(1);
+            cursor.pending = Some(vec![delivery.clone()]);
+            return Delivered {
+                gap: true,
+                flush: false,
+            };
         }
-        if self.admit(cursor, msg) {
-            self.push(delivery.encoded(self.encoding), Some(msg.ts));
+        if !self.admit(cursor, msg) {
+            return Delivered::default();
         }
-        false
-    }
-
-    fn accept(&self, cursor: &mut Cursor, msg: &Arc<Message>) {
-        if self.admit(cursor, msg) {
-            let data = self.encoding.encode(&ServerFrame::Message(msg.clone()));
-            self.push(data, Some(msg.ts));
-        }
+        // Pushed under the cursors' lock: two deliveries to this connection reach its
+        // queue in the order they were admitted.
+        let item = self.item(delivery.encoded(self.encoding), Some(msg.ts));
+        let (_, flush) = self.push_item(item, deferred);
+        Delivered { gap: false, flush }
     }
 
     /// Offset bookkeeping: drops duplicates, notes gaps, follows a new epoch.
@@ -300,137 +415,4 @@ impl ConnHandle {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use switchboard_proto::Payload;
-
-    fn msg(channel: &str, epoch: &str, offset: u64) -> Arc<Message> {
-        Arc::new(Message {
-            channel: channel.into(),
-            id: format!("m-{offset}"),
-            from: None,
-            epoch: epoch.into(),
-            offset,
-            ts: 0,
-            data: Payload::Json(Arc::from("1")),
-        })
-    }
-
-    fn conn(frames: usize) -> ConnHandle {
-        ConnHandle::new(
-            1,
-            "c-1".into(),
-            "alice".into(),
-            Encoding::Json,
-            0,
-            Outbound::new(frames, 1 << 20),
-            u64::MAX,
-        )
-    }
-
-    /// Offsets of the message frames queued so far (draining the queue).
-    fn queued(c: &ConnHandle) -> Vec<u64> {
-        let mut items = Vec::new();
-        c.outbound.take(&mut items, usize::MAX);
-        items
-            .iter()
-            .filter_map(|i| {
-                let v: serde_json::Value = serde_json::from_slice(&i.data).ok()?;
-                (v["type"] == "message").then(|| v["offset"].as_u64().unwrap_or(0))
-            })
-            .collect()
-    }
-
-    fn pong() -> ServerFrame {
-        ServerFrame::Pong { id: None }
-    }
-
-    #[tokio::test]
-    async fn live_messages_during_a_replay_come_after_it_without_duplicates() {
-        let c = conn(1024);
-        c.begin("room:a");
-        // Live messages arrive while the history read is in flight; 2 and 3 are also
-        // in the replay.
-        for o in [2, 3, 4] {
-            c.deliver(&Delivery::new(msg("room:a", "e", o)));
-        }
-        assert!(queued(&c).is_empty(), "nothing is sent before the reply");
-        let replay = [msg("room:a", "e", 2), msg("room:a", "e", 3)];
-        c.open("room:a", &StreamPosition::new("e", 1), &pong(), &replay)
-            .await;
-        assert_eq!(queued(&c), [2, 3, 4]);
-        // Live again: duplicates and old offsets are dropped, new ones pass.
-        for o in [4, 3, 5] {
-            c.deliver(&Delivery::new(msg("room:a", "e", o)));
-        }
-        assert_eq!(queued(&c), [5]);
-        // A new epoch is followed.
-        c.deliver(&Delivery::new(msg("room:a", "f", 1)));
-        assert_eq!(queued(&c), [1]);
-    }
-
-    #[tokio::test]
-    async fn a_replay_larger_than_the_queue_is_paced_not_a_slow_consumer() {
-        let c = Arc::new(conn(8));
-        c.begin("user:alice");
-        let replay: Vec<_> = (1..=100).map(|o| msg("user:alice", "e", o)).collect();
-        let opener = {
-            let c = c.clone();
-            tokio::spawn(async move {
-                c.open("user:alice", &StreamPosition::new("e", 0), &pong(), &replay)
-                    .await
-            })
-        };
-        let mut got = Vec::new();
-        while got.len() < 100 {
-            got.extend(queued(&c));
-            tokio::task::yield_now().await;
-        }
-        opener.await.unwrap();
-        assert_eq!(got, (1..=100).collect::<Vec<_>>());
-        assert!(c.outbound.close_request().is_none(), "no 4008 for a replay");
-    }
-
-    #[tokio::test]
-    async fn a_gap_holds_the_channel_until_the_repair_fills_it() {
-        let c = conn(1024);
-        c.begin("user:alice");
-        c.open("user:alice", &StreamPosition::new("e", 5), &pong(), &[])
-            .await;
-        assert!(!c.deliver(&Delivery::new(msg("user:alice", "e", 6))));
-        assert_eq!(queued(&c), [6]);
-        // 7 was lost on the backplane; 8 reveals the gap.
-        assert!(c.deliver(&Delivery::new(msg("user:alice", "e", 8))));
-        assert!(!c.deliver(&Delivery::new(msg("user:alice", "e", 9))));
-        assert!(queued(&c).is_empty(), "held until repaired");
-        assert_eq!(c.hold("user:alice"), None, "already held");
-        assert_eq!(
-            c.held_position("user:alice"),
-            Some(StreamPosition::new("e", 6))
-        );
-        assert!(c.live_channels().is_empty());
-        c.release(
-            "user:alice",
-            &[msg("user:alice", "e", 7), msg("user:alice", "e", 8)],
-        )
-        .await;
-        assert_eq!(queued(&c), [7, 8, 9]);
-        assert_eq!(c.live_channels(), ["user:alice"]);
-        // A sweep after the backplane came back holds live channels.
-        assert_eq!(c.hold("user:alice"), Some(StreamPosition::new("e", 9)));
-        c.release("user:alice", &[]).await;
-        assert!(!c.deliver(&Delivery::new(msg("user:alice", "e", 10))));
-        assert_eq!(queued(&c), [10]);
-    }
-
-    #[tokio::test]
-    async fn messages_of_untracked_channels_are_ignored() {
-        let c = conn(16);
-        c.deliver(&Delivery::new(msg("room:x", "e", 1)));
-        assert!(queued(&c).is_empty());
-        c.begin("room:x");
-        assert!(c.end("room:x"));
-        c.deliver(&Delivery::new(msg("room:x", "e", 2)));
-        assert!(queued(&c).is_empty());
-    }
-}
+mod tests;

@@ -1,8 +1,13 @@
 //! The node's index of its local connections: by id, by user and by room. It is the
-//! [`NodeSink`] the router delivers into; fan-out only queues, it never waits on a socket.
+//! [`NodeSink`] the router delivers into, and it never waits on a socket: a delivery
+//! writes to each recipient's socket directly when the socket takes it, and queues it
+//! otherwise. A large fan-out queues to every recipient first (so each connection's frames
+//! stay in order with anything delivered after it), then writes in chunks on the runtime's
+//! workers, yielding between chunks: no worker is held for the whole fan-out, other tasks
+//! run in between, and every core writes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use switchboard_proto::channel::Channel;
@@ -18,9 +23,15 @@ use crate::ws::outbound::CloseRequest;
 
 type ConnMap = HashMap<u64, Arc<ConnHandle>>;
 
+/// Recipients up to which a delivery writes inline, on the caller's task.
+const INLINE_FANOUT: usize = 64;
+/// Recipients a large fan-out writes between two yields (~1 ms of loopback writes).
+const FANOUT_CHUNK: usize = 128;
+
 pub struct Hub {
     conns: RwLock<ConnMap>,
-    users: RwLock<HashMap<String, ConnMap>>,
+    /// A user's connections (most users have one or two: a small list, not a map).
+    users: RwLock<HashMap<Box<str>, Vec<Arc<ConnHandle>>>>,
     rooms: RwLock<HashMap<String, ConnMap>>,
     /// Channels to re-read from history (gaps, backplane outages).
     repairs: mpsc::UnboundedSender<Repair>,
@@ -62,20 +73,23 @@ impl Hub {
     /// Adds a connection to the id and user indexes.
     pub fn add(&self, conn: &Arc<ConnHandle>) {
         write(&self.conns).insert(conn.id, conn.clone());
-        write(&self.users)
-            .entry(conn.user.clone())
-            .or_default()
-            .insert(conn.id, conn.clone());
+        let mut users = write(&self.users);
+        match users.get_mut(conn.user.as_str()) {
+            Some(list) => list.push(conn.clone()),
+            None => {
+                users.insert(conn.user.as_str().into(), vec![conn.clone()]);
+            }
+        }
     }
 
     /// Removes a connection from every index.
     pub fn remove(&self, conn: &ConnHandle) {
         write(&self.conns).remove(&conn.id);
         let mut users = write(&self.users);
-        if let Some(set) = users.get_mut(&conn.user) {
-            set.remove(&conn.id);
-            if set.is_empty() {
-                users.remove(&conn.user);
+        if let Some(list) = users.get_mut(conn.user.as_str()) {
+            list.retain(|c| c.id != conn.id);
+            if list.is_empty() {
+                users.remove(conn.user.as_str());
             }
         }
     }
@@ -109,18 +123,60 @@ impl Hub {
         read(&self.conns).values().cloned().collect()
     }
 
+    /// The local connections that `pick` selects (the sweeper's heartbeat phases).
+    pub fn matching(&self, pick: impl Fn(&ConnHandle) -> bool) -> Vec<Arc<ConnHandle>> {
+        read(&self.conns)
+            .values()
+            .filter(|c| pick(c))
+            .cloned()
+            .collect()
+    }
+
+    /// A local connection by its node-local id.
+    pub fn get(&self, id: u64) -> Option<Arc<ConnHandle>> {
+        read(&self.conns).get(&id).cloned()
+    }
+
     fn targets(&self, channel: &str) -> Vec<Arc<ConnHandle>> {
         let user = Channel::parse(channel).ok().and_then(|c| c.user());
         match user {
-            Some(user) => read(&self.users)
-                .get(user)
-                .map(|s| s.values().cloned().collect())
-                .unwrap_or_default(),
+            Some(user) => read(&self.users).get(user).cloned().unwrap_or_default(),
             None => read(&self.rooms)
                 .get(channel)
                 .map(|s| s.values().cloned().collect())
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// Writes the queues of a large fan-out's recipients: one lane per worker thread takes the
+/// next chunk of recipients, writes it and yields, so that other tasks (1:1 traffic, client
+/// frames) run between chunks instead of waiting for the whole fan-out. Outside a runtime:
+/// at once.
+fn flush_in_lanes(conns: Vec<Arc<ConnHandle>>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        conns.iter().for_each(|c| c.outbound.flush());
+        return;
+    };
+    let lanes = runtime
+        .metrics()
+        .num_workers()
+        .min(conns.len().div_ceil(FANOUT_CHUNK));
+    let work = Arc::new((conns, AtomicUsize::new(0)));
+    for _ in 0..lanes {
+        let work = work.clone();
+        runtime.spawn(async move {
+            let (conns, next) = &*work;
+            loop {
+                let from = next.fetch_add(FANOUT_CHUNK, Ordering::Relaxed);
+                if from >= conns.len() {
+                    return;
+                }
+                let to = (from + FANOUT_CHUNK).min(conns.len());
+                conns[from..to].iter().for_each(|c| c.outbound.flush());
+                tokio::task::yield_now().await;
+            }
+        });
     }
 }
 
@@ -131,10 +187,18 @@ impl NodeSink for Hub {
             return;
         }
         let delivery = Delivery::new(message);
+        let deferred = targets.len() > INLINE_FANOUT;
+        let mut flush = Vec::new();
         for conn in targets {
-            if conn.deliver(&delivery) {
+            let d = conn.deliver_as(&delivery, deferred);
+            if d.gap {
                 self.repair(conn, delivery.message.channel.clone());
+            } else if d.flush {
+                flush.push(conn);
             }
+        }
+        if !flush.is_empty() {
+            flush_in_lanes(flush);
         }
     }
 
@@ -145,7 +209,10 @@ impl NodeSink for Hub {
             event,
         };
         let mut encoded: [Option<bytes::Bytes>; 2] = [None, None];
-        for conn in self.targets(channel) {
+        let targets = self.targets(channel);
+        let deferred = targets.len() > INLINE_FANOUT;
+        let mut flush = Vec::new();
+        for conn in targets {
             if !conn.tracks(channel) {
                 continue;
             }
@@ -156,15 +223,19 @@ impl NodeSink for Hub {
             let data = encoded[slot]
                 .get_or_insert_with(|| conn.encoding.encode(&frame))
                 .clone();
-            conn.push_control(data);
+            if !deferred {
+                conn.push_control(data);
+            } else if conn.push_control_deferred(data) {
+                flush.push(conn);
+            }
+        }
+        if !flush.is_empty() {
+            flush_in_lanes(flush);
         }
     }
 
     fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> usize {
-        let conns: Vec<_> = read(&self.users)
-            .get(user)
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default();
+        let conns = read(&self.users).get(user).cloned().unwrap_or_default();
         for conn in &conns {
             conn.outbound.close(
                 CloseRequest {

@@ -4,7 +4,8 @@
 //! - `cli`, `config`: the command line, env and TOML settings, validated before binding.
 //! - `auth`, `token`: JWT verification (PROTOCOL.md §3) and development tokens.
 //! - `server`: listeners, the internal endpoints, the SIGTERM drain.
-//! - `ws`: the WebSocket handshake, reader and writer tasks, the outbound queue.
+//! - `ws`: the WebSocket handshake, one task per connection, the outbound queue (written
+//!   straight to the socket), the node-wide heartbeat/expiry sweeper.
 //! - `session`: what a client's frames mean (subscribe, publish, ack, refresh, …).
 //! - `conn`, `hub`: a connection's delivery cursors; the node's index of connections,
 //!   which is the sink the router delivers into.
@@ -16,7 +17,7 @@
 //!
 //! A message from user A to user B: `session::Session::publish` → the router
 //! (`switchboard_router::Backplane::publish`) → `hub::Hub::deliver` on B's node →
-//! `conn::ConnHandle::deliver` → the writer task.
+//! `conn::ConnHandle::deliver` → `ws::outbound::Outbound::push` (written to B's socket).
 
 mod api;
 mod auth;

@@ -6,8 +6,10 @@
 //! for every value of its label that the code can produce. It also exports the standard
 //! `process_*` metrics (CPU, RSS, fds, threads), refreshed every few seconds.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use switchboard_proto::{close, ErrorCode};
 
@@ -66,6 +68,36 @@ pub const RPC_RETRIES: &str = "switchboard_rpc_retries_total";
 pub const MAX_CONNECTIONS: &str = "switchboard_max_connections";
 /// Gauge `{version}`: always 1; the running build.
 pub const BUILD_INFO: &str = "switchboard_build_info";
+
+/// Handles of the metrics touched per message or per connection, looked up once (a
+/// `metrics::counter!(NAME)` on the hot path hashes the name and locks the registry).
+pub struct Hot {
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub messages_received: Counter,
+    pub delivered: Counter,
+    pub delivery_latency: Histogram,
+    pub delivery_gaps: Counter,
+    pub slow_consumers: Counter,
+    pub publishes: Counter,
+}
+
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+/// The hot-path handles. They bind to the recorder installed when first called:
+/// `install` calls it right after installing the Prometheus recorder.
+pub fn hot() -> &'static Hot {
+    HOT.get_or_init(|| Hot {
+        connections: metrics::gauge!(CONNECTIONS),
+        connections_total: metrics::counter!(CONNECTIONS_TOTAL),
+        messages_received: metrics::counter!(MESSAGES_RECEIVED),
+        delivered: metrics::counter!(MESSAGES_DELIVERED),
+        delivery_latency: metrics::histogram!(DELIVERY_LATENCY),
+        delivery_gaps: metrics::counter!(DELIVERY_GAPS),
+        slow_consumers: metrics::counter!(SLOW_CONSUMER_DISCONNECTS),
+        publishes: metrics::counter!(PUBLISHES),
+    })
+}
 
 /// Every `reason` of `HANDSHAKE_REJECTED` (`ws::handshake` and `auth::AuthError::code`).
 pub const HANDSHAKE_REASONS: &[&str] = &[
@@ -149,6 +181,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?;
     describe();
     initialise();
+    hot();
     let process = metrics_process::Collector::default();
     process.describe();
     process.collect();

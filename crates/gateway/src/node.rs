@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::rpc::Rpc;
+use crate::ws::sweeper::Sweeper;
 
 /// Striped locks that serialize backplane subscribe/unsubscribe per room.
 const ROOM_LOCKS: usize = 64;
@@ -28,6 +29,8 @@ pub struct Node {
     pub tracker: TaskTracker,
     /// Cancelled when the node must stop at once (after the drain deadline).
     pub shutdown: CancellationToken,
+    /// Heartbeats, idle closes and token expiry of every connection (one task).
+    pub sweeper: Sweeper,
     /// Set at the start of a drain: `/readyz` answers 503 and upgrades are refused.
     draining: AtomicBool,
     /// WebSocket connections admitted (including handshakes in progress), for the cap.
@@ -50,6 +53,18 @@ pub fn now_secs() -> u64 {
     now_ms() / 1000
 }
 
+/// The node's monotonic clock: milliseconds since the first call (idle and heartbeat
+/// bookkeeping; one `Instant` for the whole process instead of one per connection).
+pub fn clock_ms() -> u64 {
+    clock_base().elapsed().as_millis() as u64
+}
+
+/// The `Instant` at which [`clock_ms`] is 0 (real time, also under a paused tokio clock).
+pub fn clock_base() -> std::time::Instant {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(std::time::Instant::now)
+}
+
 impl Node {
     pub fn new(
         config: Config,
@@ -65,6 +80,7 @@ impl Node {
             metrics,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            sweeper: Sweeper::new(),
             draining: AtomicBool::new(false),
             admitted: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),

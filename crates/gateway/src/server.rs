@@ -106,6 +106,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         Listener::Internal,
     ));
     tokio::spawn(heartbeat(node.clone()));
+    tokio::spawn(crate::ws::sweeper::run(node.clone()));
 
     wait_for_signal().await;
     drain(&node, &stop_public).await;

@@ -125,7 +125,7 @@ impl Session {
     /// Handles one complete client message. Returns a close request when the connection
     /// must end.
     pub async fn handle(&mut self, bytes: &[u8]) -> Option<CloseRequest> {
-        metrics::counter!(m::MESSAGES_RECEIVED).increment(1);
+        m::hot().messages_received.increment(1);
         if !self.rate.take() {
             self.error(ErrorCode::RateLimited, "message rate limit exceeded");
             return Some(close_request(close::RATE_LIMITED, "rate limited"));
@@ -374,7 +374,7 @@ impl Session {
             })
             .await
             .map_err(unavailable)?;
-        metrics::counter!(m::PUBLISHES).increment(1);
+        m::hot().publishes.increment(1);
         Ok(Some(ReplyOk {
             position: Some(outcome.message.position()),
             ..Default::default()
@@ -419,8 +419,8 @@ impl Session {
                 "a refresh token must be for the same user".into(),
             ));
         }
-        self.conn.expires_at.store(claims.exp, Ordering::Relaxed);
-        self.conn.outbound.wake();
+        let old = self.conn.expires_at.swap(claims.exp, Ordering::Relaxed);
+        self.node.sweeper.moved(self.conn.id, old, claims.exp);
         self.claims = claims;
         Ok(Some(ReplyOk::default()))
     }

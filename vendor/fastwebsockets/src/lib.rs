@@ -285,6 +285,26 @@ impl<'f, S> WebSocketRead<S> {
     self.read_half.auto_apply_mask = auto_apply_mask;
   }
 
+  /// Switchboard patch: bytes already read from the stream (hyper's read buffer after an
+  /// upgrade) are parsed before anything new is read. Call it before the first read.
+  pub fn prepend_buffered(&mut self, bytes: &[u8]) {
+    self.read_half.buffer.extend_from_slice(bytes);
+  }
+
+  /// Switchboard patch: whether bytes already read from the stream wait in the buffer
+  /// (then the next `read_frame` may complete without the stream becoming readable).
+  pub fn has_buffered(&self) -> bool {
+    !self.read_half.buffer.is_empty()
+  }
+
+  /// Switchboard patch: gives back an empty read buffer's memory (an idle connection then
+  /// holds none while it waits for the stream to become readable).
+  pub fn release_idle_buffer(&mut self) {
+    if self.read_half.buffer.is_empty() && self.read_half.buffer.capacity() > 0 {
+      self.read_half.buffer = BytesMut::new();
+    }
+  }
+
   /// Reads a frame from the stream.
   pub async fn read_frame<R, E>(
     &mut self,

@@ -147,7 +147,7 @@ pub(super) fn push_result(
 ) {
     match result {
         Ok(o) => {
-            metrics::counter!(m::PUBLISHES).increment(1);
+            m::hot().publishes.increment(1);
             json_results.push(outcome_json(&o));
             pb_results.push(outcome_pb(&o));
         }
@@ -199,7 +199,7 @@ pub(super) async fn publish(node: &Node, body: &[u8], proto: bool, format: Forma
             data: b.data,
         })
         .await?;
-    metrics::counter!(m::PUBLISHES).increment(1);
+    m::hot().publishes.increment(1);
     answer(format, outcome_json(&o), || outcome_pb(&o).encode_to_vec())
 }
 

@@ -235,7 +235,7 @@ impl Rpc {
         tracker.spawn(async move {
             let outcome = tokio::select! {
                 biased;
-                () = conn.cancel.cancelled() => None,
+                () = conn.rpc_cancel().cancelled() => None,
                 result = this.call(&route, &conn, &request) => Some(result),
             };
             // Free the slot before the reply: a client may send its next call on it.

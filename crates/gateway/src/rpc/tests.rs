@@ -221,7 +221,7 @@ async fn the_checks_before_a_call_answer_at_once() {
     while slow.count() < 2 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    conn.cancel.cancel();
+    conn.cancel_rpc();
     tracker.close();
     tokio::time::timeout(Duration::from_secs(5), tracker.wait())
         .await

@@ -1,27 +1,26 @@
-//! One WebSocket from the 101 to the last cleanup: splits the socket, runs the writer
-//! task and the reader (with the session) and unregisters everything at the end.
+//! One WebSocket from the 101 to the last cleanup, in one task: takes the raw socket back
+//! from hyper, opens the session, reads and handles frames (writing any backlog while it
+//! waits), runs the closing handshake and unregisters everything at the end.
+//!
+//! What an idle connection holds: this task (waiting for the socket to become readable, no
+//! read buffer, no timer), its `ConnHandle` (identity, cursors, an empty outbound queue)
+//! and the session state (claims, rooms). Writes happen on whichever task produces the
+//! frame; heartbeats, the idle close and token expiry are the node's `sweeper`.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use fastwebsockets::{OpCode, Role};
-use hyper_util::rt::TokioIo;
-use switchboard_proto::{close, Encoding, ErrorCode, ServerFrame};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use fastwebsockets::Role;
+use switchboard_proto::{close, ErrorCode, ServerFrame};
 
+use super::driver::Driver;
 use super::handshake::Accepted;
-use super::lazy_buf::LazyBufWriter;
 use super::outbound::{CloseRequest, Outbound};
 use super::reader::{self, End};
-use super::writer::{self, Signals, WriterConfig};
+use super::socket::Socket;
 use crate::conn::ConnHandle;
 use crate::metrics as m;
 use crate::node::{now_ms, Node};
 use crate::session::Session;
-
-/// How long a server-initiated close waits for the peer's close frame.
-const CLOSE_HANDSHAKE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn run(
     node: Arc<Node>,
@@ -35,9 +34,7 @@ pub async fn run(
         admission,
         ..
     } = accepted;
-    let _admission = admission;
-    let cfg = &node.config;
-    let ws = match tokio::time::timeout(cfg.handshake_timeout, upgrade).await {
+    let ws = match tokio::time::timeout(node.config.handshake_timeout, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "upgrade failed");
@@ -48,120 +45,232 @@ pub async fn run(
             return;
         }
     };
-    let io: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
-    let (r, w) = tokio::io::split(io);
-    let (mut rd, mut wr) =
-        fastwebsockets::after_handshake_split(r, LazyBufWriter::new(w, 64 * 1024), Role::Server);
-    rd.set_auto_close(false);
-    rd.set_auto_pong(false);
-    rd.set_max_message_size(cfg.max_message_bytes.saturating_add(1));
-    wr.set_writev(false);
-
-    let (id, conn_id) = node.next_conn_id();
-    let conn = Arc::new(ConnHandle::new(
-        id,
-        conn_id,
-        claims.sub.clone(),
-        encoding,
-        now_ms(),
-        Outbound::new(cfg.outbound_queue_frames, cfg.outbound_queue_bytes),
-        claims.exp,
+    let Some((socket, early)) = Socket::from_upgraded(ws.into_inner().into_inner()) else {
+        tracing::warn!("the upgraded connection is not a TCP stream");
+        return;
+    };
+    // A task of its own, without the upgrade's state: what an open connection keeps.
+    let tracker = node.tracker.clone();
+    tracker.spawn(serve(
+        node, socket, early, claims, encoding, since, admission,
     ));
-    metrics::gauge!(m::CONNECTIONS).increment(1.0);
-    metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
-    tracing::debug!(conn = %conn.conn_id, user = %conn.user, "connected");
+}
 
-    let base = Instant::now();
-    let last_seen = Arc::new(AtomicU64::new(0));
-    let reader_done = CancellationToken::new();
-    let writer_done = CancellationToken::new();
-    let writer = {
-        let conn = conn.clone();
-        let cfg = WriterConfig {
-            opcode: match encoding {
-                Encoding::Json => OpCode::Text,
-                Encoding::Proto => OpCode::Binary,
-            },
-            heartbeat: cfg.heartbeat,
-            idle_timeout: cfg.idle_timeout(),
-            write_timeout: cfg.idle_timeout().max(std::time::Duration::from_secs(5)),
-        };
-        let sig = Signals {
-            last_seen: last_seen.clone(),
-            base,
-            reader_done: reader_done.clone(),
-            shutdown: node.shutdown.clone(),
-        };
-        let writer_done = writer_done.clone();
-        node.tracker.spawn(async move {
-            let code = writer::run(wr, conn, cfg, sig).await;
-            writer_done.cancel();
-            code
-        })
-    };
+/// Serves an upgraded connection until it is closed. (A plain `fn` returning an `async
+/// move` block: the block uses its captures in place, where an `async fn` would keep its
+/// arguments twice, as captures and as locals, in every idle connection's task.)
+#[allow(clippy::manual_async_fn)]
+fn serve(
+    node: Arc<Node>,
+    socket: Socket,
+    early: bytes::Bytes,
+    claims: crate::auth::Claims,
+    encoding: switchboard_proto::Encoding,
+    since: Option<switchboard_proto::StreamPosition>,
+    admission: crate::node::Admission,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let _admission = admission;
+        let cfg = &node.config;
+        let (mut rd, _) =
+            fastwebsockets::after_handshake_split(socket.reader(), tokio::io::sink(), Role::Server);
+        rd.set_auto_close(false);
+        rd.set_auto_pong(false);
+        rd.set_max_message_size(cfg.max_message_bytes.saturating_add(1));
+        rd.prepend_buffered(&early);
+        drop(early);
 
-    let mut session = Session::new(node.clone(), conn.clone(), claims);
-    let opened = tokio::select! {
-        r = session.open(since) => r,
-        _ = writer_done.cancelled() => Ok(()),
-    };
-    if let Err(e) = opened {
-        tracing::warn!(conn = %conn.conn_id, error = %e, "could not open the session");
-        conn.send(&ServerFrame::error(
-            ErrorCode::Unavailable,
-            "backplane unavailable",
+        let (id, conn_id) = node.next_conn_id();
+        let outbound = Outbound::new(cfg.outbound_queue_frames, cfg.outbound_queue_bytes);
+        outbound.attach(socket.clone());
+        let conn = Arc::new(ConnHandle::new(
+            id,
+            conn_id,
+            claims.sub.clone(),
+            encoding,
+            now_ms(),
+            outbound,
+            claims.exp,
         ));
-        conn.outbound.close(
-            CloseRequest {
-                code: close::TRY_AGAIN_LATER,
-                reason: "backplane unavailable".into(),
-                send_frame: true,
-            },
-            true,
-        );
-    } else {
-        let end = tokio::select! {
-            end = reader::run(&mut rd, &mut session, &conn, cfg.max_message_bytes, &last_seen, base) => Some(end),
-            _ = writer_done.cancelled() => None,
-        };
-        // The socket is going: in-flight RPC calls stop (their replies could not be sent).
-        conn.cancel.cancel();
-        if let Some(end) = end {
-            // A close the server decided on (limits, bad input) is preceded by what was
-            // already queued: replies and the `error` frame that says why (PROTOCOL.md §4).
-            let flush = matches!(end, End::Close(_));
-            let request = match end {
-                End::PeerClose(code) => CloseRequest {
-                    code: if code == 1005 { close::NORMAL } else { code },
-                    reason: String::new(),
-                    send_frame: true,
-                },
-                End::Eof => CloseRequest {
+        m::hot().connections.increment(1.0);
+        m::hot().connections_total.increment(1);
+        tracing::debug!(conn = %conn.conn_id, user = %conn.user, "connected");
+
+        let mut session = Session::new(node.clone(), conn.clone(), claims);
+        let mut driver = Driver::new(&conn, &socket);
+        let mut watched = None;
+        match driver.run(Box::pin(session.open(since))).await {
+            None => {}
+            Some(Err(e)) => {
+                tracing::warn!(conn = %conn.conn_id, error = %e, "could not open the session");
+                conn.send(&ServerFrame::error(
+                    ErrorCode::Unavailable,
+                    "backplane unavailable",
+                ));
+                conn.outbound.close(
+                    CloseRequest {
+                        code: close::TRY_AGAIN_LATER,
+                        reason: "backplane unavailable".into(),
+                        send_frame: true,
+                    },
+                    true,
+                );
+                Box::pin(driver.wait_written()).await;
+            }
+            Some(Ok(())) => {
+                let exp = conn.expires_at();
+                node.sweeper.watch(conn.id, exp);
+                watched = Some(exp);
+                let end = reader::run(
+                    &mut driver,
+                    &mut rd,
+                    &mut session,
+                    &conn,
+                    cfg.max_message_bytes,
+                )
+                .await;
+                // The socket is going: in-flight RPC calls stop (their replies could not be sent).
+                conn.cancel_rpc();
+                Box::pin(finish(&mut driver, &conn, &mut rd, end)).await;
+            }
+        }
+        conn.cancel_rpc();
+        let code = conn.outbound.finish();
+        drop(driver);
+        drop(rd);
+        drop(socket);
+        Box::pin(session.close()).await;
+        if let Some(exp) = watched {
+            // A refresh may have moved it since.
+            node.sweeper.forget(conn.id, exp);
+            node.sweeper.forget(conn.id, conn.expires_at());
+        }
+        m::hot().connections.decrement(1.0);
+        metrics::counter!(m::DISCONNECTS, "code" => m::close_code_label(code)).increment(1);
+        tracing::debug!(conn = %conn.conn_id, code, "disconnected");
+    }
+}
+
+/// The closing handshake after the reader stopped.
+async fn finish(
+    driver: &mut Driver<'_>,
+    conn: &ConnHandle,
+    rd: &mut fastwebsockets::WebSocketRead<super::socket::SocketReader>,
+    end: End,
+) {
+    match end {
+        End::Over => {}
+        End::Eof => {
+            conn.outbound.close(
+                CloseRequest {
                     code: 1006,
                     reason: String::new(),
                     send_frame: false,
                 },
-                End::Close(req) => req,
-            };
-            conn.outbound.close(request, flush);
-            if flush {
-                // The closing handshake (RFC 6455 §7.1.1): read and drop what the peer still
-                // sends until it answers our close. Closing the socket with its data unread
-                // would send a TCP reset, and the peer could lose our close frame and code.
-                tokio::select! {
-                    _ = reader::discard_until_close(&mut rd) => {}
-                    _ = writer_done.cancelled() => {}
-                    _ = tokio::time::sleep(CLOSE_HANDSHAKE_GRACE) => {}
-                }
-            }
+                false,
+            );
+        }
+        // Our close frame answers theirs (unless ours went first).
+        End::PeerClose(code) => {
+            conn.outbound.close(
+                CloseRequest {
+                    code: if code == 1005 { close::NORMAL } else { code },
+                    reason: String::new(),
+                    send_frame: true,
+                },
+                false,
+            );
+            driver.wait_written().await;
+        }
+        // A close the server decided on (limits, bad input) is preceded by what was
+        // already queued: replies and the `error` frame that says why (PROTOCOL.md §4).
+        End::Close(request) => {
+            conn.outbound.close(request, true);
+            // The closing handshake (RFC 6455 §7.1.1): read and drop what the peer still
+            // sends until it answers our close. Closing the socket with its data unread
+            // would send a TCP reset, and the peer could lose our close frame and code.
+            driver.arm_grace();
+            driver.run(reader::discard_until_close(rd)).await;
+            driver.wait_written().await;
         }
     }
-    conn.cancel.cancel();
-    reader_done.cancel();
-    let code = writer.await.unwrap_or(1006);
-    drop(rd);
-    session.close().await;
-    metrics::gauge!(m::CONNECTIONS).decrement(1.0);
-    metrics::counter!(m::DISCONNECTS, "code" => m::close_code_label(code)).increment(1);
-    tracing::debug!(conn = %conn.conn_id, code, "disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    //! What an idle connection costs in the node's memory, as sizes the compiler knows
+    //! (the task's future is allocated once per connection).
+
+    use super::*;
+    use crate::auth::Claims;
+    use crate::config::{Config, ServeArgs};
+    use crate::hub::Hub;
+
+    fn node() -> Arc<Node> {
+        let args = ServeArgs {
+            jwt_secret: Some("size-unit-test-secret-0123456789abcdef".into()),
+            node_id: Some("gw-t".into()),
+            ..ServeArgs::default()
+        };
+        let config = Config::from_parts(&args, None).expect("valid config");
+        let router = switchboard_router::memory::MemoryCluster::standalone(
+            "gw-t".to_owned(),
+            config.history.clone(),
+            config.lease,
+        );
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        Arc::new(Node::new(config, router, Arc::new(Hub::new().0), handle))
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            sub: "alice".into(),
+            exp: u64::MAX,
+            channels: Vec::new(),
+            publish: Vec::new(),
+            rpc: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_small() {
+        let node = node();
+        let mut req = http::Request::builder()
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap();
+        let (_, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).expect("upgrade");
+        let accepted = Accepted {
+            claims: claims(),
+            encoding: switchboard_proto::Encoding::Json,
+            subprotocol: None,
+            since: None,
+            admission: node.admit().expect("a slot"),
+        };
+        let task = run(node.clone(), upgrade, accepted);
+        let (socket, _client) = crate::ws::socket::pair().await;
+        let admission = node.admit().expect("a slot");
+        let served = serve(
+            node,
+            socket,
+            bytes::Bytes::new(),
+            claims(),
+            switchboard_proto::Encoding::Json,
+            None,
+            admission,
+        );
+        let sizes = [
+            ("connection task", std::mem::size_of_val(&served)),
+            ("upgrade task", std::mem::size_of_val(&task)),
+            ("ConnHandle", std::mem::size_of::<ConnHandle>()),
+            ("Session", std::mem::size_of::<Session>()),
+        ];
+        eprintln!("{sizes:?}");
+        assert!(sizes[0].1 <= 4096, "{sizes:?}");
+    }
 }

@@ -1,13 +1,16 @@
-//! WebSocket connections: the handshake (`handshake`), and per socket one reader task
-//! (`reader`, runs the session) and one writer task (`writer`, drains the `outbound`
-//! queue), wired together by `connection`; `lazy_buf` is the write buffer that idle sockets
-//! do not pay for.
+//! WebSocket connections: the handshake (`handshake`), then one task per socket
+//! (`connection`): it reads frames and runs the session (`reader`), and while it waits it
+//! writes whatever backlog the socket did not take at once (`driver`). Frames reach the
+//! socket through the `outbound` queue, written directly by whichever task produces them;
+//! `socket` is the raw TCP stream taken back from hyper. Heartbeats, idle closes and token
+//! expiry of all connections are one task per node (`sweeper`).
 
 mod connection;
+mod driver;
 mod handshake;
-mod lazy_buf;
 pub mod outbound;
 mod reader;
-mod writer;
+pub mod socket;
+pub mod sweeper;
 
 pub use handshake::{percent_decode, query_param, upgrade};

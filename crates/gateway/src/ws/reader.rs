@@ -1,15 +1,17 @@
-//! The reader side of a socket: reassembles fragmented messages under the size limit of
-//! the whole message, validates UTF-8, answers pings and hands each message to the
-//! session. Runs in its own task; `read_frame` is never raced inside a `select!` loop.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The reading half of the connection's task: waits for the socket to become readable,
+//! reads frames, reassembles fragmented messages under the size limit of the whole
+//! message, validates UTF-8, answers pings and hands each message to the session.
+//! `read_frame` is only called once bytes are there, and never raced except by the end of
+//! the connection (`driver`).
 
 use bytes::BytesMut;
-use fastwebsockets::{OpCode, WebSocketError, WebSocketRead};
+use fastwebsockets::{OpCode, Payload, WebSocketError, WebSocketRead};
 use switchboard_proto::{close, Encoding, ErrorCode};
 use tokio::io::AsyncRead;
 
-use super::outbound::{CloseRequest, Item};
+use super::driver::Driver;
+use super::outbound::{CloseRequest, Item, Kind};
+use super::socket::SocketReader;
 use crate::conn::ConnHandle;
 use crate::session::{close_request, Session};
 
@@ -22,29 +24,43 @@ pub enum End {
     Eof,
     /// The server decided to close (protocol error, limits, session).
     Close(CloseRequest),
+    /// The connection is over: the socket failed, or the peer did not answer our close.
+    Over,
 }
 
-/// Milliseconds since `base`, for the idle clock shared with the writer.
-pub fn mark(last_seen: &AtomicU64, base: tokio::time::Instant) {
-    last_seen.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+/// A frame's payload as an owned buffer (without a copy when it is one already).
+fn owned(payload: Payload<'_>) -> BytesMut {
+    match payload {
+        Payload::Bytes(b) => b,
+        other => BytesMut::from(&other[..]),
+    }
 }
 
-pub async fn run<S: AsyncRead + Unpin>(
-    rd: &mut WebSocketRead<S>,
+pub async fn run(
+    driver: &mut Driver<'_>,
+    rd: &mut WebSocketRead<SocketReader>,
     session: &mut Session,
     conn: &ConnHandle,
     max_bytes: usize,
-    last_seen: &AtomicU64,
-    base: tokio::time::Instant,
 ) -> End {
     let mut partial: Option<(OpCode, BytesMut)> = None;
     let mut no_send = |_| async { Ok::<(), std::io::Error>(()) };
     loop {
-        let frame = match rd.read_frame(&mut no_send).await {
-            Ok(f) => f,
-            Err(e) => return from_error(e),
+        if !rd.has_buffered() {
+            // Idle: no read buffer, and a cancel-safe wait.
+            rd.release_idle_buffer();
+            match driver.readable().await {
+                None => return End::Over,
+                Some(Err(_)) => return End::Eof,
+                Some(Ok(())) => {}
+            }
+        }
+        let frame = match driver.run(Box::pin(rd.read_frame(&mut no_send))).await {
+            None => return End::Over,
+            Some(Err(e)) => return from_error(e),
+            Some(Ok(f)) => f,
         };
-        mark(last_seen, base);
+        conn.seen();
         // RFC 6455 §5.5: control frames carry at most 125 bytes (fastwebsockets only
         // checks pings).
         let control = matches!(frame.opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
@@ -57,9 +73,9 @@ pub async fn run<S: AsyncRead + Unpin>(
                     return protocol("new message before the previous one ended");
                 }
                 if frame.fin {
-                    (frame.opcode, BytesMut::from(&frame.payload[..]))
+                    (frame.opcode, owned(frame.payload))
                 } else {
-                    partial = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
+                    partial = Some((frame.opcode, owned(frame.payload)));
                     continue;
                 }
             }
@@ -80,9 +96,9 @@ pub async fn run<S: AsyncRead + Unpin>(
             OpCode::Close => return peer_close(&frame.payload),
             OpCode::Ping => {
                 conn.outbound.push(Item {
-                    data: bytes::Bytes::copy_from_slice(&frame.payload),
+                    data: owned(frame.payload).freeze(),
                     published_ms: None,
-                    pong: true,
+                    kind: Kind::Pong,
                 });
                 continue;
             }
@@ -112,8 +128,11 @@ pub async fn run<S: AsyncRead + Unpin>(
             }
             continue;
         }
-        if let Some(close) = session.handle(&bytes).await {
-            return End::Close(close);
+        // Boxed: the session's work is large state that an idle connection need not carry.
+        match driver.run(Box::pin(session.handle(&bytes))).await {
+            None => return End::Over,
+            Some(Some(close)) => return End::Close(close),
+            Some(None) => {}
         }
     }
 }
