@@ -84,6 +84,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let public = bind(config.listen)?;
     let internal = bind(config.admin_listen)?;
     let node = Arc::new(Node::new(config, router, hub, metrics));
+    let stop = stop_signal();
     println!(
         "listening public={} internal={}",
         public.local_addr()?,
@@ -108,7 +109,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     tokio::spawn(heartbeat(node.clone()));
     tokio::spawn(crate::ws::sweeper::run(node.clone()));
 
-    wait_for_signal().await;
+    stop.await;
     drain(&node, &stop_public).await;
     stop_internal.cancel();
     node.router.shutdown().await;
@@ -116,25 +117,35 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Registers the SIGTERM/SIGINT handlers now and returns what waits for either: set up
+/// before the `listening` line, so that a signal right after it starts a drain instead of
+/// killing the process.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let recv = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                _ = recv(term) => {}
+                _ = recv(int) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
