@@ -17,13 +17,25 @@ use crate::ws::outbound::{Item, Kind, Outbound, Pushed};
 /// delivery, and again when a held channel releases it).
 pub struct Delivery {
     pub message: Arc<Message>,
+    /// [`id_hash`] of the message id, computed once for every recipient.
+    id_hash: u64,
     json: OnceLock<Bytes>,
     proto: OnceLock<Bytes>,
+}
+
+/// A message id as a non-zero 64-bit hash (FNV-1a): what a cursor remembers of the last
+/// message it delivered, to tell a duplicate from another message at the same offset.
+pub fn id_hash(id: &str) -> u64 {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h.max(1)
 }
 
 impl Delivery {
     pub fn new(message: Arc<Message>) -> Arc<Delivery> {
         Arc::new(Delivery {
+            id_hash: id_hash(&message.id),
             message,
             json: OnceLock::new(),
             proto: OnceLock::new(),
@@ -51,6 +63,12 @@ const MAX_PENDING: usize = 4096;
 struct Cursor {
     epoch: String,
     offset: u64,
+    /// [`id_hash`] of the message delivered at `offset` (0: not known, e.g. a subscription
+    /// that started at the top).
+    last_id: u64,
+    /// Another message arrived at `offset` than the one delivered there: history
+    /// diverged (a failover lost a delivered write); the repair starts a new epoch.
+    diverged: bool,
     /// While a subscription is being set up (or repaired), live messages wait here so
     /// that they come after the replayed history.
     pending: Option<Vec<Arc<Delivery>>>,
@@ -62,6 +80,26 @@ struct Cursor {
 struct Cursors {
     personal: Option<Cursor>,
     rooms: HashMap<Box<str>, Cursor>,
+}
+
+/// What the offset bookkeeping made of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Accept,
+    /// At or before what was delivered (a replay overlapping live delivery).
+    Duplicate,
+    /// At the offset delivered last, but another message: history diverged.
+    Diverged,
+}
+
+/// Where a held channel stands, for its repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub position: StreamPosition,
+    /// [`id_hash`] of the message delivered at `position` (0: unknown).
+    pub last_id: u64,
+    /// Live delivery already showed that history diverged.
+    pub diverged: bool,
 }
 
 /// How a live message was taken by a connection.
@@ -271,7 +309,10 @@ impl ConnHandle {
             self.push(self.encoding.encode(first), None);
         });
         if tracked.is_some() {
-            self.release(channel, replay).await;
+            // A fresh cursor remembers no message id until it accepts one, and neither the
+            // replay nor the held live messages repeat an accepted offset: nothing here
+            // can look diverged.
+            let _ = self.release(channel, replay).await;
         }
     }
 
@@ -289,10 +330,21 @@ impl ConnHandle {
     }
 
     /// Where the connection stands in a held channel.
+    #[cfg(test)]
     pub fn held_position(&self, channel: &str) -> Option<StreamPosition> {
+        self.held(channel).map(|h| h.position)
+    }
+
+    /// Where the connection stands in a held channel, with what it knows of the message
+    /// delivered last.
+    pub fn held(&self, channel: &str) -> Option<Held> {
         self.with_cursor(channel, |cursor| {
             cursor.pending.as_ref()?;
-            Some(StreamPosition::new(cursor.epoch.clone(), cursor.offset))
+            Some(Held {
+                position: StreamPosition::new(cursor.epoch.clone(), cursor.offset),
+                last_id: cursor.last_id,
+                diverged: cursor.diverged,
+            })
         })
         .flatten()
     }
@@ -315,33 +367,53 @@ impl ConnHandle {
     }
 
     /// Queues `replay` in order (paced by the outbound queue), then the live messages held
-    /// meanwhile, and delivers live again. Duplicates are dropped by offset.
-    pub async fn release(&self, channel: &str, replay: &[Arc<Message>]) {
+    /// meanwhile, and delivers live again. Duplicates are dropped by offset. Returns false
+    /// (and delivers nothing more) when a message at the offset delivered last is another
+    /// one than was delivered: history diverged, the channel stays held.
+    pub async fn release(&self, channel: &str, replay: &[Arc<Message>]) -> bool {
         for msg in replay {
             if !self
                 .outbound
                 .wait_room(msg.data.len() + REPLAY_OVERHEAD)
                 .await
             {
-                return;
+                return true;
             }
-            let tracked = self.with_cursor(channel, |cursor| {
-                if self.admit(cursor, msg) {
+            let admitted = self.with_cursor(channel, |cursor| {
+                let admit = self.admit(cursor, msg, id_hash(&msg.id));
+                if admit == Admit::Accept {
                     let data = self.encoding.encode(&ServerFrame::Message(msg.clone()));
                     self.push(data, Some(msg.ts));
                 }
+                admit
             });
-            if tracked.is_none() {
-                return;
+            match admitted {
+                None => return true,
+                Some(Admit::Diverged) => {
+                    self.with_cursor(channel, |cursor| cursor.diverged = true);
+                    return false;
+                }
+                Some(_) => {}
             }
         }
         self.with_cursor(channel, |cursor| {
-            for delivery in cursor.pending.take().unwrap_or_default() {
-                if self.admit(cursor, &delivery.message) {
-                    self.push(delivery.encoded(self.encoding), Some(delivery.message.ts));
+            let pending = cursor.pending.take().unwrap_or_default();
+            for (i, delivery) in pending.iter().enumerate() {
+                match self.admit(cursor, &delivery.message, delivery.id_hash) {
+                    Admit::Accept => {
+                        self.push(delivery.encoded(self.encoding), Some(delivery.message.ts));
+                    }
+                    Admit::Duplicate => {}
+                    Admit::Diverged => {
+                        cursor.pending = Some(pending[i..].to_vec());
+                        cursor.diverged = true;
+                        return false;
+                    }
                 }
             }
-        });
+            true
+        })
+        .unwrap_or(true)
     }
 
     /// Delivers a live message of a channel this connection tracks. Returns true when
@@ -382,8 +454,18 @@ impl ConnHandle {
                 flush: false,
             };
         }
-        if !self.admit(cursor, msg) {
-            return Delivered::default();
+        match self.admit(cursor, msg, delivery.id_hash) {
+            Admit::Accept => {}
+            Admit::Duplicate => return Delivered::default(),
+            Admit::Diverged => {
+                // Held like a gap; the repair starts a new epoch and resyncs the client.
+                cursor.pending = Some(vec![delivery.clone()]);
+                cursor.diverged = true;
+                return Delivered {
+                    gap: true,
+                    flush: false,
+                };
+            }
         }
         // Pushed under the cursors' lock: two deliveries to this connection reach its
         // queue in the order they were admitted.
@@ -392,11 +474,21 @@ impl ConnHandle {
         Delivered { gap: false, flush }
     }
 
-    /// Offset bookkeeping: drops duplicates, notes gaps, follows a new epoch.
-    fn admit(&self, cursor: &mut Cursor, msg: &Message) -> bool {
+    /// Offset bookkeeping: drops duplicates, notes gaps, follows a new epoch, and tells
+    /// another message at the offset delivered last from a duplicate of it.
+    fn admit(&self, cursor: &mut Cursor, msg: &Message, id: u64) -> Admit {
         if msg.epoch == cursor.epoch {
+            if msg.offset == cursor.offset && cursor.last_id != 0 && id != cursor.last_id {
+                tracing::warn!(
+                    conn = %self.conn_id,
+                    channel = %msg.channel,
+                    offset = msg.offset,
+                    "another message at an offset already delivered: history diverged"
+                );
+                return Admit::Diverged;
+            }
             if msg.offset <= cursor.offset {
-                return false;
+                return Admit::Duplicate;
             }
             if msg.offset > cursor.offset + 1 {
                 tracing::debug!(
@@ -410,7 +502,8 @@ impl ConnHandle {
             cursor.epoch.clone_from(&msg.epoch);
         }
         cursor.offset = msg.offset;
-        true
+        cursor.last_id = id;
+        Admit::Accept
     }
 }
 

@@ -159,6 +159,12 @@ pub trait History: Send + Sync {
     async fn ack(&self, user: &str, position: &StreamPosition) -> Result<()>;
     /// The user's last ack, if any.
     async fn acked(&self, user: &str) -> Result<Option<StreamPosition>>;
+    /// History at `epoch` diverged from what was delivered (a failover lost a write some
+    /// connection had already received, and its offset went to another message): starts
+    /// a new epoch, unless the channel already left `epoch`, so that every resume from the
+    /// old epoch answers `recovered: false`. Messages published from then on carry the
+    /// new epoch; the offsets go on.
+    async fn reset_epoch(&self, channel: &str, epoch: &str) -> Result<()>;
 }
 
 /// Who is in a room, cluster-wide.

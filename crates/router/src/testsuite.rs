@@ -49,6 +49,7 @@ pub use self::routing::{
 pub use self::sink::{grace, DisconnectRecord, PresenceRecord, RecordingSink, GRACE, WAIT};
 pub use self::streams::{
     case_acks, case_age_trimming, case_count_trimming, case_no_history_rooms, case_read_recovery,
+    case_reset_epoch,
 };
 
 /// Builds the clusters the cases run against.
@@ -82,6 +83,7 @@ macro_rules! router_testsuite {
             case_age_trimming,
             case_no_history_rooms,
             case_acks,
+            case_reset_epoch,
             case_registry,
             case_lease_expiry,
             case_presence,

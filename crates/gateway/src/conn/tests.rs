@@ -132,3 +132,55 @@ async fn messages_of_untracked_channels_are_ignored() {
     c.deliver(&Delivery::new(msg("room:x", "e", 2)));
     assert!(queued(&c).is_empty());
 }
+
+/// A message with another id at the offset delivered last is no duplicate: history
+/// diverged (a failover lost a delivered write and gave its offset to this one). Live,
+/// the channel is held for the repair, marked diverged; the same message again is a
+/// plain duplicate.
+#[tokio::test]
+async fn another_message_at_the_last_offset_is_a_divergence_not_a_duplicate() {
+    let c = conn(1024);
+    c.begin("user:alice");
+    c.open("user:alice", &StreamPosition::new("e", 3), &pong(), &[])
+        .await;
+    let four = msg("user:alice", "e", 4);
+    assert!(!c.deliver(&Delivery::new(four.clone())));
+    assert!(
+        !c.deliver(&Delivery::new(four.clone())),
+        "the same message again"
+    );
+    assert_eq!(queued(&c), [4]);
+    let mut other = (*four).clone();
+    other.id = "m-other".into();
+    assert!(
+        c.deliver(&Delivery::new(Arc::new(other))),
+        "another message at offset 4: held for the repair"
+    );
+    let held = c.held("user:alice").expect("held");
+    assert!(held.diverged);
+    assert_eq!(held.position, StreamPosition::new("e", 4));
+    assert_eq!(held.last_id, id_hash("m-4"));
+    assert!(queued(&c).is_empty(), "nothing more is delivered");
+}
+
+/// A repair whose replay holds another message at the offset delivered last does not
+/// release the channel.
+#[tokio::test]
+async fn a_replay_that_diverges_keeps_the_channel_held() {
+    let c = conn(1024);
+    c.begin("user:alice");
+    c.open(
+        "user:alice",
+        &StreamPosition::new("e", 0),
+        &pong(),
+        &[msg("user:alice", "e", 1)],
+    )
+    .await;
+    assert_eq!(queued(&c), [1]);
+    assert!(c.hold("user:alice").is_some());
+    let mut other = (*msg("user:alice", "e", 1)).clone();
+    other.id = "m-rewritten".into();
+    assert!(!c.release("user:alice", &[Arc::new(other)]).await);
+    assert!(c.held("user:alice").expect("still held").diverged);
+    assert!(queued(&c).is_empty());
+}

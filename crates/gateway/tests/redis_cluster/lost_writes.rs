@@ -16,11 +16,9 @@ use switchboard_router::testsuite::redis_cluster::RespConn;
 use crate::traffic::{Ledger, Recipient};
 use crate::verify;
 
-// Fails today: the message after the failover reuses the lost message's (epoch, offset),
-// and a node that resubscribes after it was published repairs "nothing missing" and drops
-// it as a duplicate — an acknowledged message silently never delivered (see the commit
-// that added this test). Run with `--ignored`.
-#[ignore = "known bug: an offset reused after a failover that lost a delivered write is dropped as a duplicate"]
+// The message after the failover reuses the lost message's (epoch, offset): a node whose
+// connection had the lost one sees another message at that offset (live, or in the
+// repair read from its last offset), starts a new epoch and tells the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_lost_in_a_failover_are_told_never_silent() {
     let redis = own_cluster(3, 1, &[]).await;

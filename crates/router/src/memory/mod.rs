@@ -233,6 +233,12 @@ impl History for MemoryRouter {
     async fn acked(&self, user: &str) -> Result<Option<StreamPosition>> {
         Ok(self.cluster.lock().acked(user))
     }
+
+    async fn reset_epoch(&self, channel: &str, epoch: &str) -> Result<()> {
+        non_empty("channel", channel)?;
+        self.cluster.lock().reset_epoch(channel, epoch);
+        Ok(())
+    }
 }
 
 #[async_trait]

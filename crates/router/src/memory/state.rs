@@ -455,6 +455,22 @@ impl State {
         }
     }
 
+    /// A new epoch for `channel` if it is still in `epoch`; the retained messages are
+    /// the new epoch's (as on Redis, where entries do not carry their epoch).
+    pub(super) fn reset_epoch(&mut self, channel: &str, epoch: &str) {
+        let stream = self.stream(channel);
+        if stream.epoch != epoch {
+            return;
+        }
+        stream.epoch = random_token(8);
+        let new = stream.epoch.clone();
+        for m in stream.messages.iter_mut() {
+            let mut moved = (*m.message).clone();
+            moved.epoch.clone_from(&new);
+            m.message = Arc::new(moved);
+        }
+    }
+
     pub(super) fn ack(&mut self, user: &str, position: &StreamPosition) {
         match self.acks.get_mut(user) {
             Some(acked) if acked.epoch == position.epoch => {

@@ -199,6 +199,17 @@ end
 return out
 "#;
 
+/// KEYS: meta.  ARGV: the diverged epoch, the new one.
+/// A new epoch for the channel, unless it already left the old one. The stream stays:
+/// its entries do not carry their epoch, so they are the new epoch's.
+const RESET: &str = r#"
+if redis.call('HGET', KEYS[1], 'e') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'e', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
 /// KEYS: ack key.  ARGV: epoch, offset, ttl_ms.
 const ACK: &str = r#"
 local cur = redis.call('GET', KEYS[1])
@@ -323,6 +334,7 @@ pub struct Scripts {
     pub number: Script,
     pub read: Script,
     pub ack: Script,
+    pub reset: Script,
     pub register: Script,
     pub reap_conn: Script,
     pub heartbeat: Script,
@@ -348,6 +360,7 @@ impl Scripts {
             number: lean(NUMBER, 6),
             read: s(READ),
             ack: s(ACK),
+            reset: s(RESET),
             register: s(REGISTER),
             reap_conn: s(REAP_CONN),
             heartbeat: s(HEARTBEAT),

@@ -79,6 +79,25 @@ impl History for RedisRouter {
         inner.call(cmd).await.map(|_| ())
     }
 
+    async fn reset_epoch(&self, channel: &str, epoch: &str) -> Result<()> {
+        let inner = &self.inner;
+        let meta = inner.keys.meta(channel);
+        let moved = inner
+            .call(
+                inner
+                    .scripts
+                    .reset
+                    .cmd(&[meta.as_bytes()])
+                    .arg(epoch)
+                    .arg(random_string(10)),
+            )
+            .await?;
+        if value_u64(&moved) == 1 {
+            tracing::warn!(channel = %channel, epoch = %epoch, "history diverged; new epoch");
+        }
+        Ok(())
+    }
+
     async fn acked(&self, user: &str) -> Result<Option<StreamPosition>> {
         let inner = &self.inner;
         let v = inner

@@ -229,3 +229,58 @@ pub async fn case_acks(factory: &dyn ClusterFactory) {
     let stranger = unique("stranger");
     assert_eq!(b.router.acked(&stranger).await.unwrap(), None);
 }
+
+/// A diverged history starts a new epoch (once): resumes from the old one are not
+/// recovered, the retained messages and new ones are the new epoch's, offsets go on.
+pub async fn case_reset_epoch(factory: &dyn ClusterFactory) {
+    let nodes = start_cluster(factory, 2, HistoryPolicies::default(), LONG_LEASE).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let channel = format!("user:{}", unique("diverged"));
+    for n in 1..=3 {
+        publish(a, &channel, None, json(n)).await;
+    }
+    let old = a.router.position(&channel).await.unwrap();
+    assert_eq!(old.offset, 3);
+    b.router.reset_epoch(&channel, &old.epoch).await.unwrap();
+    let new = a.router.position(&channel).await.unwrap();
+    assert_ne!(new.epoch, old.epoch, "a new epoch");
+    // A second reset of the old epoch (another node found the same divergence) is a no-op.
+    a.router.reset_epoch(&channel, &old.epoch).await.unwrap();
+    assert_eq!(a.router.position(&channel).await.unwrap(), new);
+    let read = b
+        .router
+        .read(
+            &channel,
+            Some(&StreamPosition::new(old.epoch.clone(), 2)),
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !read.recovered,
+        "a resume from the diverged epoch is not recovered"
+    );
+    assert_eq!(read.epoch, new.epoch);
+    assert!(
+        read.messages.iter().all(|m| m.epoch == new.epoch),
+        "retained messages are the new epoch's"
+    );
+    let out = publish(a, &channel, None, json(4)).await;
+    assert_eq!(out.message.epoch, new.epoch);
+    assert_eq!(
+        out.message.offset,
+        new.offset + 1,
+        "offsets go on in the new epoch"
+    );
+    let read = b
+        .router
+        .read(
+            &channel,
+            Some(&StreamPosition::new(new.epoch.clone(), new.offset)),
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(read.recovered);
+    assert_eq!(offsets(&read.messages), [new.offset + 1]);
+}
