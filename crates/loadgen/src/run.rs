@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
-use crate::cli::{Cli, Command, Common, Protocol, Via};
+use crate::cli::{ChannelKind, Cli, Command, Common, Protocol, Via};
 use crate::conn::{self, ConnectError, Dial, Endpoint, Opened};
 use crate::payload::now_us;
 use crate::proto::{ApiAuth, Pos};
@@ -182,6 +182,22 @@ pub fn total_connections(cmd: &Command) -> u64 {
     }
 }
 
+/// The namespace of `direct --channel room`'s rooms (the tokens must allow it).
+fn room_namespace(cmd: &Command) -> Option<&str> {
+    match cmd {
+        Command::Direct(a) => a.room_namespace(),
+        _ => None,
+    }
+}
+
+/// A channel namespace as the gateway accepts it in `--namespaces`: `[a-z0-9_-]+`.
+fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// Every flag problem at once (empty = fine).
 pub fn validate(cli: &Cli) -> Vec<String> {
     let c = &cli.common;
@@ -218,6 +234,21 @@ pub fn validate(cli: &Cli) -> Vec<String> {
             }
             if a.batch == 0 || (a.batch > 1 && (!sb || a.via != Via::Api)) {
                 errs.push("--batch > 1 needs --via api and --protocol switchboard".into());
+            }
+            if a.channel == ChannelKind::Room && !sb {
+                errs.push("--channel room needs --protocol switchboard".into());
+            }
+            match (&a.room_namespace, a.channel) {
+                (Some(_), ChannelKind::User) => {
+                    errs.push("--room-namespace needs --channel room".into());
+                }
+                (Some(ns), ChannelKind::Room) if !valid_namespace(ns) || ns == "user" => {
+                    errs.push(format!(
+                        "--room-namespace {ns:?}: expected [a-z0-9_-]+ other than `user` \
+                         (room, or a namespace of the gateway's --namespaces)"
+                    ));
+                }
+                _ => {}
             }
             a.via == Via::Api
         }
@@ -398,7 +429,11 @@ pub async fn run_shard(job: Job, ctl: Ctl) -> Result<Partial, String> {
         sources: job.sources.clone(),
         sources_everywhere: job.sources_everywhere,
         minter: (c.protocol == Protocol::Switchboard)
-            .then(|| c.jwt_secret.as_deref().map(Minter::new))
+            .then(|| {
+                c.jwt_secret
+                    .as_deref()
+                    .map(|s| Minter::new(s, room_namespace(&job.cli.command)))
+            })
             .flatten(),
         api,
         auth: ApiAuth {
@@ -457,5 +492,72 @@ mod tests {
         .unwrap();
         let errs = validate(&cli);
         assert_eq!(errs.len(), 4, "{errs:?}"); // targets, jwt secret, api, api key
+    }
+
+    fn direct_errs(extra: &[&str]) -> Vec<String> {
+        use clap::Parser;
+        let mut a = vec![
+            "lg",
+            "--targets",
+            "127.0.0.1:1",
+            "--jwt-secret",
+            "s",
+            "direct",
+            "--pairs",
+            "1",
+            "--rate",
+            "1",
+            "--duration",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        validate(&Cli::try_parse_from(a).unwrap())
+    }
+
+    #[test]
+    fn room_flags_are_checked() {
+        assert!(direct_errs(&["--channel", "room"]).is_empty());
+        assert!(direct_errs(&["--channel", "room", "--reconnect"]).is_empty());
+        assert!(direct_errs(&["--channel", "room", "--room-namespace", "feed"]).is_empty());
+        assert_eq!(
+            direct_errs(&["--room-namespace", "feed"]),
+            ["--room-namespace needs --channel room"]
+        );
+        for bad in ["user", "Feed", "a:b", ""] {
+            let errs = direct_errs(&["--channel", "room", "--room-namespace", bad]);
+            assert_eq!(errs.len(), 1, "{bad:?}: {errs:?}");
+            assert!(errs[0].starts_with("--room-namespace"), "{errs:?}");
+        }
+        let errs = direct_errs(&["--channel", "room", "--protocol", "plain", "--via", "api"]);
+        assert!(
+            errs.iter()
+                .any(|e| e == "--channel room needs --protocol switchboard"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_room_namespace_reaches_the_tokens() {
+        use clap::Parser;
+        let cli = |extra: &[&str]| {
+            let mut a = vec![
+                "lg",
+                "direct",
+                "--pairs",
+                "1",
+                "--rate",
+                "1",
+                "--duration",
+                "1",
+            ];
+            a.extend_from_slice(extra);
+            Cli::try_parse_from(a).unwrap().command
+        };
+        assert_eq!(room_namespace(&cli(&[])), None);
+        assert_eq!(room_namespace(&cli(&["--channel", "room"])), Some("room"));
+        assert_eq!(
+            room_namespace(&cli(&["--channel", "room", "--room-namespace", "feed"])),
+            Some("feed")
+        );
     }
 }
