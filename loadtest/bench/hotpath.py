@@ -55,6 +55,14 @@ def _note(res, key, rate, p99=True):
     return f" (run: {'; '.join(why)})" if why else ""
 
 
+def _room_note(res):
+    """Why the W2 room run did not pass (its p99 included: it is not the figure)."""
+    r = _ok(res, "W2_room")
+    if not r or r.get("pass", True):
+        return ""
+    return f" (run: {r.get('why')})"
+
+
 def _subscribers(res):
     """The W3 target is for 10,000 subscribers: say so when a run used another number."""
     n = (_ok(res, "W3") or {}).get("subscribers")
@@ -94,13 +102,14 @@ FIGURES = [
      _w2(5000, lambda r: r.get("redis_cpu_us_per_msg")), us, "lower", "≤ 15 µs",
      lambda v, p: v <= 15, _peer_w2(5000, lambda r: r.get("redis_cpu_us_per_msg")),
      lambda res: ""),
-    ("redis_room", "Redis CPU µs per room message without history",
-     "6 `fanout` processes at once, each on its own room (no history by default) at 5,000 / 6 "
-     "msg/s through one node's API, its 2 subscribers on the two other nodes: redis-server "
-     "CPU ÷ messages published (acked), from just before the loadgens start until the last "
-     "exited (room.py).",
+    ("redis_room", "Redis CPU µs per room message without history (W2 API, 5,000 msg/s)",
+     "`direct --channel room --via api --rate 5000` with W2 API's pairs and duration: pair "
+     "i's recipient subscribes to a room of its own (`room:…-p<i>`, no history: the default) "
+     "before `ready`, its messages go through the next node's API as in W2 API; "
+     "utime+stime of redis-server ÷ messages delivered over the same window as W2 API "
+     "(`ready` → end of sending + 1 s); Redis time per command in the details (room.py).",
      _get("W2_room", lambda w: w.get("redis_cpu_us_per_msg")), us, "lower", "≤ 3 µs",
-     lambda v, p: v <= 3, None, lambda res: ""),
+     lambda v, p: v <= 3, None, lambda res: _room_note(res)),
     ("w3_last", "W3 fan-out, 10,000 subscribers: last recipient p99",
      "`fanout --subscribers N` on `feed:bench` (N in the W3 details), 3 nodes: per message the "
      "time until the last subscriber has it, 99th percentile over the messages.",

@@ -164,26 +164,32 @@ def fresh_section(f, title):
                   f"- Command: `{f['cmd']}`", ""]
 
 
-def room_section(r, title):
+def room_section(r, title, user=None):
+    """W2 room (room.py), with `user` — the W2 API run at the same rate — next to it."""
     out = [title, ""]
     if not r:
         return out + ["Not run.", ""]
     if not r.get("ok", True):
         return out + failed(r)
-    out += [f"- {r.get('publishers', 1)} `fanout` publishers at once, each on its own room "
-            f"`{r['channel']}` (no history) through one node's API, {r['subscribers']} "
-            f"subscribers each on the other nodes; {num(r['acked'])} of {num(r['messages'])} "
-            f"messages acked at {num(r['rate_achieved'])}/s achieved ({num(r['rate'])}/s asked), "
-            f"{num(r['delivered'])} deliveries, lost {r['lost']}; p50 {msf(r['p50_ms'])}, "
-            f"p99 {msf(r['p99_ms'])} (the worst publisher's).",
-            f"- CPU over the window ({r['wall_s']:.1f} s, start → last loadgen exited): gateways "
-            f"{r['gateways_cpu_s']:.2f} s = {r['gateway_cpu_us_per_msg']} µs per message, Redis "
-            f"{r['redis_cpu_s']:.2f} s = **{r['redis_cpu_us_per_msg']} µs** per message (its "
-            f"idle CPU scaled to the window: {r.get('redis_idle_cpu_s')} s; net of it "
-            f"{r.get('redis_net_us_per_msg')} µs)."]
+    out += [f"`direct --channel room --via api`: {num(r['pairs'])} pairs for "
+            f"{r['duration_s']} s, each pair on a room of its own without history (the "
+            "recipient subscribed before `ready`), its messages published through the next "
+            "node's API — W2 API's layout and window; W2 API's run at the same rate on user "
+            "channels below it.", ""]
+    out += W2_HEAD
+    out.append(w2_row(r, " rooms"))
+    if user:
+        out.append(w2_row(user, " user channels (W2 API)"))
+    out += ["", f"- Redis {r['redis_cpu_s']:.2f} CPU-s over the window ({r['wall_s']:.1f} s) = "
+            f"**{r.get('redis_cpu_us_per_msg')} µs** per delivered room message; its idle CPU "
+            f"scaled to the window: {r.get('redis_idle_cpu_s')} s, net of it "
+            f"{r.get('redis_net_us_per_msg')} µs."]
     if r.get("redis_per_msg"):
-        out.append("- Redis time per published message (INFO commandstats; ≥ 0.2 µs): "
-                   + per_command(r["redis_per_msg"]) + ".")
+        line = ("- Redis time per delivered message (INFO commandstats over the window; "
+                "commands ≥ 0.1 µs): rooms " + per_command(r["redis_per_msg"]))
+        if user and user.get("redis_per_msg"):
+            line += "; user channels (≥ 0.5 µs) " + per_command(user["redis_per_msg"])
+        out.append(line + ".")
     return out + [f"- Command: `{r['cmd']}`", ""]
 
 
@@ -200,7 +206,9 @@ def details(res, baseline=False):
         if baseline and key not in res:
             continue
         out += w2_section(res.get(key), f"### {title} ({who})")
-    out += room_section(res.get("W2_room"), f"### W2 room publish without history ({who})")
+    room = res.get("W2_room")
+    out += room_section(room, f"### W2 room messages without history ({who})",
+                        user=_fixed(res.get("W2_api"), (room or {}).get("rate")))
     w3 = res.get("W3")
     out += [f"### W3 room fan-out ({who})", ""]
     if w3 and w3.get("ok"):
@@ -289,8 +297,9 @@ METHOD = ["", "## How the figures are measured", "",
           "saturation rate is that of the server and this client together.",
           "- W2 /v1/batch: `--batch 100` with a linger long enough to fill every request "
           "(table note); fixed rates only — its p99 holds the batching delay, so there is no "
-          "saturation search. W2 room: `fanout --channel room:bench` with 2 subscribers on "
-          "nodes 2 and 3 and the API of node 1; Redis CPU ÷ published (acked) messages.",
+          "saturation search. W2 room: W2 API at 5,000 msg/s (same pairs, duration, layout "
+          "and window) with `--channel room`: every pair on a room of its own without "
+          "history, subscribed before `ready`; Redis CPU ÷ delivered messages.",
           "- W1 on a fresh node: one node on its own Redis, nothing served before; RSS 1 s after "
           "ready and 3 s after N idle connections; (after − before) ÷ N.",
           "- W5: the baseline and the slow run each start a fresh cluster; RSS is the sum over "

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Unit tests of the benchmark runner's analysis and report (no cluster, no load):
 /proc readers on this process, the W1 slope and per-socket kernel division, the W2
-pass/fail verdict and efficiency pick, and BENCHMARKS.md rendering of a synthetic run
-(met / not met / failed / skipped peer), plus test_hotpath.py's tests.  Run:
-python3 loadtest/bench/test_bench.py (make bench-selftest).
+pass/fail verdict and efficiency pick, the W2 room run (its loadgen command, sizes and
+figures), and BENCHMARKS.md rendering of a synthetic run (met / not met / failed / skipped
+peer), plus test_hotpath.py's tests.  Run: python3 loadtest/bench/test_bench.py
+(make bench-selftest).
 """
 
 import os
@@ -13,12 +14,17 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import config  # noqa: E402
 import direct  # noqa: E402
+import hotpath  # noqa: E402
 import idle  # noqa: E402
 import procstat  # noqa: E402
 import report  # noqa: E402
+import report_details  # noqa: E402
+import room  # noqa: E402
 # The newer modules' tests (hot path, W6, perf, baseline) run with these.
 from test_hotpath import Baseline, HotPath, Perf, Render as RenderAll, W6  # noqa: E402,F401
+from test_hotpath import room_run, synthetic_run  # noqa: E402
 
 KIB = 1024
 
@@ -118,6 +124,111 @@ class Direct(unittest.TestCase):
              "saturation": {"rate": 8000, "runs": [w2run(8000, 2, eff=60000),
                                                    w2run(12000, 90, eff=90000)]}}
         self.assertEqual(direct.best_efficiency(w)["rate"], 8000)
+
+
+class QuietCtx:
+    def log(self, msg):
+        pass
+
+
+class FakeSut:
+    name = "switchboard"
+    targets = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    redis_pids = []
+
+
+def fake_direct_run(calls):
+    """A stand-in for common.run_loadgen: records the loadgen args, answers a W2 result of
+    5,000 messages with 0.01 s of Redis CPU and INFO commandstats."""
+    def run_loadgen(ctx, sut, label, args, **kw):
+        calls.append((label, [str(a) for a in args], kw))
+        return {"cmd": "loadgen " + " ".join(str(a) for a in args), "log": "x.log", "rc": 0,
+                "result": {"messages": {"scheduled": 5000, "sent": 5000, "acked": 5000,
+                                        "delivered": 5000, "lost": 0, "rate_achieved": 5000},
+                           "latency_us": {"p50": 500, "p90": 900, "p99": 2000, "p999": 3000,
+                                          "max": 4000}},
+                "cpu": {"wall_s": 2.0, "gateways_cpu_s": 0.25, "redis_cpu_s": 0.01},
+                "redis_commands": {"evalsha": {"calls": 5000, "usec": 6000},
+                                   "spublish": {"calls": 2, "usec": 400},
+                                   "ping": {"calls": 4, "usec": 4}}}
+    return run_loadgen
+
+
+class Room(unittest.TestCase):
+    def test_sizes_are_w2_apis(self):
+        for cfg in (config.FULL, config.QUICK):
+            r, w2 = cfg["room"], cfg["w2"]
+            self.assertEqual((r["pairs"], r["duration"]), (w2["pairs"], w2["duration"]))
+            self.assertEqual(r["rate"], 5000)
+            self.assertIn(r["rate"], w2["fixed_rates"])
+        with self.assertRaises(ValueError):
+            config.room({"fixed_rates": [2000], "duration": 1, "pairs": 1}, 1)
+
+    def test_run_is_direct_in_rooms_through_the_api(self):
+        calls = []
+        real = direct.run_loadgen
+        direct.run_loadgen = fake_direct_run(calls)
+        try:
+            r = room.run(QuietCtx(), FakeSut(), {"rate": 5000, "duration": 1, "pairs": 300,
+                                           "idle_s": 0})
+        finally:
+            direct.run_loadgen = real
+        label, args, kw = calls[0]
+        self.assertEqual(label, "w2-switchboard-api-5000-room")
+        line = " ".join(args)
+        for part in ("direct --pairs 300 --rate 5000 --duration 1 --via api",
+                     "--channel room"):
+            self.assertIn(part, line)
+        self.assertNotIn("--batch", line)
+        self.assertTrue(kw["redis_stats"])  # INFO commandstats over the window
+        self.assertEqual(kw["window_s"], 1 + direct.DRAIN_S)  # W2's window
+        self.assertEqual(r["channel"], "room")
+        self.assertEqual(r["redis_cpu_us_per_msg"], 2.0)  # 0.01 s / 5,000 delivered
+        # Commands ≥ 0.1 µs per message are listed (spublish 0.08 µs is not).
+        self.assertEqual(r["redis_per_msg"], {"evalsha": {"calls": 1.0, "us": 1.2}})
+        self.assertTrue(r["pass"])
+        # The user-channel W2 run keeps its 0.5 µs threshold and says which channel it used.
+        calls.clear()
+        direct.run_loadgen = fake_direct_run(calls)
+        try:
+            u = direct.one(QuietCtx(), FakeSut(), 5000, 1, via="api", pairs=300)
+        finally:
+            direct.run_loadgen = real
+        self.assertNotIn("--channel", calls[0][1])
+        self.assertEqual(u["channel"], "user")
+        self.assertEqual(list(u["redis_per_msg"]), ["evalsha"])
+
+    def test_idle_scaled_to_the_window(self):
+        r = room.summarize({"delivered": 50000, "redis_cpu_s": 0.15, "wall_s": 11.0},
+                           {"seconds": 2.0, "redis_cpu_s": 0.02})
+        self.assertEqual(r["redis_idle_cpu_s"], 0.11)
+        self.assertEqual(r["redis_net_us_per_msg"], 0.8)  # (0.15 - 0.11) s / 50,000
+        r = room.summarize({"delivered": 0, "redis_cpu_s": 0.0, "wall_s": 1.0}, None)
+        self.assertIsNone(r["redis_net_us_per_msg"])
+
+    def test_figure_and_details(self):
+        res = synthetic_run()
+        f = {x["id"]: x for x in hotpath.figures(res)}["redis_room"]
+        self.assertEqual(f["after"], 2.5)
+        self.assertIn("--channel room --via api", f["definition"])
+        self.assertEqual(f["note_after"], "")
+        res["W2_room"] = room_run(2.5, p99=80.0)
+        f = {x["id"]: x for x in hotpath.figures(res)}["redis_room"]
+        self.assertEqual(f["note_after"], " (run: p99 80.0 ms > 50 ms)")
+        text = "\n".join(report_details.room_section(
+            res["W2_room"], "### W2 room", user=direct_fixed(res, 5000)))
+        self.assertIn("| 5,000 rooms |", text)
+        self.assertIn("| 5,000 user channels (W2 API) |", text)
+        self.assertIn("rooms evalsha 1.8 µs (1.0 calls)", text)
+        self.assertIn("`loadgen direct --channel room --via api`", text)
+        full = report.render(res)
+        self.assertIn("### W2 room messages without history (Switchboard)", full)
+        self.assertIn("Redis CPU µs per room message without history (W2 API, 5,000 msg/s)",
+                      full)
+
+
+def direct_fixed(res, rate):
+    return next(r for r in res["W2_api"]["fixed"] if r["rate"] == rate)
 
 
 def synthetic():

@@ -56,6 +56,21 @@ pub enum Via {
     Api,
 }
 
+/// Which channel a `direct` pair's messages travel on.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// The recipient's personal channel `user:<recipient>` (no subscribe; history by default).
+    #[default]
+    User,
+    /// A room of the pair's own, `<room-namespace>:<prefix>-<run>-p<pair>`, that the recipient
+    /// subscribes to (rooms keep no history unless the gateway is configured to).
+    Room,
+}
+
+/// The default of `direct --room-namespace`.
+pub const DEFAULT_ROOM_NAMESPACE: &str = "room";
+
 /// Flags of every subcommand.
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
 pub struct Common {
@@ -154,7 +169,7 @@ pub enum Command {
     Idle(IdleArgs),
     /// Connection storm: fresh JWT, connect, upgrade, first frame, as fast as allowed.
     Storm(StormArgs),
-    /// Pairs of sender → recipient on user channels, open-loop at an aggregate rate.
+    /// Pairs of sender → recipient on user channels (or rooms), open-loop at an aggregate rate.
     Direct(DirectArgs),
     /// N subscribers of one channel; M messages published to it.
     Fanout(FanoutArgs),
@@ -208,6 +223,15 @@ pub struct DirectArgs {
     /// Publish over the senders' sockets (ws, switchboard only) or through --api.
     #[arg(long, value_enum, default_value = "ws")]
     pub via: Via,
+    /// The channel of pair g: user = the recipient's `user:` channel; room = a room of the
+    /// pair's own (`<room-namespace>:<prefix>-<run>-p<g>`) the recipient subscribes to
+    /// (switchboard only).
+    #[arg(long, value_enum, default_value = "user")]
+    pub channel: ChannelKind,
+    /// Namespace of the pairs' rooms with --channel room (default: room; another one, e.g.
+    /// a presence-free feed, needs --namespaces on the gateway).
+    #[arg(long)]
+    pub room_namespace: Option<String>,
     /// Messages per API request (> 1 uses POST /v1/batch; switchboard only).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -229,6 +253,17 @@ pub struct DirectArgs {
     /// Connection attempts in flight at once during setup.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+}
+
+impl DirectArgs {
+    /// The namespace of the pairs' rooms with `--channel room`; None with user channels.
+    pub fn room_namespace(&self) -> Option<&str> {
+        (self.channel == ChannelKind::Room).then(|| {
+            self.room_namespace
+                .as_deref()
+                .unwrap_or(DEFAULT_ROOM_NAMESPACE)
+        })
+    }
 }
 
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
-use crate::cli::{Cli, Command, Common, Protocol, Via};
+use crate::cli::{ChannelKind, Cli, Command, Common, Protocol, Via};
 use crate::conn::{self, ConnectError, Dial, Endpoint, Opened};
 use crate::payload::now_us;
 use crate::proto::{ApiAuth, Pos};
@@ -182,6 +182,22 @@ pub fn total_connections(cmd: &Command) -> u64 {
     }
 }
 
+/// The namespace of `direct --channel room`'s rooms (the tokens must allow it).
+fn room_namespace(cmd: &Command) -> Option<&str> {
+    match cmd {
+        Command::Direct(a) => a.room_namespace(),
+        _ => None,
+    }
+}
+
+/// A channel namespace as the gateway accepts it in `--namespaces`: `[a-z0-9_-]+`.
+fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// Every flag problem at once (empty = fine).
 pub fn validate(cli: &Cli) -> Vec<String> {
     let c = &cli.common;
@@ -218,6 +234,21 @@ pub fn validate(cli: &Cli) -> Vec<String> {
             }
             if a.batch == 0 || (a.batch > 1 && (!sb || a.via != Via::Api)) {
                 errs.push("--batch > 1 needs --via api and --protocol switchboard".into());
+            }
+            if a.channel == ChannelKind::Room && !sb {
+                errs.push("--channel room needs --protocol switchboard".into());
+            }
+            match (&a.room_namespace, a.channel) {
+                (Some(_), ChannelKind::User) => {
+                    errs.push("--room-namespace needs --channel room".into());
+                }
+                (Some(ns), ChannelKind::Room) if !valid_namespace(ns) || ns == "user" => {
+                    errs.push(format!(
+                        "--room-namespace {ns:?}: expected [a-z0-9_-]+ other than `user` \
+                         (room, or a namespace of the gateway's --namespaces)"
+                    ));
+                }
+                _ => {}
             }
             a.via == Via::Api
         }
@@ -398,7 +429,11 @@ pub async fn run_shard(job: Job, ctl: Ctl) -> Result<Partial, String> {
         sources: job.sources.clone(),
         sources_everywhere: job.sources_everywhere,
         minter: (c.protocol == Protocol::Switchboard)
-            .then(|| c.jwt_secret.as_deref().map(Minter::new))
+            .then(|| {
+                c.jwt_secret
+                    .as_deref()
+                    .map(|s| Minter::new(s, room_namespace(&job.cli.command)))
+            })
             .flatten(),
         api,
         auth: ApiAuth {
@@ -429,33 +464,4 @@ pub async fn run_shard(job: Job, ctl: Ctl) -> Result<Partial, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_cover_everything_once() {
-        let r: Vec<_> = (0..3).map(|s| shard_range(10, s, 3)).collect();
-        assert_eq!(r, vec![0..3, 3..6, 6..10]);
-        assert_eq!(shard_range(5, 0, 1), 0..5);
-    }
-
-    #[test]
-    fn validation_reports_every_problem() {
-        use clap::Parser;
-        let cli = Cli::try_parse_from([
-            "lg",
-            "direct",
-            "--pairs",
-            "1",
-            "--rate",
-            "1",
-            "--duration",
-            "1",
-            "--via",
-            "api",
-        ])
-        .unwrap();
-        let errs = validate(&cli);
-        assert_eq!(errs.len(), 4, "{errs:?}"); // targets, jwt secret, api, api key
-    }
-}
+mod tests;

@@ -1,11 +1,18 @@
-//! `direct`: pairs of sender → recipient on user channels, open loop.
+//! `direct`: pairs of sender → recipient on user channels or rooms, open loop.
 //!
 //! Message j (0 ≤ j < rate × duration) goes from pair j % N as its sequence j / N, scheduled
 //! at t0 + j / rate. Recipient i (`…-r<i>`) is on targets[i % k]; in `ws` mode sender i
 //! (`…-s<i>`) is on targets[(i+1) % k] and publishes over its socket, in `api` mode the
 //! messages go through `publish`. A process owns whole pairs, so it counts acks and
 //! deliveries of the same messages and reports `lost` itself.
+//!
+//! `--channel room`: pair i's channel is `<ns>:<prefix>-<run>-p<i>` instead of
+//! `user:<recipient>`; the recipient subscribes to it after its welcome (the pair is set up
+//! once the reply is ok) and, after a reconnect, subscribes again with `since` = the last
+//! position it saw there.
 
+use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +38,9 @@ struct Pair {
     highest: Option<u64>,
 }
 
+/// The subscribe request id of a recipient's room.
+const SUB_ID: u64 = 1;
+
 /// Acks and deliveries of this process's pairs.
 pub struct DirectState {
     /// All pairs of the run (N) and messages of the run (rate × duration).
@@ -38,10 +48,47 @@ pub struct DirectState {
     pub total: u64,
     lo: u64,
     pairs: Vec<Mutex<Pair>>,
+    /// Pair g's channel is this + g: `user:<prefix>-<run>-r` (the recipient's personal
+    /// channel) or, with `--channel room`, `<ns>:<prefix>-<run>-p`.
+    channel_prefix: String,
+    rooms: bool,
     stats: Arc<Stats>,
 }
 
 impl DirectState {
+    /// The state of pairs `range` of the run `a` (users `<prefix>-<run>-…`).
+    pub fn new(
+        a: &DirectArgs,
+        range: Range<u64>,
+        prefix: &str,
+        run: &str,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let ns = a.room_namespace();
+        DirectState {
+            n: a.pairs,
+            total: (a.rate * a.duration).round() as u64,
+            lo: range.start,
+            pairs: range.map(|_| Mutex::default()).collect(),
+            channel_prefix: match ns {
+                Some(ns) => format!("{ns}:{prefix}-{run}-p"),
+                None => format!("user:{prefix}-{run}-r"),
+            },
+            rooms: ns.is_some(),
+            stats,
+        }
+    }
+
+    /// Whether the pairs talk in rooms (else on the recipients' user channels).
+    pub fn rooms(&self) -> bool {
+        self.rooms
+    }
+
+    /// The channel pair `g`'s messages are published to.
+    pub fn channel(&self, g: u64) -> String {
+        format!("{}{g}", self.channel_prefix)
+    }
+
     fn pair(&self, g: u64) -> Option<std::sync::MutexGuard<'_, Pair>> {
         let i = g.checked_sub(self.lo)? as usize;
         self.pairs
@@ -105,13 +152,36 @@ impl DirectState {
     }
 }
 
-/// A recipient: counts deliveries of its pair, remembers its personal channel position.
+/// A recipient's room (`--channel room`).
+struct Room {
+    channel: String,
+    /// The last position seen there (the first subscribe's reply, then deliveries): a
+    /// resubscribe after a reconnect resumes after it.
+    pos: Option<Pos>,
+}
+
+/// A recipient: counts deliveries of its pair, remembers its personal channel position (and
+/// its room's).
 struct Recipient {
     g: u64,
     st: Arc<DirectState>,
     protocol: crate::cli::Protocol,
     pos: Option<Pos>,
+    room: Option<Room>,
     goaway: Option<u64>,
+}
+
+/// Moves `pos` to `(epoch, offset)`.
+fn advance(pos: &mut Option<Pos>, epoch: Cow<'_, str>, offset: u64) {
+    match pos {
+        Some(p) if p.epoch == epoch => p.offset = offset,
+        _ => {
+            *pos = Some(Pos {
+                epoch: epoch.into_owned(),
+                offset,
+            })
+        }
+    }
 }
 
 impl Peer for Recipient {
@@ -123,16 +193,10 @@ impl Peer for Recipient {
                 pos,
             } => {
                 if let (Some((epoch, offset)), Some(ch)) = (pos, channel) {
-                    if ch.starts_with("user:") {
-                        match &mut self.pos {
-                            Some(p) if p.epoch == epoch => p.offset = offset,
-                            _ => {
-                                self.pos = Some(Pos {
-                                    epoch: epoch.into_owned(),
-                                    offset,
-                                })
-                            }
-                        }
+                    match &mut self.room {
+                        Some(r) if r.channel == ch => advance(&mut r.pos, epoch, offset),
+                        _ if ch.starts_with("user:") => advance(&mut self.pos, epoch, offset),
+                        _ => {}
                     }
                 }
                 if payload.s == self.g {
@@ -158,6 +222,34 @@ impl Peer for Recipient {
     }
     fn take_goaway(&mut self) -> Option<u64> {
         self.goaway.take()
+    }
+    fn subscribe_frame(&self) -> Option<String> {
+        let r = self.room.as_ref()?;
+        Some(switchboard::subscribe_since(
+            SUB_ID,
+            &r.channel,
+            r.pos.as_ref(),
+        ))
+    }
+    fn on_subscribe_text(&mut self, text: &[u8], recv_us: u64) -> Option<Result<(), String>> {
+        let Some(reply) = switchboard::reply(text).filter(|r| r.id == SUB_ID) else {
+            // Before the reply (the gateway sends it first): count what comes as usual.
+            self.on_text(text, recv_us);
+            return None;
+        };
+        if !reply.ok {
+            return Some(Err("subscribe_refused".into()));
+        }
+        if reply.recovered == Some(false) {
+            self.st.stats.recovery_failed.fetch_add(1, Relaxed);
+        }
+        if let Some(r) = &mut self.room {
+            // Recovered: the replay follows and moves `pos` on; else start from the top.
+            if reply.recovered != Some(true) {
+                r.pos = reply.pos;
+            }
+        }
+        Some(Ok(()))
     }
 }
 
@@ -188,13 +280,13 @@ impl Peer for Sender {
 pub async fn run(ctx: Arc<Ctx>, mut ctl: Ctl, a: &DirectArgs) -> Partial {
     let range = ctx.shard_range(a.pairs);
     let k = ctx.endpoints.len() as u64;
-    let st = Arc::new(DirectState {
-        n: a.pairs,
-        total: (a.rate * a.duration).round() as u64,
-        lo: range.start,
-        pairs: range.clone().map(|_| Mutex::default()).collect(),
-        stats: ctx.stats.clone(),
-    });
+    let st = Arc::new(DirectState::new(
+        a,
+        range.clone(),
+        &ctx.common.user_prefix,
+        &ctx.run_id,
+        ctx.stats.clone(),
+    ));
     let scheduled: u64 = range.clone().map(|g| st.count(g)).sum();
     ctx.stats.scheduled.store(scheduled, Relaxed);
     let reconnect = Reconnect {
@@ -239,6 +331,10 @@ pub async fn run(ctx: Arc<Ctx>, mut ctl: Ctl, a: &DirectArgs) -> Partial {
                     st: st.clone(),
                     protocol: ctx.protocol,
                     pos: None,
+                    room: st.rooms().then(|| Room {
+                        channel: st.channel(g),
+                        pos: None,
+                    }),
                     goaway: None,
                 };
                 tasks.spawn(async move {
@@ -322,7 +418,7 @@ async fn sender_loop(
     t0: u64,
     a: &DirectArgs,
 ) -> u64 {
-    let channel = format!("user:{}", ctx.user("r", g));
+    let channel = st.channel(g);
     let mut last = 0;
     'messages: for q in 0..st.count(g) {
         let at = st.at(t0, a.rate, g, q);
@@ -351,3 +447,6 @@ async fn sender_loop(
     }
     last
 }
+
+#[cfg(test)]
+mod tests;

@@ -89,7 +89,7 @@ impl Peer for Subscriber {
     fn subscribe_frame(&self) -> Option<String> {
         Some(switchboard::subscribe(SUB_ID, &self.channel))
     }
-    fn on_subscribe_text(&mut self, text: &[u8]) -> Option<Result<(), String>> {
+    fn on_subscribe_text(&mut self, text: &[u8], _: u64) -> Option<Result<(), String>> {
         subscribe_answer(text)
     }
 }

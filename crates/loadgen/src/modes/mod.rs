@@ -2,7 +2,7 @@
 //! the reconnecting session loop (`session`), the final close and the progress line.
 //!
 //! - `idle`    — idle and storm: open, hold (answering pings), close with 1000.
-//! - `direct`  — sender → recipient pairs on user channels (ws or API publishing).
+//! - `direct`  — sender → recipient pairs on user channels or rooms (ws or API publishing).
 //! - `fanout`  — N subscribers of one channel, one publisher, optional slow subscribers.
 //! - `session` — one connection's life: setup, reads, closes, reconnects with `since`.
 //! - `bits`    — a growable bit set (delivered / acked sequences).

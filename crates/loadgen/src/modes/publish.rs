@@ -1,6 +1,7 @@
-//! Publishing over HTTP on the schedule: direct messages (one request per message, or
-//! `/v1/batch` requests of up to `--batch` messages per API URL, flushed when full or when
-//! the oldest waited `--batch-linger-ms`) and fan-out messages to one channel.
+//! Publishing over HTTP on the schedule: direct messages to user channels or the pairs' rooms
+//! (one request per message, or `/v1/batch` requests of up to `--batch` messages per API
+//! URL, flushed when full or when the oldest waited `--batch-linger-ms`) and fan-out
+//! messages to one channel.
 //!
 //! Acked = 2xx (per item for batches); an error answer or a request that could not be sent
 //! is `send_failed`; a connection that broke before the answer leaves it unconfirmed.
@@ -75,10 +76,14 @@ pub async fn direct(
             msgs.next();
             ctx.stats.send_started(at);
             let u = (((g % k) + 1) % api.len() as u64) as usize;
-            let user = ctx.user("r", g);
             let body = payload::build(g, q, at, a.payload_bytes);
             if a.batch <= 1 {
-                let call = ctx.protocol.publish_to_user(&ctx.auth, &user, &body);
+                let call = if st.rooms() {
+                    switchboard::publish(&ctx.auth, &st.channel(g), &body)
+                } else {
+                    ctx.protocol
+                        .publish_to_user(&ctx.auth, &ctx.user("r", g), &body)
+                };
                 send_one(&ctx.stats, st, &api, u, call, g, q);
             } else {
                 let (first, items) = &mut pending[u];
@@ -88,7 +93,7 @@ pub async fn direct(
                 items.push(Item {
                     g,
                     q,
-                    channel: format!("user:{user}"),
+                    channel: st.channel(g),
                     payload: body,
                 });
                 if items.len() >= a.batch {

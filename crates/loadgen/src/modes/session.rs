@@ -34,9 +34,9 @@ pub trait Peer: Send + 'static {
     fn subscribe_frame(&self) -> Option<String> {
         None
     }
-    /// Feeds a frame while waiting for that answer: None = keep waiting, Some(Ok) = done,
-    /// Some(Err(kind)) = refused.
-    fn on_subscribe_text(&mut self, _text: &[u8]) -> Option<Result<(), String>> {
+    /// Feeds a frame (read at `recv_us`) while waiting for that answer: None = keep
+    /// waiting, Some(Ok) = done, Some(Err(kind)) = refused.
+    fn on_subscribe_text(&mut self, _text: &[u8], _recv_us: u64) -> Option<Result<(), String>> {
         Some(Ok(()))
     }
 }
@@ -159,7 +159,7 @@ async fn subscribe<P: Peer>(
         .await
         .map_err(|_| "subscribe_write".to_owned())?;
     let mut result = Err("subscribe_no_answer".to_owned());
-    let ended = conn::read_loop(read, writer, |t, _| match peer.on_subscribe_text(t) {
+    let ended = conn::read_loop(read, writer, |t, at| match peer.on_subscribe_text(t, at) {
         None => Control::Continue,
         Some(r) => {
             result = r;

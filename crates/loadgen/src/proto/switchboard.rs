@@ -101,10 +101,51 @@ pub fn classify(text: &[u8]) -> Incoming<'_> {
 
 /// `{"type":"subscribe","id":…,"channel":…}`.
 pub fn subscribe(id: u64, channel: &str) -> String {
+    subscribe_since(id, channel, None)
+}
+
+/// A subscribe that resumes after `since` when given:
+/// `{"type":"subscribe","id":…,"channel":…,"since":{"epoch":…,"offset":…}}`.
+pub fn subscribe_since(id: u64, channel: &str, since: Option<&Pos>) -> String {
+    let since = since.map_or_else(String::new, |p| {
+        format!(
+            r#","since":{{"epoch":{},"offset":{}}}"#,
+            json_str(&p.epoch),
+            p.offset
+        )
+    });
     format!(
-        r#"{{"type":"subscribe","id":{id},"channel":{}}}"#,
+        r#"{{"type":"subscribe","id":{id},"channel":{}{since}}}"#,
         json_str(channel)
     )
+}
+
+/// A `reply` with what a subscribe's answer carries besides `ok`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub id: u64,
+    pub ok: bool,
+    /// The channel's newest position (`epoch`, `offset`), when present.
+    pub pos: Option<Pos>,
+    /// Present when the subscribe asked to resume with `since`.
+    pub recovered: Option<bool>,
+}
+
+/// Parses a `reply` frame with a numeric id (None for anything else).
+pub fn reply(text: &[u8]) -> Option<Reply> {
+    let f = serde_json::from_slice::<Frame>(text).ok()?;
+    if f.ty != "reply" {
+        return None;
+    }
+    Some(Reply {
+        id: f.id?.get().parse().ok()?,
+        ok: f.ok.unwrap_or(false),
+        pos: f.epoch.map(|e| Pos {
+            epoch: e.into_owned(),
+            offset: f.offset.unwrap_or(0),
+        }),
+        recovered: f.recovered,
+    })
 }
 
 /// `{"type":"publish","id":…,"channel":…,"data":…}` (`payload` is JSON).
@@ -217,6 +258,58 @@ mod tests {
             classify(br#"{"type":"message","channel":"room:x","data":{"text":"hi"}}"#),
             Incoming::Other
         );
+    }
+
+    #[test]
+    fn subscribe_frames_with_and_without_since() {
+        assert_eq!(
+            subscribe(1, "room:a"),
+            r#"{"type":"subscribe","id":1,"channel":"room:a"}"#
+        );
+        let p = Pos {
+            epoch: "e1".into(),
+            offset: 41,
+        };
+        assert_eq!(
+            subscribe_since(1, "feed:lg-x-p3", Some(&p)),
+            r#"{"type":"subscribe","id":1,"channel":"feed:lg-x-p3","since":{"epoch":"e1","offset":41}}"#
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&subscribe_since(2, "room:b", Some(&p))).unwrap();
+        assert_eq!(v["since"]["offset"], 41);
+    }
+
+    #[test]
+    fn subscribe_replies_and_presence() {
+        assert_eq!(
+            reply(
+                br#"{"type":"reply","id":1,"ok":true,"epoch":"e1","offset":42,"recovered":false}"#
+            ),
+            Some(Reply {
+                id: 1,
+                ok: true,
+                pos: Some(Pos {
+                    epoch: "e1".into(),
+                    offset: 42
+                }),
+                recovered: Some(false)
+            })
+        );
+        assert_eq!(
+            reply(
+                br#"{"type":"reply","id":1,"ok":false,"error":{"code":"forbidden","message":"x"}}"#
+            ),
+            Some(Reply {
+                id: 1,
+                ok: false,
+                pos: None,
+                recovered: None
+            })
+        );
+        let presence = br#"{"type":"presence","channel":"room:lobby","user":"bob","event":"join"}"#;
+        assert_eq!(reply(presence), None);
+        assert_eq!(classify(presence), Incoming::Other);
+        assert_eq!(reply(br#"{"type":"message","id":"m-1"}"#), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, DirectArgs, SelftestArgs, Via};
+use crate::cli::{ChannelKind, Cli, Command, DirectArgs, SelftestArgs, Via};
 use crate::pace::{self, Timer};
 use crate::payload::now_us;
 use crate::report::{self, Check, Messages, RunInfo};
@@ -257,6 +257,8 @@ async fn round_trip_run(
         rate: a.rtt_rate,
         duration: a.rtt_seconds,
         via,
+        channel: ChannelKind::User,
+        room_namespace: None,
         batch: 1,
         batch_linger_ms: 5,
         payload_bytes: 64,
