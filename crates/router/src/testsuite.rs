@@ -150,6 +150,36 @@ impl<F: Future> Future for CatchUnwind<F> {
 
 // --- helpers shared by the cases ----------------------------------------------------------
 
+/// `nodes` Redis routers (not started) on `url`, sharing a fresh key prefix and events
+/// stream, probing every 250 ms: what a Redis-backed [`ClusterFactory`] returns.
+pub fn redis_routers(
+    url: &str,
+    nodes: usize,
+    policies: HistoryPolicies,
+    lease: Duration,
+) -> Vec<(String, Arc<dyn Router>)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let prefix = format!(
+        "t{}-{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    (0..nodes)
+        .map(|i| {
+            let id = format!("node-{i}");
+            let mut s = crate::RedisSettings::new(url, id.clone());
+            s.prefix = prefix.clone();
+            s.events_stream = format!("{prefix}events");
+            s.policies = policies.clone();
+            s.lease = lease;
+            s.probe_interval = Duration::from_millis(250);
+            let router: Arc<dyn Router> = crate::RedisRouter::new(s).expect("settings");
+            (id, router)
+        })
+        .collect()
+}
+
 /// A lease long enough that no node expires during a case that does not heartbeat.
 pub const LONG_LEASE: Duration = Duration::from_secs(60);
 

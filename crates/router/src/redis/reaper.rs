@@ -81,83 +81,77 @@ async fn reap(inner: &Inner, force: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Removes a dead node's connections and presence entries.
+/// Removes a dead node's connections and presence entries, a page at a time; each entry
+/// leaves the node's set only once it is cleaned up (a reaper that dies half-way leaves
+/// the rest to the next one).
 async fn clean_up(inner: &Inner, node: &str) -> Result<()> {
-    let conns_key = inner.keys.node_conns(node);
-    loop {
-        let members = inner
-            .call(Cmd::new("SRANDMEMBER").key(&conns_key).int(PAGE))
-            .await?
-            .into_array();
-        if members.is_empty() {
-            break;
-        }
-        for member in members.iter().map(value_str) {
-            let mut p = member.split(' ');
-            let (Some(user), Some(conn)) = (p.next(), p.next()) else {
-                continue;
-            };
-            let registry = inner.keys.registry(&format!("user:{user}"));
-            let removed = inner
-                .call(
-                    inner
-                        .scripts
-                        .reap_conn
-                        .cmd(&[registry.as_bytes()])
-                        .arg(conn)
-                        .arg(node),
-                )
-                .await?;
-            if value_u64(&removed) == 1 {
-                let ts = now_ms().to_string();
-                inner
-                    .call(
-                        Cmd::new("XADD")
-                            .key(&inner.settings.events_stream)
-                            .arg("MAXLEN")
-                            .arg("~")
-                            .int(inner.settings.events_maxlen)
-                            .arg("*")
-                            .arg("type")
-                            .arg("disconnect")
-                            .arg("user")
-                            .arg(user)
-                            .arg("conn")
-                            .arg(conn)
-                            .arg("node")
-                            .arg(node)
-                            .arg("ts")
-                            .arg(&ts)
-                            .arg("reason")
-                            .arg("node_lost")
-                            .arg("synthetic")
-                            .arg("1"),
-                    )
-                    .await?;
-            }
-            inner
-                .call(Cmd::new("SREM").key(&conns_key).arg(&member))
-                .await?;
+    let conns = inner.keys.node_conns(node);
+    while let Some(members) = next_page(inner, &conns).await? {
+        for member in members {
+            reap_conn(inner, node, &member).await?;
+            forget(inner, &conns, &member).await?;
         }
     }
-    let presence_key = inner.keys.node_presence(node);
-    loop {
-        let members = inner
-            .call(Cmd::new("SRANDMEMBER").key(&presence_key).int(PAGE))
-            .await?
-            .into_array();
-        if members.is_empty() {
-            break;
-        }
-        for member in members.iter().map(value_str) {
+    let presence = inner.keys.node_presence(node);
+    while let Some(members) = next_page(inner, &presence).await? {
+        for member in members {
             let mut p = member.split(' ');
             if let (Some(room), Some(conn), Some(user)) = (p.next(), p.next(), p.next()) {
                 inner.leave_script(room, user, conn).await?;
             }
-            inner
-                .call(Cmd::new("SREM").key(&presence_key).arg(&member))
-                .await?;
+            forget(inner, &presence, &member).await?;
         }
     }
     Ok(())
+}
+
+/// Removes one `"<user> <conn>"` of a dead node from its user's registry, with a
+/// synthetic disconnect event.
+async fn reap_conn(inner: &Inner, node: &str, member: &str) -> Result<()> {
+    let mut p = member.split(' ');
+    let (Some(user), Some(conn)) = (p.next(), p.next()) else {
+        return Ok(());
+    };
+    let registry = inner.keys.registry(&format!("user:{user}"));
+    let removed = inner
+        .call(
+            inner
+                .scripts
+                .reap_conn
+                .cmd(&[registry.as_bytes()])
+                .arg(conn)
+                .arg(node),
+        )
+        .await?;
+    if value_u64(&removed) == 1 {
+        let ts = now_ms().to_string();
+        inner
+            .call(inner.event(&[
+                ("type", "disconnect"),
+                ("user", user),
+                ("conn", conn),
+                ("node", node),
+                ("ts", &ts),
+                ("reason", "node_lost"),
+                ("synthetic", "1"),
+            ]))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Up to a page of a set's members; `None` once it is empty.
+async fn next_page(inner: &Inner, key: &str) -> Result<Option<Vec<String>>> {
+    let members = inner
+        .call(Cmd::new("SRANDMEMBER").key(key).int(PAGE))
+        .await?
+        .into_array();
+    Ok((!members.is_empty()).then(|| members.iter().map(value_str).collect()))
+}
+
+async fn forget(inner: &Inner, key: &str, member: &str) -> Result<()> {
+    inner
+        .call(Cmd::new("SREM").key(key).arg(member))
+        .await
+        .map(|_| ())
 }

@@ -23,7 +23,7 @@ fn user_channel(user: &str) -> String {
 
 impl Inner {
     /// Appends a connection event (`connect` / `disconnect`) to the events stream.
-    fn event(&self, fields: &[(&str, &str)]) -> Cmd {
+    pub(super) fn event(&self, fields: &[(&str, &str)]) -> Cmd {
         let mut cmd = Cmd::new("XADD")
             .key(&self.settings.events_stream)
             .arg("MAXLEN")

@@ -197,15 +197,22 @@ impl Conn {
 
     /// Queues commands with where their replies go, and wakes the writer.
     fn enqueue<'a>(&self, cmds: impl Iterator<Item = (&'a Cmd, Reply)>) -> Result<(), Error> {
+        let at = Instant::now();
+        self.append(|st| {
+            for (cmd, reply) in cmds {
+                cmd.encode(&mut st.out);
+                st.waiters.push_back(Waiter { at, reply });
+            }
+        })
+    }
+
+    /// Lets `add` append to the write buffer, and wakes the writer unless it already is.
+    fn append(&self, add: impl FnOnce(&mut State)) -> Result<(), Error> {
         let mut st = self.lock();
         if let Some(e) = &st.broken {
             return Err(e.clone());
         }
-        let at = Instant::now();
-        for (cmd, reply) in cmds {
-            cmd.encode(&mut st.out);
-            st.waiters.push_back(Waiter { at, reply });
-        }
+        add(&mut st);
         let wake = !st.scheduled;
         st.scheduled = true;
         drop(st);
@@ -249,18 +256,7 @@ impl Conn {
 
     /// Writes a command whose answer arrives as a push (subscriber connections).
     pub fn send(&self, cmd: &Cmd) -> Result<(), Error> {
-        let mut st = self.lock();
-        if let Some(e) = &st.broken {
-            return Err(e.clone());
-        }
-        cmd.encode(&mut st.out);
-        let wake = !st.scheduled;
-        st.scheduled = true;
-        drop(st);
-        if wake {
-            self.inner.wake.notify_one();
-        }
-        Ok(())
+        self.append(|st| cmd.encode(&mut st.out))
     }
 }
 
