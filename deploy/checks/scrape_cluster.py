@@ -3,7 +3,7 @@
 1. A Redis Cluster of 3 primaries without replicas (deploy/cluster.py, redis="cluster"),
    with `cluster-require-full-coverage no` so that the other shards keep serving when one is
    lost; 3 nodes with `--redis-replica-acks 1`: no replica exists, so every publish that
-   stores a message waits out its WAIT (1 s) and is counted unreplicated (the counter moves on
+   stores a message waits out its WAIT (at most 200 ms) and is counted unreplicated (the counter moves on
    real traffic, deterministically); Prometheus as in the single pass. The server-API requests
    go one at a time: WAIT blocks the connection it is sent on, so concurrent publishes to one
    primary would queue behind each other's WAIT and pass --redis-timeout-ms.
@@ -42,6 +42,9 @@ SHARDS = ["0", "1", "2"]
 # the alerts are pending a second or two later, well before the cluster marks the primary
 # failed (after this timeout).
 NODE_TIMEOUT_S = 6
+USERS = 10  # drive() publishes to each user's channel once, through the server API
+KILLED = "1"
+L = "cluster: "
 
 
 def per_node(prom, expr):

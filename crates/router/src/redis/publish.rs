@@ -158,15 +158,19 @@ fn outcome(mut message: Message, stored: Stored) -> PublishOutcome {
 /// a millisecond or two; a replica this late is as good as gone for the acknowledgement.
 const WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// How long a publish waits for its replicas.
+fn wait_ms(inner: &Inner) -> u64 {
+    (inner.settings.command_timeout / 2)
+        .min(WAIT_MAX)
+        .as_millis() as u64
+}
+
 /// `WAIT acks` on the primary of `slot`, as a command to pipeline after the writes (on
 /// the replicated lane: a slow `WAIT` holds up no probe, read or registration).
 fn wait_cmd(inner: &Inner, acks: u32, slot: u16) -> Cmd {
-    let wait_ms = (inner.settings.command_timeout / 2)
-        .min(WAIT_MAX)
-        .as_millis() as u64;
     Cmd::new("WAIT")
         .int(acks)
-        .int(wait_ms)
+        .int(wait_ms(inner))
         .in_slot(slot)
         .on(Lane::Replicated)
 }
@@ -204,20 +208,9 @@ pub(super) async fn publish(inner: &Arc<Inner>, request: PublishRequest) -> Resu
     let stored = if p.acks == 0 {
         parse(client.call(&p.cmd).await.map_err(unavailable)?)?
     } else {
-        // The append and WAIT in one pipeline on the channel's primary.
-        let wait = wait_cmd(inner, p.acks, p.slot);
-        let mut replies = client.call_many(&[p.cmd, wait.clone()]).await.into_iter();
-        let stored = parse(
-            replies
-                .next()
-                .unwrap_or(Err(super::client::Error::Closed))
-                .map_err(unavailable)?,
-        )?;
-        let mut replicated = replies.next().and_then(|r| r.ok()).and_then(|v| v.as_int());
-        if replicated.is_none() {
-            // The script was redirected (a slot moving): wait on its new primary.
-            replicated = client.call(&wait).await.ok().and_then(|v| v.as_int());
-        }
+        // The append, then the WAIT that closes its write batch on the channel's primary.
+        let (written, replicated) = client.call_replicated(&p.cmd, p.acks, wait_ms(inner)).await;
+        let stored = parse(written.map_err(unavailable)?)?;
         unreplicated(inner, &p.message.channel, replicated, p.acks);
         stored
     };

@@ -44,6 +44,8 @@ pub enum Mode {
 /// Where one reply goes.
 enum Reply {
     One(oneshot::Sender<Result<Value, Error>>),
+    /// One reply for several callers (the `WAIT` closing a write batch).
+    Shared(Vec<oneshot::Sender<Result<Value, Error>>>),
     Slot(Arc<Batch>, usize),
     /// Read and dropped (the `ASKING` before a redirected command).
     Discard,
@@ -60,6 +62,11 @@ impl Reply {
         match self {
             Reply::One(tx) => {
                 let _ = tx.send(result);
+            }
+            Reply::Shared(txs) => {
+                for tx in txs {
+                    let _ = tx.send(result.clone());
+                }
             }
             Reply::Slot(batch, i) => batch.complete(i, result),
             Reply::Discard => {}
@@ -119,6 +126,11 @@ struct State {
     /// The writer was woken and has not taken the buffer yet.
     scheduled: bool,
     broken: Option<Error>,
+    /// Writes in `out` that wait for replicas: the writer closes the batch with one
+    /// `WAIT <acks> <ms>` whose answer goes to every one of them (group commit: a
+    /// `WAIT` per write would hold the connection a replication round trip each).
+    wait: Option<(u32, u64)>,
+    wait_waiters: Vec<oneshot::Sender<Result<Value, Error>>>,
 }
 
 struct Inner {
@@ -229,6 +241,36 @@ impl Conn {
         rx.await.unwrap_or(Err(Error::Closed))
     }
 
+    /// Sends a write and waits for its reply, then for `acks` replicas to have it: the
+    /// second result is the answer of the `WAIT` that closes the write's batch (shared
+    /// with every write of that batch).
+    pub async fn call_replicated(
+        &self,
+        cmd: &Cmd,
+        acks: u32,
+        wait_ms: u64,
+    ) -> (Result<Value, Error>, Result<Value, Error>) {
+        let (tx, rx) = oneshot::channel();
+        let (wtx, wrx) = oneshot::channel();
+        let at = Instant::now();
+        let queued = self.append(|st| {
+            cmd.encode(&mut st.out);
+            st.waiters.push_back(Waiter {
+                at,
+                reply: Reply::One(tx),
+            });
+            st.wait_waiters.push(wtx);
+            let (a, ms) = st.wait.unwrap_or((0, 0));
+            st.wait = Some((a.max(acks), ms.max(wait_ms)));
+        });
+        if let Err(e) = queued {
+            return (Err(e.clone()), Err(e));
+        }
+        let written = rx.await.unwrap_or(Err(Error::Closed));
+        let replicated = wrx.await.unwrap_or(Err(Error::Closed));
+        (written, replicated)
+    }
+
     /// Sends `ASKING` and the command (a redirection during a slot migration).
     pub async fn call_asking(&self, cmd: &Cmd) -> Result<Value, Error> {
         let asking = Cmd::new("ASKING");
@@ -269,7 +311,16 @@ fn fail(inner: &Inner, why: Error) {
         }
         st.broken = Some(why.clone());
         st.out = Vec::new();
-        std::mem::take(&mut st.waiters)
+        st.wait = None;
+        let mut waiters = std::mem::take(&mut st.waiters);
+        let shared = std::mem::take(&mut st.wait_waiters);
+        if !shared.is_empty() {
+            waiters.push_back(Waiter {
+                at: Instant::now(),
+                reply: Reply::Shared(shared),
+            });
+        }
+        waiters
     };
     tracing::debug!(addr = %inner.addr, error = %why, "redis connection broken");
     inner.broken.cancel();
@@ -305,6 +356,14 @@ async fn write_loop(inner: Arc<Inner>, mut writer: Writer) {
         let mut buf = {
             let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             st.scheduled = false;
+            if let Some((acks, ms)) = st.wait.take() {
+                Cmd::new("WAIT").int(acks).int(ms).encode(&mut st.out);
+                let waiters = std::mem::take(&mut st.wait_waiters);
+                st.waiters.push_back(Waiter {
+                    at: Instant::now(),
+                    reply: Reply::Shared(waiters),
+                });
+            }
             std::mem::swap(&mut st.out, &mut spare);
             std::mem::take(&mut spare)
         };
@@ -388,4 +447,107 @@ fn complete(inner: &Inner, values: &mut Vec<Value>) {
         reply.complete(Ok(value));
     }
     values.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    /// A fake Redis on the other end of an in-memory pipe: answers `+OK` to every
+    /// command and `:1` to `WAIT`, and reports the names of the commands it got.
+    fn fake_redis() -> (Conn, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (reader, writer) = tokio::io::split(client);
+        let conn = Conn::start(
+            "fake".into(),
+            Box::new(reader),
+            Box::new(writer),
+            Mode::Commands,
+            Duration::from_secs(5),
+            true,
+        );
+        let (seen, names) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(server);
+            let mut r = BufReader::new(r);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let n: usize = line.trim()[1..].parse().unwrap();
+                let mut args = Vec::new();
+                for _ in 0..n {
+                    line.clear();
+                    r.read_line(&mut line).await.unwrap();
+                    let len: usize = line.trim()[1..].parse().unwrap();
+                    let mut arg = vec![0; len + 2];
+                    r.read_exact(&mut arg).await.unwrap();
+                    arg.truncate(len);
+                    args.push(String::from_utf8(arg).unwrap());
+                }
+                let reply: &[u8] = if args[0] == "WAIT" {
+                    b":1\r\n"
+                } else {
+                    b"+OK\r\n"
+                };
+                let _ = seen.send(args[0].clone());
+                w.write_all(reply).await.unwrap();
+            }
+        });
+        (conn, names)
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_share_one_wait() {
+        let (conn, mut names) = fake_redis();
+        let cmd = Cmd::new("SET").arg("k").arg("v");
+        let calls = (0..50).map(|_| conn.call_replicated(&cmd, 1, 100));
+        let results = futures_util::future::join_all(calls).await;
+        for (written, replicated) in results {
+            assert_eq!(
+                written.unwrap().as_bytes().map(|b| &b[..]),
+                Some(&b"OK"[..])
+            );
+            assert_eq!(replicated.unwrap().as_int(), Some(1));
+        }
+        let mut got = Vec::new();
+        while let Ok(name) = names.try_recv() {
+            got.push(name);
+        }
+        assert_eq!(got.iter().filter(|n| *n == "SET").count(), 50);
+        // All 50 were queued before the writer ran: one batch, closed by one WAIT.
+        assert_eq!(got.iter().filter(|n| *n == "WAIT").count(), 1, "{got:?}");
+        assert_eq!(got.last().map(String::as_str), Some("WAIT"));
+
+        // A write queued later gets a WAIT of its own, after it.
+        let (written, replicated) = conn.call_replicated(&cmd, 1, 100).await;
+        assert!(written.is_ok() && replicated.is_ok());
+        let mut later = Vec::new();
+        while let Ok(name) = names.try_recv() {
+            later.push(name);
+        }
+        assert_eq!(later, ["SET", "WAIT"]);
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_fails_the_write_and_its_wait() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (reader, writer) = tokio::io::split(client);
+        let conn = Conn::start(
+            "fake".into(),
+            Box::new(reader),
+            Box::new(writer),
+            Mode::Commands,
+            Duration::from_secs(5),
+            true,
+        );
+        drop(server);
+        let cmd = Cmd::new("SET").arg("k").arg("v");
+        let (written, replicated) = conn.call_replicated(&cmd, 1, 100).await;
+        assert!(written.is_err(), "{written:?}");
+        assert!(replicated.is_err(), "{replicated:?}");
+    }
 }

@@ -357,6 +357,47 @@ impl Client {
         }
     }
 
+    /// Runs a write on its primary's replicated lane and waits for `acks` replicas to have
+    /// it (one `WAIT` per write batch of the connection, shared). Returns the write's reply
+    /// (an error reply is `Err(Error::Redis)`) and how many replicas confirmed (`None`:
+    /// unknown, e.g. the `WAIT` failed).
+    pub async fn call_replicated(
+        &self,
+        cmd: &Cmd,
+        acks: u32,
+        wait_ms: u64,
+    ) -> (Result<Value, Error>, Option<i64>) {
+        let Ok(addr) = self.route(cmd) else {
+            return (self.call(cmd).await, None);
+        };
+        let conn = match tokio::time::timeout(
+            self.inner.config.timeout,
+            self.conn_on(&addr, Lane::Replicated),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            _ => return (self.call(cmd).await, None),
+        };
+        let (written, replicated) = conn.call_replicated(cmd, acks, wait_ms).await;
+        match written {
+            Ok(Value::Error(e)) if needs_retry(&e) => {
+                // Redirected (a slot moving) or refused for a moment: the plain path,
+                // then a WAIT where it landed.
+                let written = self.call(cmd).await;
+                let wait = Cmd::new("WAIT").int(acks).int(wait_ms).on(Lane::Replicated);
+                let wait = match cmd.slot {
+                    Some(slot) => wait.in_slot(slot),
+                    None => wait,
+                };
+                let replicated = self.call(&wait).await.ok().and_then(|v| v.as_int());
+                (written, replicated)
+            }
+            Ok(Value::Error(e)) => (Err(Error::Redis(text(&e))), None),
+            other => (other, replicated.ok().and_then(|v| v.as_int())),
+        }
+    }
+
     /// Runs commands as pipelines (one per primary), replies in order. Items that were
     /// redirected or refused for a moment are retried one by one.
     pub async fn call_many(&self, cmds: &[Cmd]) -> Vec<Result<Value, Error>> {
