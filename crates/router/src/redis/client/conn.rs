@@ -454,9 +454,8 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    /// A fake Redis on the other end of an in-memory pipe: answers `+OK` to every
-    /// command and `:1` to `WAIT`, and reports the names of the commands it got.
-    fn fake_redis() -> (Conn, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    /// A connection over an in-memory pipe, and the pipe's other end.
+    fn pipe() -> (Conn, tokio::io::DuplexStream) {
         let (client, server) = tokio::io::duplex(1 << 16);
         let (reader, writer) = tokio::io::split(client);
         let conn = Conn::start(
@@ -467,6 +466,13 @@ mod tests {
             Duration::from_secs(5),
             true,
         );
+        (conn, server)
+    }
+
+    /// A fake Redis on the other end of an in-memory pipe: answers `+OK` to every
+    /// command and `:1` to `WAIT`, and reports the names of the commands it got.
+    fn fake_redis() -> (Conn, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (conn, server) = pipe();
         let (seen, names) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let (r, mut w) = tokio::io::split(server);
@@ -534,16 +540,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_broken_connection_fails_the_write_and_its_wait() {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let (reader, writer) = tokio::io::split(client);
-        let conn = Conn::start(
-            "fake".into(),
-            Box::new(reader),
-            Box::new(writer),
-            Mode::Commands,
-            Duration::from_secs(5),
-            true,
-        );
+        let (conn, server) = pipe();
         drop(server);
         let cmd = Cmd::new("SET").arg("k").arg("v");
         let (written, replicated) = conn.call_replicated(&cmd, 1, 100).await;
