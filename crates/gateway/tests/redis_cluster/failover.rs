@@ -194,12 +194,7 @@ async fn a_primary_killed_under_load_loses_no_acknowledged_message() {
     );
     // The victim serves `{nodes}` (the leases) too: heartbeats fail while it is down,
     // and a node whose heartbeat goes through first may reap the others (see leases.rs).
-    let reaped: Vec<_> = c
-        .events()
-        .into_iter()
-        .filter(|e| e.get("synthetic") == "1")
-        .map(|e| format!("{} {} {}", e.get("node"), e.get("user"), e.get("reason")))
-        .collect();
+    let reaped = c.synthetic_disconnects();
     println!(
         "measured: the node leases ({{nodes}}) on the killed primary: {leases_on_victim}; \
          synthetic disconnects (live nodes reaped) {}: {reaped:?}",

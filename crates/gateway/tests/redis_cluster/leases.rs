@@ -57,12 +57,7 @@ async fn a_failover_of_the_lease_shard_reaps_no_live_node() {
     wait_all_ready(&c.nodes, Duration::from_secs(30)).await;
     // A whole lease after the failover: any reap has happened by then.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let reaped: Vec<String> = c
-        .events()
-        .into_iter()
-        .filter(|e| e.get("synthetic") == "1")
-        .map(|e| format!("{} {} {}", e.get("node"), e.get("user"), e.get("reason")))
-        .collect();
+    let reaped = c.synthetic_disconnects();
     println!(
         "measured: the lease shard failed over in {:.2} s (lease 6 s); synthetic \
          disconnects {reaped:?}",

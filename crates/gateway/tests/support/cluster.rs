@@ -171,6 +171,16 @@ impl Cluster {
         let reply = self.redis_cmd(&["XRANGE", &self.events_stream, "-", "+"]);
         stream_entries(&reply)
     }
+
+    /// The synthetic disconnects in the events stream (users of nodes the reaper took
+    /// for dead), as `node user reason`.
+    pub fn synthetic_disconnects(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.get("synthetic") == "1")
+            .map(|e| format!("{} {} {}", e.get("node"), e.get("user"), e.get("reason")))
+            .collect()
+    }
 }
 
 /// Starts a node with an explicit `--node-id` (`support::start` picks a fresh one).
