@@ -126,11 +126,15 @@ struct State {
     /// The writer was woken and has not taken the buffer yet.
     scheduled: bool,
     broken: Option<Error>,
-    /// Writes in `out` that wait for replicas: the writer closes the batch with one
+    /// Writes sent that wait for replicas: the writer follows them with one
     /// `WAIT <acks> <ms>` whose answer goes to every one of them (group commit: a
     /// `WAIT` per write would hold the connection a replication round trip each).
     wait: Option<(u32, u64)>,
     wait_waiters: Vec<oneshot::Sender<Result<Value, Error>>>,
+    /// A `WAIT` is out and not answered: the writes sent meanwhile go out at once (Redis
+    /// runs them once that `WAIT` returns) and the next `WAIT`, for all of them, goes out
+    /// when its answer comes back.
+    wait_in_flight: bool,
 }
 
 struct Inner {
@@ -356,13 +360,16 @@ async fn write_loop(inner: Arc<Inner>, mut writer: Writer) {
         let mut buf = {
             let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             st.scheduled = false;
-            if let Some((acks, ms)) = st.wait.take() {
-                Cmd::new("WAIT").int(acks).int(ms).encode(&mut st.out);
-                let waiters = std::mem::take(&mut st.wait_waiters);
-                st.waiters.push_back(Waiter {
-                    at: Instant::now(),
-                    reply: Reply::Shared(waiters),
-                });
+            if !st.wait_in_flight {
+                if let Some((acks, ms)) = st.wait.take() {
+                    Cmd::new("WAIT").int(acks).int(ms).encode(&mut st.out);
+                    let waiters = std::mem::take(&mut st.wait_waiters);
+                    st.waiters.push_back(Waiter {
+                        at: Instant::now(),
+                        reply: Reply::Shared(waiters),
+                    });
+                    st.wait_in_flight = true;
+                }
             }
             std::mem::swap(&mut st.out, &mut spare);
             std::mem::take(&mut spare)
@@ -435,11 +442,24 @@ fn complete(inner: &Inner, values: &mut Vec<Value>) {
     if values.is_empty() {
         return;
     }
-    let replies: Vec<Reply> = {
+    let (replies, wake): (Vec<Reply>, bool) = {
         let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
         let n = values.len().min(st.waiters.len());
-        st.waiters.drain(..n).map(|w| w.reply).collect()
+        let replies: Vec<Reply> = st.waiters.drain(..n).map(|w| w.reply).collect();
+        // A `WAIT` answered: the next one (for the writes sent meanwhile) may go.
+        let mut wake = false;
+        if replies.iter().any(|r| matches!(r, Reply::Shared(_))) {
+            st.wait_in_flight = false;
+            if st.wait.is_some() && !st.scheduled {
+                st.scheduled = true;
+                wake = true;
+            }
+        }
+        (replies, wake)
     };
+    if wake {
+        inner.wake.notify_one();
+    }
     if replies.len() < values.len() {
         fail(inner, Error::Protocol("a reply nobody asked for".into()));
     }
@@ -470,8 +490,11 @@ mod tests {
     }
 
     /// A fake Redis on the other end of an in-memory pipe: answers `+OK` to every
-    /// command and `:1` to `WAIT`, and reports the names of the commands it got.
-    fn fake_redis() -> (Conn, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    /// command and `:1` to `WAIT` (each `WAIT` once it gets a permit of `gate`: a
+    /// replica that takes its time), and reports the names of the commands it got.
+    fn fake_redis(
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> (Conn, tokio::sync::mpsc::UnboundedReceiver<String>) {
         let (conn, server) = pipe();
         let (seen, names) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -500,6 +523,9 @@ mod tests {
                     b"+OK\r\n"
                 };
                 let _ = seen.send(args[0].clone());
+                if args[0] == "WAIT" {
+                    gate.acquire().await.unwrap().forget();
+                }
                 w.write_all(reply).await.unwrap();
             }
         });
@@ -508,7 +534,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_queued_together_share_one_wait() {
-        let (conn, mut names) = fake_redis();
+        let (conn, mut names) = fake_redis(Arc::new(tokio::sync::Semaphore::new(1000)));
         let cmd = Cmd::new("SET").arg("k").arg("v");
         let calls = (0..50).map(|_| conn.call_replicated(&cmd, 1, 100));
         let results = futures_util::future::join_all(calls).await;
@@ -536,6 +562,48 @@ mod tests {
             later.push(name);
         }
         assert_eq!(later, ["SET", "WAIT"]);
+    }
+
+    fn drain(names: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Vec<String> {
+        std::iter::from_fn(|| names.try_recv().ok()).collect()
+    }
+
+    #[tokio::test]
+    async fn writes_sent_while_a_wait_is_out_share_the_next_one() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (conn, mut names) = fake_redis(gate.clone());
+        let cmd = Cmd::new("SET").arg("k").arg("v");
+        let first = tokio::spawn({
+            let (conn, cmd) = (conn.clone(), cmd.clone());
+            async move { conn.call_replicated(&cmd, 1, 100).await }
+        });
+        while drain(&mut names) != ["SET", "WAIT"] {
+            tokio::task::yield_now().await;
+        }
+        // The replica is slow: ten writes come one by one while the first WAIT is out.
+        let mut later = Vec::new();
+        for _ in 0..10 {
+            let (conn, cmd) = (conn.clone(), cmd.clone());
+            later.push(tokio::spawn(async move {
+                conn.call_replicated(&cmd, 1, 100).await
+            }));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(
+            drain(&mut names).is_empty(),
+            "the fake still holds the first WAIT"
+        );
+        gate.add_permits(2);
+        let (written, replicated) = first.await.unwrap();
+        assert!(written.is_ok() && replicated.is_ok());
+        for call in later {
+            let (written, replicated) = call.await.unwrap();
+            assert!(written.is_ok() && replicated.is_ok());
+        }
+        // The ten went out at once; one WAIT covered them, sent after the first came back.
+        let mut expected = vec!["SET"; 10];
+        expected.push("WAIT");
+        assert_eq!(drain(&mut names), expected);
     }
 
     #[tokio::test]
