@@ -161,9 +161,19 @@ fn failover_and_rejoin() {
     cluster.wait_ok(SETTLE);
     assert_eq!(cluster.replicas_of(promoted), vec![primary]);
     assert!(!cluster.primaries().contains(&primary));
-    let mut conn = RespConn::connect(primary).expect("connect");
-    assert!(conn.cmd(&["READONLY"]).unwrap().is_ok());
-    assert_eq!(conn.cmd(&["GET", &key]).unwrap(), bulk("before"));
+    // Its link can read up a moment before the synced data answers reads (seen once in CI:
+    // GET answered nil right after wait_ok): poll, within a bound.
+    let deadline = Instant::now() + SETTLE;
+    let got = loop {
+        let mut conn = RespConn::connect(primary).expect("connect");
+        assert!(conn.cmd(&["READONLY"]).unwrap().is_ok());
+        let got = conn.cmd(&["GET", &key]).unwrap();
+        if got == bulk("before") || Instant::now() >= deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(got, bulk("before"), "the rejoined replica has the data");
 }
 
 #[test]
