@@ -79,24 +79,6 @@ fn idle_and_storm_open_count_and_close() {
     assert_eq!(r.n(&["connections", "failures", "http_401"]), 5);
 }
 
-fn assert_all_delivered(r: &support::Run, n: u64) {
-    assert_eq!(r.code, 0, "{}", r.stdout);
-    for k in ["scheduled", "sent", "acked", "delivered"] {
-        assert_eq!(r.n(&["messages", k]), n, "{k}: {}", r.stdout);
-    }
-    for k in [
-        "lost",
-        "duplicated",
-        "out_of_order",
-        "send_failed",
-        "unconfirmed",
-    ] {
-        assert_eq!(r.n(&["messages", k]), 0, "{k}: {}", r.stdout);
-    }
-    assert_eq!(r.n(&["latency_us", "count"]), n);
-    assert_eq!(r.n(&["send_lag_us", "count"]), n);
-}
-
 #[test]
 fn direct_over_ws_and_api_delivers_everything() {
     let node = Node::start(None, &[]);
@@ -119,21 +101,21 @@ fn direct_over_ws_and_api_delivers_everything() {
     };
     let r = direct(&["--via", "ws"]);
     assert_eq!(r.ready_line(), "ready connections=16 failed=0");
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
     assert_eq!(r.json["checks"].as_array().unwrap().len(), 4);
     assert!(r.json["timeline"].as_array().unwrap().len() >= 2);
 
     let r = direct(&["--via", "api"]);
     assert_eq!(r.ready_line(), "ready connections=8 failed=0");
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 
     let r = direct(&["--via", "api", "--batch", "10"]);
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 
     let r = direct(&["--via", "ws", "--processes", "2", "--payload-bytes", "300"]);
     assert_eq!(r.ready_line(), "ready connections=16 failed=0");
     assert_eq!(r.n(&["processes"]), 2);
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 }
 
 #[test]

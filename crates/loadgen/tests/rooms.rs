@@ -39,25 +39,6 @@ fn direct_rooms(c: &[String], extra: &[&str]) -> Run {
     loadgen(&args(c, &a), || {})
 }
 
-/// Every message acked and delivered once, in order; presence frames counted nowhere.
-fn assert_all_delivered(r: &Run, n: u64) {
-    assert_eq!(r.code, 0, "{}", r.stdout);
-    for k in ["scheduled", "sent", "acked", "delivered"] {
-        assert_eq!(r.n(&["messages", k]), n, "{k}: {}", r.stdout);
-    }
-    for k in [
-        "lost",
-        "duplicated",
-        "out_of_order",
-        "send_failed",
-        "unconfirmed",
-    ] {
-        assert_eq!(r.n(&["messages", k]), 0, "{k}: {}", r.stdout);
-    }
-    assert_eq!(r.n(&["latency_us", "count"]), n);
-    assert_eq!(r.n(&["recovery_failed"]), 0);
-}
-
 #[test]
 fn rooms_on_one_node() {
     let node = Node::start(None, &[]);
@@ -65,19 +46,19 @@ fn rooms_on_one_node() {
 
     let r = direct_rooms(&c, &["--via", "api"]);
     assert_eq!(r.ready_line(), "ready connections=8 failed=0");
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 
     let r = direct_rooms(&c, &["--via", "ws"]);
     assert_eq!(r.ready_line(), "ready connections=16 failed=0");
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 
     let r = direct_rooms(&c, &["--via", "api", "--batch", "10"]);
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 
     // A presence-free namespace (the nodes run with --namespaces feed); the ws senders'
     // tokens allow it.
     let r = direct_rooms(&c, &["--via", "ws", "--room-namespace", "feed"]);
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 
     // A namespace the gateway does not know: every subscribe is refused, nobody is ready.
     let r = loadgen(
@@ -125,12 +106,12 @@ fn rooms_across_two_nodes_on_redis() {
     // Recipient i on node i % 2, its messages through the other node's API.
     let r = direct_rooms(&c, &["--via", "api"]);
     assert_eq!(r.ready_line(), "ready connections=8 failed=0");
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 
     // Sender i on node (i + 1) % 2.
     let r = direct_rooms(&c, &["--via", "ws", "--processes", "2"]);
     assert_eq!(r.ready_line(), "ready connections=16 failed=0");
-    assert_all_delivered(&r, 200);
+    r.assert_all_delivered(200);
 }
 
 /// Two nodes on Redis (rooms with history or not), `--reconnect`; node 1 drains 1.2 s after

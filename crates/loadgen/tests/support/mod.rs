@@ -277,6 +277,27 @@ impl Run {
         }
         v.as_u64().unwrap_or(0)
     }
+
+    /// Exit 0; all `n` messages scheduled, sent, acked and delivered once, in order, each
+    /// with a latency and a send lag; no recovery failed.
+    pub fn assert_all_delivered(&self, n: u64) {
+        assert_eq!(self.code, 0, "{}", self.stdout);
+        for k in ["scheduled", "sent", "acked", "delivered"] {
+            assert_eq!(self.n(&["messages", k]), n, "{k}: {}", self.stdout);
+        }
+        for k in [
+            "lost",
+            "duplicated",
+            "out_of_order",
+            "send_failed",
+            "unconfirmed",
+        ] {
+            assert_eq!(self.n(&["messages", k]), 0, "{k}: {}", self.stdout);
+        }
+        assert_eq!(self.n(&["latency_us", "count"]), n);
+        assert_eq!(self.n(&["send_lag_us", "count"]), n);
+        assert_eq!(self.n(&["recovery_failed"]), 0);
+    }
 }
 
 /// Runs the load generator to the end. `during` runs once the ready line was printed.
