@@ -65,6 +65,18 @@ pub struct Check {
     pub ok: bool,
 }
 
+impl std::fmt::Display for Check {
+    /// The summary line: `check <name>: value=<v> limit=<l> ok|FAILED`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.ok { "ok" } else { "FAILED" };
+        write!(
+            f,
+            "check {}: value={} limit={} {verdict}",
+            self.name, self.value, self.limit
+        )
+    }
+}
+
 /// The result object.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -391,14 +403,7 @@ impl Report {
             );
         }
         for ch in &self.checks {
-            let _ = writeln!(
-                s,
-                "check {}: value={} limit={} {}",
-                ch.name,
-                ch.value,
-                ch.limit,
-                if ch.ok { "ok" } else { "FAILED" }
-            );
+            let _ = writeln!(s, "{ch}");
         }
         s
     }

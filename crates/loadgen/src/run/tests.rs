@@ -27,24 +27,19 @@ fn validation_reports_every_problem() {
     assert_eq!(errs.len(), 4, "{errs:?}"); // targets, jwt secret, api, api key
 }
 
-fn direct_errs(extra: &[&str]) -> Vec<String> {
+/// `lg <global> direct --pairs 1 --rate 1 --duration 1 <extra>`, parsed.
+fn parse_direct(global: &[&str], extra: &[&str]) -> Cli {
     use clap::Parser;
-    let mut a = vec![
-        "lg",
-        "--targets",
-        "127.0.0.1:1",
-        "--jwt-secret",
-        "s",
-        "direct",
-        "--pairs",
-        "1",
-        "--rate",
-        "1",
-        "--duration",
-        "1",
-    ];
+    let mut a = vec!["lg"];
+    a.extend_from_slice(global);
+    a.extend_from_slice(&["direct", "--pairs", "1", "--rate", "1", "--duration", "1"]);
     a.extend_from_slice(extra);
-    validate(&Cli::try_parse_from(a).unwrap())
+    Cli::try_parse_from(a).unwrap()
+}
+
+fn direct_errs(extra: &[&str]) -> Vec<String> {
+    let global = ["--targets", "127.0.0.1:1", "--jwt-secret", "s"];
+    validate(&parse_direct(&global, extra))
 }
 
 #[test]
@@ -71,21 +66,7 @@ fn room_flags_are_checked() {
 
 #[test]
 fn a_room_namespace_reaches_the_tokens() {
-    use clap::Parser;
-    let cli = |extra: &[&str]| {
-        let mut a = vec![
-            "lg",
-            "direct",
-            "--pairs",
-            "1",
-            "--rate",
-            "1",
-            "--duration",
-            "1",
-        ];
-        a.extend_from_slice(extra);
-        Cli::try_parse_from(a).unwrap().command
-    };
+    let cli = |extra: &[&str]| parse_direct(&[], extra).command;
     assert_eq!(room_namespace(&cli(&[])), None);
     assert_eq!(room_namespace(&cli(&["--channel", "room"])), Some("room"));
     assert_eq!(

@@ -410,14 +410,7 @@ pub fn summary(r: &SelfReport) -> String {
         );
     }
     for c in &r.checks {
-        let _ = writeln!(
-            s,
-            "check {}: value={} limit={} {}",
-            c.name,
-            c.value,
-            c.limit,
-            if c.ok { "ok" } else { "FAILED" }
-        );
+        let _ = writeln!(s, "{c}");
     }
     s
 }
