@@ -132,6 +132,8 @@ pub struct Config {
     pub bad_frame_limit: u32,
     /// Window of the bad-frame count.
     pub bad_frame_window: Duration,
+    /// How long an idempotency key is remembered per channel (PROTOCOL.md §5).
+    pub idempotency_window: Duration,
     /// Channel history rules (file order) over the built-in defaults.
     pub history: HistoryPolicies,
     /// Extra channel namespaces besides `user` and `room`.
@@ -241,6 +243,7 @@ impl fmt::Debug for Config {
             .field("rate_limit_burst", &self.rate_limit_burst)
             .field("bad_frame_limit", &self.bad_frame_limit)
             .field("bad_frame_window", &self.bad_frame_window)
+            .field("idempotency_window", &self.idempotency_window)
             .field("history", &self.history)
             .field("namespaces", &self.namespaces)
             .field("presence_namespaces", &self.presence_namespaces)

@@ -52,6 +52,20 @@ impl Delivery {
     }
 }
 
+/// Drops the held live messages of epochs older than `epoch`: the ones that arrived
+/// before its last message, or all of another epoch when none of `epoch` arrived. (Live
+/// messages arrive in order; one of another epoch after `epoch`'s is newer: it stays,
+/// and holds the channel again for the next repair.)
+fn drop_older_epochs(pending: &mut Vec<Arc<Delivery>>, epoch: &str) {
+    let last = pending.iter().rposition(|d| d.message.epoch == epoch);
+    let mut i = 0;
+    pending.retain(|d| {
+        let keep = d.message.epoch == epoch || last.is_some_and(|l| i > l);
+        i += 1;
+        keep
+    });
+}
+
 /// Room for a message's envelope when pacing a replay.
 const REPLAY_OVERHEAD: usize = 512;
 
@@ -90,6 +104,21 @@ enum Admit {
     Duplicate,
     /// At the offset delivered last, but another message: history diverged.
     Diverged,
+    /// In another epoch than the connection's: the channel restarted (history was lost
+    /// or reset). Never followed silently: the repair tells the client to resync.
+    Epoch,
+}
+
+/// How releasing a held channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Delivering live again (or the channel is no longer tracked).
+    Live,
+    /// A message at the offset delivered last is another one than was delivered:
+    /// history diverged; the channel stays held.
+    Diverged,
+    /// A message of another epoch came: the channel stays held until a repair resyncs it.
+    Epoch,
 }
 
 /// Where a held channel stands, for its repair.
@@ -295,25 +324,59 @@ impl ConnHandle {
     /// Completes a subscription: queues `first` (the reply or welcome), then `replay` in
     /// order — paced by the outbound queue, so a replay larger than the queue is not a
     /// slow consumer — then the live messages that arrived meanwhile, skipping anything
-    /// at or before what was already sent.
+    /// at or before what was already sent. Anything but [`Released::Live`] leaves the
+    /// channel held: the caller has it repaired.
     pub async fn open(
         &self,
         channel: &str,
         start: &StreamPosition,
         first: &ServerFrame,
         replay: &[Arc<Message>],
-    ) {
+    ) -> Released {
+        self.restart(channel, start, first, replay).await
+    }
+
+    /// Moves a held channel to `position` after history the connection depended on was
+    /// lost (PROTOCOL.md §5): queues the `resync` frame, then `replay` (the messages after
+    /// `position`), then the live messages held meanwhile. Live messages of an older
+    /// epoch than `position`'s are dropped: the client reloads what came before.
+    pub async fn resync(
+        &self,
+        channel: &str,
+        position: &StreamPosition,
+        replay: &[Arc<Message>],
+    ) -> Released {
+        let frame = ServerFrame::Resync {
+            channel: channel.to_owned(),
+            position: position.clone(),
+        };
+        m::hot().resyncs.increment(1);
+        self.restart(channel, position, &frame, replay).await
+    }
+
+    /// Sets the cursor of `channel` to `start`, forgetting the message delivered last,
+    /// queues `first` and releases `replay` and the held live messages.
+    async fn restart(
+        &self,
+        channel: &str,
+        start: &StreamPosition,
+        first: &ServerFrame,
+        replay: &[Arc<Message>],
+    ) -> Released {
         let tracked = self.with_cursor(channel, |cursor| {
             cursor.epoch.clone_from(&start.epoch);
             cursor.offset = start.offset;
+            cursor.last_id = 0;
+            cursor.diverged = false;
+            if let Some(pending) = &mut cursor.pending {
+                drop_older_epochs(pending, &start.epoch);
+            }
             self.push(self.encoding.encode(first), None);
         });
-        if tracked.is_some() {
-            // A fresh cursor remembers no message id until it accepts one, and neither the
-            // replay nor the held live messages repeat an accepted offset: nothing here
-            // can look diverged.
-            let _ = self.release(channel, replay).await;
+        if tracked.is_none() {
+            return Released::Live;
         }
+        self.release(channel, replay).await
     }
 
     /// Holds live delivery of `channel` for a repair (live messages wait); returns where
@@ -367,32 +430,34 @@ impl ConnHandle {
     }
 
     /// Queues `replay` in order (paced by the outbound queue), then the live messages held
-    /// meanwhile, and delivers live again. Duplicates are dropped by offset. Returns false
-    /// (and delivers nothing more) when a message at the offset delivered last is another
-    /// one than was delivered: history diverged, the channel stays held.
-    pub async fn release(&self, channel: &str, replay: &[Arc<Message>]) -> bool {
+    /// meanwhile, and delivers live again. Duplicates are dropped by offset. Stops, with
+    /// the channel still held, at a message that shows history diverged (another message
+    /// at the offset delivered last) or restarted (another epoch).
+    pub async fn release(&self, channel: &str, replay: &[Arc<Message>]) -> Released {
         for msg in replay {
             if !self
                 .outbound
                 .wait_room(msg.data.len() + REPLAY_OVERHEAD)
                 .await
             {
-                return true;
+                return Released::Live;
             }
             let admitted = self.with_cursor(channel, |cursor| {
                 let admit = self.admit(cursor, msg, id_hash(&msg.id));
-                if admit == Admit::Accept {
-                    let data = self.encoding.encode(&ServerFrame::Message(msg.clone()));
-                    self.push(data, Some(msg.ts));
+                match admit {
+                    Admit::Accept => {
+                        let data = self.encoding.encode(&ServerFrame::Message(msg.clone()));
+                        self.push(data, Some(msg.ts));
+                    }
+                    Admit::Diverged => cursor.diverged = true,
+                    Admit::Duplicate | Admit::Epoch => {}
                 }
                 admit
             });
             match admitted {
-                None => return true,
-                Some(Admit::Diverged) => {
-                    self.with_cursor(channel, |cursor| cursor.diverged = true);
-                    return false;
-                }
+                None => return Released::Live,
+                Some(Admit::Diverged) => return Released::Diverged,
+                Some(Admit::Epoch) => return Released::Epoch,
                 Some(_) => {}
             }
         }
@@ -407,13 +472,17 @@ impl ConnHandle {
                     Admit::Diverged => {
                         cursor.pending = Some(pending[i..].to_vec());
                         cursor.diverged = true;
-                        return false;
+                        return Released::Diverged;
+                    }
+                    Admit::Epoch => {
+                        cursor.pending = Some(pending[i..].to_vec());
+                        return Released::Epoch;
                     }
                 }
             }
-            true
+            Released::Live
         })
-        .unwrap_or(true)
+        .unwrap_or(Released::Live)
     }
 
     /// Delivers a live message of a channel this connection tracks. Returns true when
@@ -457,10 +526,11 @@ impl ConnHandle {
         match self.admit(cursor, msg, delivery.id_hash) {
             Admit::Accept => {}
             Admit::Duplicate => return Delivered::default(),
-            Admit::Diverged => {
-                // Held like a gap; the repair starts a new epoch and resyncs the client.
+            Admit::Diverged | Admit::Epoch => {
+                // Held like a gap; the repair resyncs the client (after a divergence it
+                // starts a new epoch first).
                 cursor.pending = Some(vec![delivery.clone()]);
-                cursor.diverged = true;
+                cursor.diverged = cursor.diverged || msg.epoch == cursor.epoch;
                 return Delivered {
                     gap: true,
                     flush: false,
@@ -474,32 +544,36 @@ impl ConnHandle {
         Delivered { gap: false, flush }
     }
 
-    /// Offset bookkeeping: drops duplicates, notes gaps, follows a new epoch, and tells
-    /// another message at the offset delivered last from a duplicate of it.
+    /// Offset bookkeeping: drops duplicates, notes gaps, stops at another epoch, and
+    /// tells another message at the offset delivered last from a duplicate of it.
     fn admit(&self, cursor: &mut Cursor, msg: &Message, id: u64) -> Admit {
-        if msg.epoch == cursor.epoch {
-            if msg.offset == cursor.offset && cursor.last_id != 0 && id != cursor.last_id {
-                tracing::warn!(
-                    conn = %self.conn_id,
-                    channel = %msg.channel,
-                    offset = msg.offset,
-                    "another message at an offset already delivered: history diverged"
-                );
-                return Admit::Diverged;
-            }
-            if msg.offset <= cursor.offset {
-                return Admit::Duplicate;
-            }
-            if msg.offset > cursor.offset + 1 {
-                tracing::debug!(
-                    conn = %self.conn_id,
-                    expected = cursor.offset + 1,
-                    got = msg.offset,
-                    "offset gap accepted (history does not have it)"
-                );
-            }
-        } else {
-            cursor.epoch.clone_from(&msg.epoch);
+        if msg.epoch != cursor.epoch {
+            tracing::debug!(
+                conn = %self.conn_id,
+                channel = %msg.channel,
+                "a message of another epoch: the channel restarted"
+            );
+            return Admit::Epoch;
+        }
+        if msg.offset == cursor.offset && cursor.last_id != 0 && id != cursor.last_id {
+            tracing::warn!(
+                conn = %self.conn_id,
+                channel = %msg.channel,
+                offset = msg.offset,
+                "another message at an offset already delivered: history diverged"
+            );
+            return Admit::Diverged;
+        }
+        if msg.offset <= cursor.offset {
+            return Admit::Duplicate;
+        }
+        if msg.offset > cursor.offset + 1 {
+            tracing::debug!(
+                conn = %self.conn_id,
+                expected = cursor.offset + 1,
+                got = msg.offset,
+                "offset gap accepted (history does not have it)"
+            );
         }
         cursor.offset = msg.offset;
         cursor.last_id = id;

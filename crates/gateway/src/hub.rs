@@ -61,7 +61,8 @@ impl Hub {
         (hub, rx)
     }
 
-    fn repair(&self, conn: Arc<ConnHandle>, channel: String) {
+    /// Has a held channel of `conn` repaired from history (see `repair`).
+    pub fn repair(&self, conn: Arc<ConnHandle>, channel: String) {
         let _ = self.repairs.send(Repair { conn, channel });
     }
 

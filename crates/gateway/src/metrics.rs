@@ -54,6 +54,8 @@ pub const PUBLISHES: &str = "switchboard_publishes_total";
 pub const DRAINING: &str = "switchboard_draining";
 /// Counter: live messages that arrived after a gap in offsets.
 pub const DELIVERY_GAPS: &str = "switchboard_delivery_gaps_total";
+/// Counter: `resync` frames sent (history a live connection depended on was lost).
+pub const RESYNCS: &str = "switchboard_resyncs_total";
 /// Counter `{route,result}`: RPC calls by result (`ok`, `no_route`, `forbidden`,
 /// `too_many_requests`, `upstream_timeout`, `upstream_unavailable`, `upstream_error`,
 /// `cancelled`); `route` is the route name, empty for `no_route`.
@@ -78,6 +80,7 @@ pub struct Hot {
     pub delivered: Counter,
     pub delivery_latency: Histogram,
     pub delivery_gaps: Counter,
+    pub resyncs: Counter,
     pub slow_consumers: Counter,
     pub publishes: Counter,
 }
@@ -94,6 +97,7 @@ pub fn hot() -> &'static Hot {
         delivered: metrics::counter!(MESSAGES_DELIVERED),
         delivery_latency: metrics::histogram!(DELIVERY_LATENCY),
         delivery_gaps: metrics::counter!(DELIVERY_GAPS),
+        resyncs: metrics::counter!(RESYNCS),
         slow_consumers: metrics::counter!(SLOW_CONSUMER_DISCONNECTS),
         publishes: metrics::counter!(PUBLISHES),
     })
@@ -256,6 +260,7 @@ fn initialise() {
         SLOW_CONSUMER_DISCONNECTS,
         PUBLISHES,
         DELIVERY_GAPS,
+        RESYNCS,
     ] {
         metrics::counter!(name).absolute(0);
     }
@@ -317,6 +322,10 @@ fn describe() {
     describe_counter!(
         DELIVERY_GAPS,
         "Live messages that arrived after an offset gap"
+    );
+    describe_counter!(
+        RESYNCS,
+        "Resync frames sent: history a live connection depended on was lost"
     );
     describe_counter!(RPC_CALLS, "RPC calls, by route and result");
     describe_histogram!(

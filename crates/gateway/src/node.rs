@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_router::Router;
+use switchboard_router::{Idempotency, Router};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -96,6 +96,22 @@ impl Node {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         }
+    }
+
+    /// A publish's idempotency key (already validated) in its scope, with the window.
+    /// Keys are scoped per sender: a user's client publishes form one scope per user, the
+    /// server API one scope of its own — so two users who both number their publishes
+    /// `1, 2, 3…` never answer each other's, and no user can make another's publish look
+    /// like a retry. The key comes first; it cannot hold the `/`.
+    pub fn idempotency(&self, key: Option<String>, user: Option<&str>) -> Option<Idempotency> {
+        let key = key?;
+        Some(Idempotency {
+            key: match user {
+                Some(user) => format!("{key}/{user}"),
+                None => key,
+            },
+            window: self.config.idempotency_window,
+        })
     }
 
     pub fn is_draining(&self) -> bool {

@@ -1,25 +1,32 @@
-//! Gap repair: when live delivery skipped offsets (the backplane lost messages) or the
-//! backplane link came back after being down, the affected channels of a connection are
-//! held, re-read from history after the last offset delivered, and released in order.
-//! Where history no longer has the gap, the client is told to resync (`goaway` + 1012;
-//! its resume with `since` then answers `recovered:false`). Rooms without history are
-//! at-most-once: their gaps are accepted.
+//! Gap repair: when live delivery skipped offsets (the backplane lost messages), brought
+//! a message of another epoch (the channel restarted), or the backplane link came back
+//! after being down, the affected channels of a connection are held, re-read from
+//! history after the last offset delivered, and released in order.
+//!
+//! Where history no longer has the gap (Redis restarted empty, a gap older than the
+//! stream), the connection stays open: it gets a `resync` frame for that channel with
+//! the position delivery goes on from, then what history still has after it, then live
+//! messages (PROTOCOL.md §5). Rooms without history are at-most-once: their gaps within
+//! an epoch are accepted; a new epoch is a resync too.
 //!
 //! History can also have *diverged*: a failover lost a write that was already delivered,
 //! and its offset went to another message. The repair reads from the offset delivered
 //! last, so it sees the message history now holds there; when that is another one than
 //! was delivered (or live delivery already saw one), the channel gets a new epoch — every
-//! resume from the old one then answers `recovered:false`, on every node — and the client
-//! is told to resync. Never a silent gap.
+//! resume from the old one then answers `recovered:false`, on every node — and the
+//! connection is resynced to its top. Never a silent gap.
+//!
+//! Only when history stays unreadable for the whole retry budget (about 30 s) is the
+//! connection closed (`goaway` `resync`, 1012).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_proto::{close, ServerFrame, StreamPosition};
-use switchboard_router::{HistoryPolicies, Router};
+use switchboard_proto::{close, Message, ServerFrame, StreamPosition};
+use switchboard_router::{HistoryPolicies, HistoryRead, Router};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::conn::{id_hash, ConnHandle, Held};
+use crate::conn::{id_hash, ConnHandle, Held, Released};
 use crate::ws::outbound::CloseRequest;
 
 /// One held channel of one connection.
@@ -93,59 +100,76 @@ pub async fn run(
     }
 }
 
+/// What a repair does with the channel after reading history.
+enum Step {
+    /// History has everything after the held position: replay it, deliver live again.
+    Release(Vec<Arc<Message>>),
+    /// History lost what the connection depended on: resync it from `read`.
+    Resync(HistoryRead),
+    /// History diverged from what was delivered: a new epoch, then resync.
+    Diverged,
+}
+
 async fn repair_one(router: &dyn Router, policies: &HistoryPolicies, r: Repair) {
     let Repair { conn, channel } = r;
     let mut delay = Duration::from_millis(100);
-    let mut diverged = false;
     for _ in 0..ATTEMPTS {
         let Some(held) = conn.held(&channel) else {
-            return; // unsubscribed or closed meanwhile
+            return; // unsubscribed, closed or released meanwhile
         };
-        let at = &held.position;
-        if held.diverged {
-            diverged = true;
-            break;
-        }
-        let result = match read_checked(router, &channel, &held).await {
-            Ok(Checked::Diverged) => {
-                diverged = true;
-                break;
-            }
-            Ok(Checked::Read(read)) => Ok(read),
-            Err(e) => Err(e),
+        let step = if held.diverged {
+            Ok(Step::Diverged)
+        } else {
+            read_checked(router, &channel, &held)
+                .await
+                .map(|checked| match checked {
+                    Checked::Diverged => Step::Diverged,
+                    Checked::Read(read) if read.recovered => Step::Release(read.messages),
+                    // Rooms without history are at-most-once: a gap in the same epoch
+                    // is accepted.
+                    Checked::Read(read)
+                        if read.epoch == held.position.epoch
+                            && !policies.for_channel(&channel).keeps_history() =>
+                    {
+                        Step::Release(Vec::new())
+                    }
+                    Checked::Read(read) => Step::Resync(read),
+                })
         };
-        match result {
-            Ok(read) if read.recovered => {
-                tracing::debug!(conn = %conn.conn_id, replayed = read.messages.len(), "gap repaired");
-                if conn.release(&channel, &read.messages).await {
-                    return;
-                }
-                diverged = true;
-                break;
+        let released = match step {
+            Ok(Step::Release(replay)) => {
+                tracing::debug!(conn = %conn.conn_id, replayed = replay.len(), "gap repaired");
+                conn.release(&channel, &replay).await
             }
-            Ok(_) if !policies.for_channel(&channel).keeps_history() => {
-                if conn.release(&channel, &[]).await {
-                    return;
-                }
-                diverged = true;
-                break;
+            Ok(Step::Resync(read)) => {
+                let (position, replay) = resync_point(read);
+                tracing::info!(conn = %conn.conn_id, channel = %channel, ?position, "history lost a gap; resync");
+                conn.resync(&channel, &position, &replay).await
             }
-            Ok(_) => break,
+            Ok(Step::Diverged) => match diverged(router, &channel, &held.position.epoch).await {
+                Ok(top) => conn.resync(&channel, &top, &[]).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the new epoch failed; retrying");
+                    Released::Epoch
+                }
+            },
             Err(e) => {
-                tracing::debug!(error = %e, at = ?at, "repair read failed; retrying");
+                tracing::debug!(error = %e, at = ?held.position, "repair read failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
+                continue;
             }
+        };
+        match released {
+            Released::Live => return,
+            // Held again (a newer epoch or another divergence came meanwhile): once more.
+            Released::Diverged | Released::Epoch => {}
         }
     }
-    if diverged {
-        if let Some(held) = conn.held(&channel) {
-            if let Err(e) = router.reset_epoch(&channel, &held.position.epoch).await {
-                tracing::warn!(error = %e, "could not start a new epoch after a divergence");
-            }
-        }
-    }
-    tracing::warn!(conn = %conn.conn_id, "history lost a gap; asking the client to resync");
+    // History stayed unreadable for the whole budget (about 30 s): the documented limit
+    // past which a node that cannot route closes the connection; its resume elsewhere
+    // (or here, later) answers `recovered` true or false.
+    tracing::warn!(conn = %conn.conn_id, "history unreadable for too long; asking the client to reconnect");
     conn.send(&ServerFrame::Goaway {
         reason: "resync".into(),
         reconnect_ms: 0,
@@ -158,4 +182,32 @@ async fn repair_one(router: &dyn Router, policies: &HistoryPolicies, r: Repair) 
         },
         true,
     );
+}
+
+/// Where a resync puts the connection: just before the oldest message history still has
+/// in its current epoch (which is then replayed), or at its top when it has none.
+fn resync_point(read: HistoryRead) -> (StreamPosition, Vec<Arc<Message>>) {
+    match read.messages.first() {
+        Some(first) if first.epoch == read.epoch => {
+            let at = StreamPosition::new(read.epoch.clone(), first.offset - 1);
+            (at, read.messages)
+        }
+        _ => (StreamPosition::new(read.epoch, read.offset), Vec::new()),
+    }
+}
+
+/// After a divergence at `epoch`: starts a new epoch (unless another node did already)
+/// and returns the channel's top in it. History is kept under the new epoch, and the
+/// client reloads it: nothing is replayed.
+async fn diverged(
+    router: &dyn Router,
+    channel: &str,
+    epoch: &str,
+) -> Result<StreamPosition, switchboard_router::RouterError> {
+    if let Err(e) = router.reset_epoch(channel, epoch).await {
+        tracing::warn!(error = %e, "could not start a new epoch after a divergence");
+        return Err(e);
+    }
+    let top = router.read(channel, None, 0).await?;
+    Ok(StreamPosition::new(top.epoch, top.offset))
 }

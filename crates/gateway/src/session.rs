@@ -14,7 +14,7 @@ use switchboard_proto::{
 use switchboard_router::{ConnInfo, PublishRequest, RouterError};
 
 use crate::auth::{AuthError, Claims};
-use crate::conn::ConnHandle;
+use crate::conn::{ConnHandle, Released};
 use crate::metrics as m;
 use crate::node::Node;
 use crate::ws::outbound::CloseRequest;
@@ -118,7 +118,7 @@ impl Session {
             offset: top.offset,
             recovered,
         });
-        self.conn.open(&channel, &start, &welcome, &replay).await;
+        self.open_channel(&channel, &start, &welcome, &replay).await;
         Ok(())
     }
 
@@ -143,7 +143,12 @@ impl Session {
                 self.subscribe(id, channel, since).await
             }
             ClientFrame::Unsubscribe { channel, .. } => self.unsubscribe(&channel).await,
-            ClientFrame::Publish { channel, data, .. } => self.publish(channel, data).await,
+            ClientFrame::Publish {
+                channel,
+                data,
+                idempotency_key,
+                ..
+            } => self.publish(channel, data, idempotency_key).await,
             ClientFrame::Ack {
                 channel,
                 offset,
@@ -181,6 +186,20 @@ impl Session {
         };
         self.conn.send(&ServerFrame::Reply(reply));
         None
+    }
+
+    /// Completes a subscription (see `ConnHandle::open`); a channel that restarted
+    /// meanwhile (live messages of a newer epoch came) is repaired, i.e. resynced.
+    async fn open_channel(
+        &self,
+        channel: &str,
+        start: &StreamPosition,
+        first: &ServerFrame,
+        replay: &[Arc<switchboard_proto::Message>],
+    ) {
+        if self.conn.open(channel, start, first, replay).await != Released::Live {
+            self.node.hub.repair(self.conn.clone(), channel.to_owned());
+        }
     }
 
     /// Queues an `error` frame.
@@ -282,8 +301,7 @@ impl Session {
                 return Err(e);
             }
         };
-        self.conn
-            .open(&channel, &start, &ServerFrame::Reply(reply), &replay)
+        self.open_channel(&channel, &start, &ServerFrame::Reply(reply), &replay)
             .await;
         self.announce(&channel, true).await;
         // The reply was queued by `open`, in order with the replay.
@@ -353,7 +371,7 @@ impl Session {
         self.announce(channel, false).await;
     }
 
-    async fn publish(&mut self, channel: String, data: Payload) -> Outcome {
+    async fn publish(&mut self, channel: String, data: Payload, key: Option<String>) -> Outcome {
         self.channel(&channel)?;
         if !self.claims.can_publish(&channel) {
             return Err((
@@ -371,6 +389,7 @@ impl Session {
                 channel,
                 from: Some(self.conn.user.clone()),
                 data,
+                idempotency: self.node.idempotency(key, Some(&self.conn.user)),
             })
             .await
             .map_err(unavailable)?;

@@ -84,6 +84,11 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
             id: Some(p.id),
             channel: p.channel,
             data: payload_from_pb(p.data).map_err(bad)?,
+            idempotency_key: match p.idempotency_key {
+                k if k.is_empty() => None,
+                k if crate::model::is_valid_idempotency_key(&k) => Some(k),
+                _ => return Err(bad(crate::model::IDEMPOTENCY_KEY_RULE.into())),
+            },
         },
         Some(Kind::Ack(a)) => ClientFrame::Ack {
             channel: a.channel,
@@ -187,6 +192,11 @@ pub fn server_to_pb(frame: &ServerFrame) -> pb::Frame {
             code: code.as_str().into(),
             message: message.clone(),
         }),
+        ServerFrame::Resync { channel, position } => Kind::Resync(pb::Resync {
+            channel: channel.clone(),
+            epoch: position.epoch.clone(),
+            offset: position.offset,
+        }),
     };
     pb::Frame { kind: Some(kind) }
 }
@@ -210,6 +220,52 @@ mod tests {
     }
 
     #[test]
+    fn publish_idempotency_keys() {
+        let publish = |key: &str| {
+            decode_client(&enc(pb::frame::Kind::Publish(pb::Publish {
+                channel: "room:a".into(),
+                data: Some(pb::Payload {
+                    kind: Some(pb::payload::Kind::Json("1".into())),
+                }),
+                idempotency_key: key.into(),
+                ..Default::default()
+            })))
+        };
+        match publish("k-1.a:b_C") {
+            Ok(ClientFrame::Publish {
+                idempotency_key, ..
+            }) => assert_eq!(idempotency_key.as_deref(), Some("k-1.a:b_C")),
+            other => panic!("{other:?}"),
+        }
+        match publish("") {
+            Ok(ClientFrame::Publish {
+                idempotency_key, ..
+            }) => assert_eq!(idempotency_key, None, "empty = none (proto3 default)"),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["a b", "é", &"k".repeat(65)] {
+            assert_eq!(publish(bad).unwrap_err().code, ErrorCode::BadFrame, "{bad}");
+        }
+    }
+
+    #[test]
+    fn encodes_resync() {
+        let bytes = encode_server(&ServerFrame::Resync {
+            channel: "user:alice".into(),
+            position: StreamPosition::new("e3", 0),
+        });
+        match pb::Frame::decode(bytes).unwrap().kind {
+            Some(pb::frame::Kind::Resync(r)) => {
+                assert_eq!(
+                    (r.channel.as_str(), r.epoch.as_str(), r.offset),
+                    ("user:alice", "e3", 0)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn decodes_client_frames() {
         let f = decode_client(&enc(pb::frame::Kind::Publish(pb::Publish {
             id: 3,
@@ -217,6 +273,7 @@ mod tests {
             data: Some(pb::Payload {
                 kind: Some(pb::payload::Kind::Binary(Bytes::from_static(b"\x00\xff"))),
             }),
+            ..Default::default()
         })))
         .unwrap();
         assert_eq!(
@@ -224,7 +281,8 @@ mod tests {
             ClientFrame::Publish {
                 id: Some(3),
                 channel: "room:a".into(),
-                data: Payload::Binary(Bytes::from_static(b"\x00\xff"))
+                data: Payload::Binary(Bytes::from_static(b"\x00\xff")),
+                idempotency_key: None,
             }
         );
         let err = decode_client(&enc(pb::frame::Kind::Publish(pb::Publish {
@@ -233,6 +291,7 @@ mod tests {
             data: Some(pb::Payload {
                 kind: Some(pb::payload::Kind::Json("{nope".into())),
             }),
+            ..Default::default()
         })))
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);

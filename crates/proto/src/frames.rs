@@ -20,6 +20,9 @@ pub enum ClientFrame {
         id: Option<u64>,
         channel: String,
         data: Payload,
+        /// Makes a retry safe (PROTOCOL.md §5); validated by the decoders
+        /// ([`crate::model::is_valid_idempotency_key`]).
+        idempotency_key: Option<String>,
     },
     Ack {
         channel: String,
@@ -147,6 +150,12 @@ pub enum ServerFrame {
     Error {
         code: ErrorCode,
         message: String,
+    },
+    /// History the connection depended on in `channel` is gone: the client reloads the
+    /// channel's state; delivery goes on after `position` (PROTOCOL.md §5).
+    Resync {
+        channel: String,
+        position: StreamPosition,
     },
 }
 

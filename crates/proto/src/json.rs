@@ -33,6 +33,7 @@ struct RawFrame<'a> {
     /// Any JSON type is accepted: a `traceparent` that is not a string is ignored like an
     /// invalid one (PROTOCOL.md §4b).
     traceparent: Option<serde_json::Value>,
+    idempotency_key: Option<String>,
 }
 
 /// `since` as `{"epoch","offset"}` or as the `"<epoch>:<offset>"` string form.
@@ -74,6 +75,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
             id: raw.id,
             channel: need(raw.channel, "channel", t)?,
             data: payload(raw.data, raw.data_b64, t)?,
+            idempotency_key: idempotency_key(raw.idempotency_key)?,
         },
         "ack" => ClientFrame::Ack {
             channel: need(raw.channel, "channel", t)?,
@@ -112,6 +114,15 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+fn idempotency_key(key: Option<String>) -> Result<Option<String>, DecodeError> {
+    match key {
+        Some(k) if !crate::model::is_valid_idempotency_key(&k) => {
+            Err(DecodeError::bad_frame(crate::model::IDEMPOTENCY_KEY_RULE))
+        }
+        k => Ok(k),
+    }
 }
 
 fn since(raw: RawSince) -> Result<StreamPosition, DecodeError> {
@@ -216,6 +227,12 @@ pub fn encode_server(frame: &ServerFrame) -> Bytes {
             w.str("code", code.as_str());
             w.str("message", message);
         }
+        ServerFrame::Resync { channel, position } => {
+            w = Writer::new("resync");
+            w.str("channel", channel);
+            w.str("epoch", &position.epoch);
+            w.num("offset", position.offset);
+        }
     }
     w.finish()
 }
@@ -319,6 +336,48 @@ mod tests {
     }
 
     #[test]
+    fn publish_idempotency_keys() {
+        match dec(r#"{"type":"publish","channel":"room:x","data":1,"idempotency_key":"a-Z_0.9:x"}"#)
+        {
+            Ok(ClientFrame::Publish {
+                idempotency_key, ..
+            }) => {
+                assert_eq!(idempotency_key.as_deref(), Some("a-Z_0.9:x"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = "k".repeat(64);
+        let frame = format!(
+            r#"{{"type":"publish","channel":"room:x","data":1,"idempotency_key":"{long}"}}"#
+        );
+        assert!(dec(&frame).is_ok());
+        for bad in [r#""""#, r#""a b""#, r#""ü""#, r#""a/b""#, "1", r#"["a"]"#] {
+            let frame = format!(
+                r#"{{"type":"publish","channel":"room:x","data":1,"idempotency_key":{bad}}}"#
+            );
+            let err = dec(&frame).expect_err(bad);
+            assert_eq!(err.code, ErrorCode::BadFrame, "{bad}: {err:?}");
+        }
+        let too_long = format!(
+            r#"{{"type":"publish","channel":"room:x","data":1,"idempotency_key":"{long}k"}}"#
+        );
+        assert_eq!(dec(&too_long).unwrap_err().code, ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn encodes_resync() {
+        let frame = ServerFrame::Resync {
+            channel: "room:lobby".into(),
+            position: StreamPosition::new("e2", 7),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode_server(&frame)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"resync","channel":"room:lobby","epoch":"e2","offset":7})
+        );
+    }
+
+    #[test]
     fn decodes_every_client_frame() {
         assert_eq!(
             dec(r#"{"type":"subscribe","id":1,"channel":"room:lobby","since":{"epoch":"e1","offset":41}}"#).unwrap(),
@@ -337,7 +396,8 @@ mod tests {
             ClientFrame::Publish {
                 id: Some(3),
                 channel: "room:lobby".into(),
-                data: Payload::Json(Arc::from(r#"{"text":"hi"}"#))
+                data: Payload::Json(Arc::from(r#"{"text":"hi"}"#)),
+                idempotency_key: None,
             }
         );
         assert_eq!(
@@ -345,7 +405,8 @@ mod tests {
             ClientFrame::Publish {
                 id: None,
                 channel: "room:x".into(),
-                data: Payload::Json(Arc::from("null"))
+                data: Payload::Json(Arc::from("null")),
+                idempotency_key: None,
             }
         );
         assert_eq!(
@@ -353,7 +414,8 @@ mod tests {
             ClientFrame::Publish {
                 id: None,
                 channel: "room:x".into(),
-                data: Payload::Binary(Bytes::from_static(&[0, 1]))
+                data: Payload::Binary(Bytes::from_static(&[0, 1])),
+                idempotency_key: None,
             }
         );
         assert_eq!(

@@ -77,6 +77,19 @@ pub fn is_valid_epoch(epoch: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// An idempotency key (PROTOCOL.md §5): 1–64 characters of `[A-Za-z0-9_.:-]`.
+pub fn is_valid_idempotency_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// Why an idempotency key is refused (the message of `bad_frame` / `bad_request`).
+pub const IDEMPOTENCY_KEY_RULE: &str =
+    "`idempotency_key` must be 1-64 characters of [A-Za-z0-9_.:-]";
+
 /// A message on a channel, as stored in history and delivered to subscribers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {

@@ -29,8 +29,8 @@ pub use memory::{MemoryCluster, MemoryRouter};
 pub use policy::{HistoryPolicies, HistoryPolicy};
 pub use redis::{RedisRouter, RedisSettings};
 pub use types::{
-    BackplaneStats, ConnInfo, HistoryRead, NodeInfo, NodeStatus, PresenceInfo, PublishOutcome,
-    PublishRequest, RouterError, ShardStatus,
+    BackplaneStats, ConnInfo, HistoryRead, Idempotency, NodeInfo, NodeStatus, PresenceInfo,
+    PublishOutcome, PublishRequest, RouterError, ShardStatus,
 };
 
 pub type Result<T, E = RouterError> = std::result::Result<T, E>;

@@ -1,4 +1,4 @@
-//! The behaviour suite every router implementation must pass (memory now, Redis later).
+//! The behaviour suite every router implementation must pass (memory and Redis).
 //!
 //! An implementation provides a [`ClusterFactory`] and either calls [`run_all`] or expands
 //! [`router_testsuite!`](crate::router_testsuite) to get one `#[tokio::test]` per case:
@@ -16,9 +16,11 @@
 //! - `sink`: [`RecordingSink`], the [`NodeSink`](crate::NodeSink) that cases observe.
 //! - `routing`: publish outcomes, user and room routing, ordering, message fields.
 //! - `streams`: history reads and recovery, trimming by count and age, acks.
+//! - `idempotency`: idempotent publishes (keys, races, windows, batches).
 //! - `cluster`: registry, leases, presence, cross-node disconnect, shutdown.
 
 mod cluster;
+mod idempotency;
 pub mod redis_cluster;
 pub mod redis_server;
 mod routing;
@@ -41,6 +43,9 @@ use crate::{ConnInfo, HistoryPolicies, PublishOutcome, PublishRequest, Router};
 
 pub use self::cluster::{
     case_disconnect_user, case_lease_expiry, case_presence, case_registry, case_shutdown,
+};
+pub use self::idempotency::{
+    case_idempotency_window_and_batches, case_idempotent_publish, case_idempotent_publish_races,
 };
 pub use self::routing::{
     case_empty_channel_rejected, case_message_fields, case_ordering, case_room_routing,
@@ -84,6 +89,9 @@ macro_rules! router_testsuite {
             case_no_history_rooms,
             case_acks,
             case_reset_epoch,
+            case_idempotent_publish,
+            case_idempotent_publish_races,
+            case_idempotency_window_and_batches,
             case_registry,
             case_lease_expiry,
             case_presence,
@@ -264,6 +272,7 @@ pub async fn publish(
             channel: channel.to_owned(),
             from: from.map(str::to_owned),
             data,
+            idempotency: None,
         })
         .await
         .unwrap_or_else(|e| panic!("publish on {channel} through {} failed: {e}", node.id))

@@ -48,6 +48,19 @@ pub struct PublishRequest {
     /// The sender: set by the server from the token for client publishes.
     pub from: Option<String>,
     pub data: Payload,
+    /// Makes a retry of this publish safe (PROTOCOL.md §5).
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An idempotency key with its window: a publish to the same channel with the same
+/// `key` within `window` of the first is neither stored nor routed again; it is
+/// answered with the first one's outcome. The check and the store are one atomic step,
+/// so a retry can never race the original into two offsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The key, already validated and scoped by the caller (e.g. per sender).
+    pub key: String,
+    pub window: std::time::Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +72,10 @@ pub struct PublishOutcome {
     pub online: bool,
     /// How many nodes the message was routed to live.
     pub nodes: u32,
+    /// The idempotency key was seen within its window: nothing was stored or routed, and
+    /// this is the first publish's outcome (its position, `online` and `nodes`; `message`
+    /// carries this request's id and payload).
+    pub duplicate: bool,
 }
 
 #[derive(Clone, Debug)]

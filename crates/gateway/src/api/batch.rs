@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use switchboard_proto::pb;
 use switchboard_router::{PublishOutcome, PublishRequest};
 
-use super::publish::{check_message, payload_from_json, push_result, PublishJson};
+use super::publish::{check_key, check_message, payload_from_json, push_result, PublishJson};
 use super::{answer, ApiError, ApiResult, Format};
 use crate::node::Node;
 
@@ -40,7 +40,8 @@ fn decode(node: &Node, body: &[u8], proto: bool) -> Result<Vec<(String, Item)>, 
                     .map_err(|m| ApiError::bad("bad_request", m))
                     .and_then(|data| {
                         let from = (!p.from.is_empty()).then_some(p.from);
-                        check_message(node, p.channel, data, from)
+                        let key = check_key(Some(p.idempotency_key), true)?;
+                        check_message(node, p.channel, data, from, key)
                     });
                 (channel, item)
             })
@@ -57,8 +58,10 @@ fn decode(node: &Node, body: &[u8], proto: bool) -> Result<Vec<(String, Item)>, 
                 let channel = p.channel.clone().unwrap_or_default();
                 let item = match p.channel {
                     None => Err(ApiError::bad("bad_request", "`channel` is required")),
-                    Some(ch) => payload_from_json(p.data, p.data_b64)
-                        .and_then(|data| check_message(node, ch, data, p.from)),
+                    Some(ch) => payload_from_json(p.data, p.data_b64).and_then(|data| {
+                        let key = check_key(p.idempotency_key, false)?;
+                        check_message(node, ch, data, p.from, key)
+                    }),
                 };
                 (channel, item)
             })

@@ -8,6 +8,7 @@ use prost::Message as _;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
 use switchboard_proto::channel::is_valid_user_id;
+use switchboard_proto::model::{is_valid_idempotency_key, IDEMPOTENCY_KEY_RULE};
 use switchboard_proto::{binary, pb, Payload};
 use switchboard_router::{PublishOutcome, PublishRequest};
 
@@ -23,6 +24,7 @@ pub(super) struct PublishJson<'a> {
     pub(super) data: Option<&'a RawValue>,
     pub(super) data_b64: Option<String>,
     pub(super) from: Option<String>,
+    pub(super) idempotency_key: Option<String>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -34,6 +36,19 @@ struct PublishBody {
     channels: Vec<String>,
     data: Payload,
     from: Option<String>,
+    /// Validated; for a broadcast, one key for each of its channels.
+    key: Option<String>,
+}
+
+/// An optional idempotency key of a body, which must follow the contract's rule. In
+/// protobuf bodies (`proto`) the empty string is none: proto3 has no absent strings.
+pub(super) fn check_key(key: Option<String>, proto: bool) -> Result<Option<String>, ApiError> {
+    match key {
+        None => Ok(None),
+        Some(k) if proto && k.is_empty() => Ok(None),
+        Some(k) if is_valid_idempotency_key(&k) => Ok(Some(k)),
+        Some(_) => Err(ApiError::bad("bad_request", IDEMPOTENCY_KEY_RULE)),
+    }
 }
 
 fn decode_publish(
@@ -43,19 +58,20 @@ fn decode_publish(
     many: bool,
 ) -> Result<PublishBody, ApiError> {
     let decoded = if proto {
-        let (channels, data, from) = if many {
+        let (channels, data, from, key) = if many {
             let b = pb::BroadcastRequest::decode(body)
                 .map_err(|e| ApiError::bad("bad_request", e.to_string()))?;
-            (b.channels, b.data, b.from)
+            (b.channels, b.data, b.from, b.idempotency_key)
         } else {
             let p = pb::PublishRequest::decode(body)
                 .map_err(|e| ApiError::bad("bad_request", e.to_string()))?;
-            (vec![p.channel], p.data, p.from)
+            (vec![p.channel], p.data, p.from, p.idempotency_key)
         };
         PublishBody {
             channels,
             data: binary::payload_from_pb(data).map_err(|m| ApiError::bad("bad_request", m))?,
             from: (!from.is_empty()).then_some(from),
+            key: check_key(Some(key), true)?,
         }
     } else {
         let j: PublishJson<'_> = serde_json::from_slice(body)
@@ -73,6 +89,7 @@ fn decode_publish(
             channels,
             data,
             from: j.from,
+            key: check_key(j.idempotency_key, false)?,
         }
     };
     check_data(node, &decoded.data, decoded.from.as_deref())?;
@@ -128,6 +145,7 @@ pub(super) fn check_message(
     channel: String,
     data: Payload,
     from: Option<String>,
+    key: Option<String>,
 ) -> Result<PublishRequest, ApiError> {
     check_channel(node, &channel)?;
     check_data(node, &data, from.as_deref())?;
@@ -135,6 +153,7 @@ pub(super) fn check_message(
         channel,
         from,
         data,
+        idempotency: node.idempotency(key, None),
     })
 }
 
@@ -147,7 +166,9 @@ pub(super) fn push_result(
 ) {
     match result {
         Ok(o) => {
-            m::hot().publishes.increment(1);
+            if !o.duplicate {
+                m::hot().publishes.increment(1);
+            }
             json_results.push(outcome_json(&o));
             pb_results.push(outcome_pb(&o));
         }
@@ -167,13 +188,17 @@ pub(super) fn push_result(
 }
 
 pub(super) fn outcome_json(o: &PublishOutcome) -> Value {
-    json!({
+    let mut v = json!({
         "channel": o.message.channel,
         "epoch": o.message.epoch,
         "offset": o.message.offset,
         "online": o.online,
         "nodes": o.nodes,
-    })
+    });
+    if o.duplicate {
+        v["duplicate"] = Value::Bool(true);
+    }
+    v
 }
 
 pub(super) fn outcome_pb(o: &PublishOutcome) -> pb::PublishResult {
@@ -184,6 +209,7 @@ pub(super) fn outcome_pb(o: &PublishOutcome) -> pb::PublishResult {
         online: o.online,
         nodes: o.nodes,
         error: None,
+        duplicate: o.duplicate,
     }
 }
 
@@ -197,9 +223,12 @@ pub(super) async fn publish(node: &Node, body: &[u8], proto: bool, format: Forma
             channel,
             from: b.from,
             data: b.data,
+            idempotency: node.idempotency(b.key, None),
         })
         .await?;
-    m::hot().publishes.increment(1);
+    if !o.duplicate {
+        m::hot().publishes.increment(1);
+    }
     answer(format, outcome_json(&o), || outcome_pb(&o).encode_to_vec())
 }
 
@@ -230,6 +259,7 @@ pub(super) async fn broadcast(node: &Node, body: &[u8], proto: bool, format: For
             channel: channel.clone(),
             from: b.from.clone(),
             data: b.data.clone(),
+            idempotency: node.idempotency(b.key.clone(), None),
         })
         .collect();
     let mut published = node.router.publish_many(requests).await.into_iter();

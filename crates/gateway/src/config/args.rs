@@ -35,6 +35,7 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
     "rate_limit_burst",
     "bad_frame_limit",
     "bad_frame_window_seconds",
+    "idempotency_window_seconds",
     "log_format",
     "log_level",
     "demo",
@@ -194,6 +195,15 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub bad_frame_window_seconds: Option<String>,
+    /// How long an idempotency key is remembered per channel: a publish with the same key
+    /// within it is answered with the first one's position and not stored again,
+    /// 1..=86400 s. Default: 300.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_IDEMPOTENCY_WINDOW_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub idempotency_window_seconds: Option<String>,
     /// Channel history rules, first match wins: pattern=max_messages/max_age_seconds,
     /// comma-separated (e.g. "room:chat*=100/3600"); replaces the file's [[history]] tables.
     /// Default: user channels keep 1000 messages or 24 h, other channels none.
@@ -296,6 +306,7 @@ pub(super) fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
         "rate_limit_burst" => one(&args.rate_limit_burst),
         "bad_frame_limit" => one(&args.bad_frame_limit),
         "bad_frame_window_seconds" => one(&args.bad_frame_window_seconds),
+        "idempotency_window_seconds" => one(&args.idempotency_window_seconds),
         "history" => one(&args.history),
         "namespaces" => one(&args.namespaces),
         "presence_namespaces" => one(&args.presence_namespaces),

@@ -111,6 +111,8 @@ pub(super) fn build(
     }
     let bad_frame_limit = l.int("bad_frame_limit", 10, 1, 100_000);
     let bad_frame_window = Duration::from_secs(l.int("bad_frame_window_seconds", 60, 1, 3600));
+    let idempotency_window =
+        Duration::from_secs(l.int("idempotency_window_seconds", 300, 1, 86_400));
 
     let history_rules =
         match cli_value(l.args, "history").filter(|v| v.iter().any(|i| !i.trim().is_empty())) {
@@ -184,6 +186,7 @@ pub(super) fn build(
         rate_limit_burst: to_u32(rate_limit_burst),
         bad_frame_limit: to_u32(bad_frame_limit),
         bad_frame_window,
+        idempotency_window,
         history: HistoryPolicies::new(history_rules),
         namespaces,
         presence_namespaces,

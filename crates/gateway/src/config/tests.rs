@@ -312,6 +312,8 @@ fn ranges_and_cross_checks() {
         ("max_connections", "0"),
         ("outbound_queue_frames", "-5"),
         ("bad_frame_window_seconds", "0"),
+        ("idempotency_window_seconds", "0"),
+        ("idempotency_window_seconds", "86401"),
         ("redis_url", "localhost:6379"),
         ("node_id", "bad id"),
         ("allowed_origins", "https://a.com/"),

@@ -63,9 +63,120 @@ async fn live_messages_during_a_replay_come_after_it_without_duplicates() {
         c.deliver(&Delivery::new(msg("room:a", "e", o)));
     }
     assert_eq!(queued(&c), [5]);
-    // A new epoch is followed.
-    c.deliver(&Delivery::new(msg("room:a", "f", 1)));
+    // A new epoch is never followed silently: the channel is held for a repair.
+    assert!(
+        c.deliver(&Delivery::new(msg("room:a", "f", 1))),
+        "a new epoch needs a repair"
+    );
+    assert!(queued(&c).is_empty());
+    assert_eq!(c.held_position("room:a"), Some(StreamPosition::new("e", 5)));
+}
+
+/// Frames queued so far (draining the queue), as JSON.
+fn frames(c: &ConnHandle) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    c.outbound.take(&mut items, usize::MAX);
+    items
+        .iter()
+        .filter_map(|i| serde_json::from_slice(&i.data).ok())
+        .collect()
+}
+
+/// A resync: the frame first, then what history has in the new epoch, then the live
+/// messages of the new epoch held meanwhile; live messages of the old epoch are dropped
+/// (the client reloads what came before), and delivery goes on in the new epoch.
+#[tokio::test]
+async fn a_resync_moves_the_channel_to_the_new_epoch_without_closing() {
+    let c = conn(1024);
+    c.begin("room:a");
+    let _ = c
+        .open(
+            "room:a",
+            &StreamPosition::new("e", 0),
+            &pong(),
+            &[msg("room:a", "e", 1)],
+        )
+        .await;
     assert_eq!(queued(&c), [1]);
+    // Redis restarted empty: the channel is held; a late old-epoch message and two of
+    // the new epoch arrive while the repair reads history.
+    assert!(c.hold("room:a").is_some());
+    for m in [
+        msg("room:a", "e", 2),
+        msg("room:a", "f", 2),
+        msg("room:a", "f", 3),
+    ] {
+        c.deliver(&Delivery::new(m));
+    }
+    let released = c
+        .resync(
+            "room:a",
+            &StreamPosition::new("f", 0),
+            &[msg("room:a", "f", 1), msg("room:a", "f", 2)],
+        )
+        .await;
+    assert_eq!(released, Released::Live);
+    let sent = frames(&c);
+    assert_eq!(
+        sent[0],
+        serde_json::json!({"type":"resync","channel":"room:a","epoch":"f","offset":0})
+    );
+    let delivered: Vec<(String, u64)> = sent[1..]
+        .iter()
+        .map(|v| {
+            (
+                v["epoch"].as_str().unwrap().to_owned(),
+                v["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [("f".into(), 1), ("f".into(), 2), ("f".into(), 3)],
+        "replay, then held live messages of the new epoch, without duplicates"
+    );
+    assert!(!c.deliver(&Delivery::new(msg("room:a", "f", 4))));
+    assert_eq!(queued(&c), [4], "live again in the new epoch");
+    assert!(c.outbound.status().0.is_none(), "the connection stays open");
+}
+
+/// A message of a newer epoch held after the resync's own epoch holds the channel again
+/// (a second restart during the repair): never followed silently.
+#[tokio::test]
+async fn a_newer_epoch_during_a_resync_holds_the_channel_again() {
+    let c = conn(1024);
+    c.begin("user:alice");
+    let _ = c
+        .open("user:alice", &StreamPosition::new("e", 3), &pong(), &[])
+        .await;
+    assert!(c.hold("user:alice").is_some());
+    for m in [msg("user:alice", "f", 1), msg("user:alice", "g", 1)] {
+        c.deliver(&Delivery::new(m));
+    }
+    let released = c
+        .resync("user:alice", &StreamPosition::new("f", 0), &[])
+        .await;
+    assert_eq!(released, Released::Epoch);
+    assert_eq!(
+        c.held_position("user:alice"),
+        Some(StreamPosition::new("f", 1)),
+        "delivered f:1, then held at g:1"
+    );
+}
+
+#[test]
+fn older_epochs_are_dropped_from_what_was_held() {
+    let d = |e: &str, o| Delivery::new(msg("room:a", e, o));
+    let mut pending = vec![d("e", 5), d("f", 1), d("e", 6), d("f", 2), d("g", 1)];
+    drop_older_epochs(&mut pending, "f");
+    let kept: Vec<(String, u64)> = pending
+        .iter()
+        .map(|d| (d.message.epoch.clone(), d.message.offset))
+        .collect();
+    assert_eq!(kept, [("f".into(), 1), ("f".into(), 2), ("g".into(), 1)]);
+    let mut pending = vec![d("e", 5), d("e", 6)];
+    drop_older_epochs(&mut pending, "f");
+    assert!(pending.is_empty());
 }
 
 #[tokio::test]
@@ -180,7 +291,10 @@ async fn a_replay_that_diverges_keeps_the_channel_held() {
     assert!(c.hold("user:alice").is_some());
     let mut other = (*msg("user:alice", "e", 1)).clone();
     other.id = "m-rewritten".into();
-    assert!(!c.release("user:alice", &[Arc::new(other)]).await);
+    assert_eq!(
+        c.release("user:alice", &[Arc::new(other)]).await,
+        Released::Diverged
+    );
     assert!(c.held("user:alice").expect("still held").diverged);
     assert!(queued(&c).is_empty());
 }

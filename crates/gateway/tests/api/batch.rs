@@ -134,6 +134,7 @@ async fn protobuf_batch() {
             kind: Some(pb::payload::Kind::Binary(Bytes::from(text.to_owned()))),
         }),
         from: String::new(),
+        ..Default::default()
     };
     let req = pb::BatchRequest {
         messages: vec![

@@ -26,6 +26,7 @@ async fn protobuf_publish_answers_protobuf() {
             kind: Some(pb::payload::Kind::Binary(Bytes::from_static(b"\x00\xffpb"))),
         }),
         from: "backend".into(),
+        ..Default::default()
     };
     let (status, body) = node
         .http(
@@ -65,6 +66,7 @@ async fn protobuf_publish_answers_protobuf() {
             kind: Some(pb::payload::Kind::Json(r#"{"k":"v"}"#.into())),
         }),
         from: String::new(),
+        ..Default::default()
     };
     let (status, body) = node
         .http(
@@ -107,6 +109,7 @@ async fn protobuf_broadcast_and_accept_header() {
             kind: Some(pb::payload::Kind::Json("1".into())),
         }),
         from: String::new(),
+        ..Default::default()
     };
     let (status, body) = node
         .http(

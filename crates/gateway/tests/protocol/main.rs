@@ -82,6 +82,7 @@ fn pb_publish(id: u64, channel: &str, data: Option<pb::Payload>) -> Kind {
         id,
         channel: channel.into(),
         data,
+        ..Default::default()
     })
 }
 

@@ -6,6 +6,7 @@
 //! # Layout
 //! - this file: [`MemoryCluster`], [`MemoryRouter`] and the trait glue (validation, locking).
 //! - `state`: the shared state and every rule (leases, purge, routing, history, presence).
+//! - `idempotency`: the keys of idempotent publishes and their windows.
 //!
 //! All state sits behind one mutex that is never held across an `.await`. Sinks are called
 //! while it is held, so every node sees a channel's messages in offset order; sinks must
@@ -14,6 +15,7 @@
 //! Time: leases and history ages use `tokio::time::Instant`, so tests may drive them with
 //! `tokio::time::pause()`; message timestamps and `since_ms` use the wall clock.
 
+mod idempotency;
 mod state;
 mod stream;
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use super::idempotency::{First, Keys};
 use super::stream::{Stored, Stream};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -82,6 +83,7 @@ pub(super) struct State {
     /// channel → user → `(node, conn_id)` of the user's connections in the room.
     presence: HashMap<String, BTreeMap<String, HashSet<(String, String)>>>,
     acks: HashMap<String, StreamPosition>,
+    idempotency: Keys,
 }
 
 impl State {
@@ -96,6 +98,7 @@ impl State {
             conns: HashMap::new(),
             presence: HashMap::new(),
             acks: HashMap::new(),
+            idempotency: Keys::default(),
         }
     }
 
@@ -372,6 +375,24 @@ impl State {
     }
 
     pub(super) fn publish(&mut self, request: PublishRequest, now: Instant) -> PublishOutcome {
+        if let Some(idem) = &request.idempotency {
+            if let Some(first) = self.idempotency.get(&request.channel, &idem.key, now) {
+                return PublishOutcome {
+                    message: Arc::new(Message {
+                        channel: request.channel,
+                        id: String::new(),
+                        from: request.from,
+                        epoch: first.position.epoch,
+                        offset: first.position.offset,
+                        ts: now_ms(),
+                        data: request.data,
+                    }),
+                    online: first.online,
+                    nodes: first.nodes,
+                    duplicate: true,
+                };
+            }
+        }
         let user = user_of(&request.channel);
         let (sinks, online) = match user {
             Some(user) => {
@@ -387,6 +408,7 @@ impl State {
         };
         self.next_id += 1;
         let id = format!("m-{}{}", self.id_tag, self.next_id);
+        let request_idempotency = request.idempotency;
         let stream = self.stream(&request.channel);
         stream.top += 1;
         let message = Arc::new(Message {
@@ -408,10 +430,21 @@ impl State {
         for sink in &sinks {
             sink.deliver(Arc::clone(&message));
         }
+        let nodes = u32::try_from(sinks.len()).unwrap_or(u32::MAX);
+        if let Some(idem) = &request_idempotency {
+            let first = First {
+                position: message.position(),
+                online,
+                nodes,
+            };
+            self.idempotency
+                .insert(&message.channel, &idem.key, first, now + idem.window);
+        }
         PublishOutcome {
             message,
             online,
-            nodes: u32::try_from(sinks.len()).unwrap_or(u32::MAX),
+            nodes,
+            duplicate: false,
         }
     }
 

@@ -78,6 +78,7 @@ async fn lease_expiry_emits_leave_and_stops_delivery() {
             channel: "room:r".into(),
             from: None,
             data: json(1),
+            idempotency: None,
         })
         .await
         .unwrap();
@@ -103,6 +104,7 @@ async fn age_trimming_follows_paused_time() {
             channel: "room:x".into(),
             from: None,
             data: json(n),
+            idempotency: None,
         })
     };
     publish(1).await.unwrap();
@@ -125,6 +127,7 @@ async fn rejects_bad_input_without_panicking() {
             channel: "room:x".into(),
             from: None,
             data: json(1),
+            idempotency: None,
         })
         .await;
     assert!(matches!(publish, Err(RouterError::Unavailable(_))));
@@ -152,6 +155,7 @@ async fn rejects_bad_input_without_panicking() {
             channel: "user:".into(),
             from: None,
             data: json(1),
+            idempotency: None,
         })
         .await
         .unwrap();
@@ -173,6 +177,7 @@ async fn restart_after_shutdown() {
             channel: "user:u".into(),
             from: None,
             data: json(1),
+            idempotency: None,
         })
         .await
         .unwrap();

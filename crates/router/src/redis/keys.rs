@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `P{ch}:m` | hash | `e` epoch, `w` 1 once the stream was written, `o` newest offset (channels without history), `r` when to refresh the TTLs (ms) |
 //! | `P{ch}:s` | stream | history: entry id `0-<offset>`, fields `d` (the message without epoch/offset, protobuf) and `t` (ms) |
+//! | `P{ch}:i:<key>` | string | an idempotency key within its window (`PX`): the first publish's `"<epoch> <offset> <receivers>"` |
 //! | `P{ch}` | shard channel | live delivery of `ch`, SSUBSCRIBEd by every node that holds it |
 //! | `P{user:u}:c` | hash | registry: conn id → `"<node> <since_ms>"` |
 //! | `P{user:u}:a` | string | the inbox ack, `"<epoch> <offset>"` |
@@ -58,6 +59,11 @@ impl Keys {
 
     pub fn stream(&self, ch: &str) -> String {
         self.tagged(ch, ":s")
+    }
+
+    /// An idempotency key of `ch` (validated and scoped by the caller).
+    pub fn idempotency(&self, ch: &str, key: &str) -> String {
+        self.tagged(ch, &format!(":i:{key}"))
     }
 
     /// The shard channel carrying `ch`'s live messages (and a room's presence, a user's
@@ -127,6 +133,7 @@ mod tests {
         for key in [
             k.meta(ch),
             k.stream(ch),
+            k.idempotency(ch, "k-1/bob"),
             k.live(ch),
             k.registry(ch),
             k.ack(ch),

@@ -26,6 +26,8 @@ struct Stored {
     offset: u64,
     /// SPUBLISH's answer: how many nodes got it live.
     receivers: Option<u64>,
+    /// The idempotency key was seen: this is the first publish's answer.
+    duplicate: bool,
 }
 
 fn parse(v: Value) -> Result<Stored> {
@@ -44,6 +46,7 @@ fn parse(v: Value) -> Result<Stored> {
         offset: offset
             .ok_or_else(|| RouterError::Unavailable("unexpected publish answer".into()))?,
         receivers: u64::try_from(receivers).ok(),
+        duplicate: parts.get(3).and_then(Value::as_int) == Some(1),
     })
 }
 
@@ -95,12 +98,23 @@ fn prepare(inner: &Inner, request: PublishRequest) -> Result<Prepared> {
         .redis_deadline_ms(inner.settings.command_timeout)
         .max(0);
     let meta = keys.meta(ch);
+    let idem = request.idempotency.as_ref().map(|i| {
+        (
+            keys.idempotency(ch, &i.key),
+            i.window.as_millis().max(1) as i64,
+        )
+    });
+    let scripts = &inner.scripts;
     let (cmd, acks) = if max_len > 0 {
         let stream = keys.stream(ch);
-        let cmd = inner
-            .scripts
-            .publish
-            .cmd(&[meta.as_bytes(), stream.as_bytes()])
+        let (script, with_key) = match &idem {
+            Some((key, _)) => (&scripts.publish_keyed, Some(key.as_bytes())),
+            None => (&scripts.publish, None),
+        };
+        let mut names = vec![meta.as_bytes(), stream.as_bytes()];
+        names.extend(with_key);
+        let cmd = script
+            .cmd(&names)
             .arg(&template)
             .int(max_len)
             .int(ttl)
@@ -108,6 +122,7 @@ fn prepare(inner: &Inner, request: PublishRequest) -> Result<Prepared> {
             .arg(epoch_candidate(&message))
             .arg(&live)
             .int(deadline);
+        let cmd = with_window(cmd, idem.as_ref());
         let acks = inner.replica_acks(slot);
         let cmd = if acks > 0 {
             cmd.on(Lane::Replicated)
@@ -116,18 +131,23 @@ fn prepare(inner: &Inner, request: PublishRequest) -> Result<Prepared> {
         };
         (cmd, acks)
     } else {
-        // Nothing is stored: nothing for a replica to keep.
-        let cmd = inner
-            .scripts
-            .number
-            .cmd(&[meta.as_bytes()])
+        // Nothing is stored: nothing for a replica to keep (an idempotency key is
+        // only worth what the channel's numbering is).
+        let (script, with_key) = match &idem {
+            Some((key, _)) => (&scripts.number_keyed, Some(key.as_bytes())),
+            None => (&scripts.number, None),
+        };
+        let mut names = vec![meta.as_bytes()];
+        names.extend(with_key);
+        let cmd = script
+            .cmd(&names)
             .arg(&template)
             .int(ttl)
             .int(message.ts)
             .arg(epoch_candidate(&message))
             .arg(&live)
             .int(deadline);
-        (cmd, 0)
+        (with_window(cmd, idem.as_ref()), 0)
     };
     Ok(Prepared {
         message,
@@ -135,6 +155,14 @@ fn prepare(inner: &Inner, request: PublishRequest) -> Result<Prepared> {
         slot,
         acks,
     })
+}
+
+/// A keyed script's last argument: the window (ms).
+fn with_window(cmd: Cmd, idem: Option<&(String, i64)>) -> Cmd {
+    match idem {
+        Some((_, window)) => cmd.int(*window),
+        None => cmd,
+    }
 }
 
 /// The epoch a channel gets if this message starts one: the message id without its
@@ -151,6 +179,7 @@ fn outcome(mut message: Message, stored: Stored) -> PublishOutcome {
         message: Arc::new(message),
         nodes: u32::try_from(receivers).unwrap_or(u32::MAX),
         online: receivers > 0,
+        duplicate: stored.duplicate,
     }
 }
 

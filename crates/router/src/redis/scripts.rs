@@ -49,6 +49,25 @@ if ARGV[DEADLINE_ARG] ~= '0' then
 end
 "#;
 
+/// The idempotency check in front of a keyed publish (KEYS[IDEM_KEY] is the key): when the
+/// key was seen within its window, answers the first publish's `{epoch, offset,
+/// receivers, 1}` having done nothing else.
+const IDEM_CHECK: &str = r#"
+local seen = redis.call('GET', KEYS[IDEM_KEY])
+if seen then
+  local e, o, r = string.match(seen, '^(%S+) (%S+) (%S+)$')
+  return {e, tonumber(o) or o, tonumber(r), 1}
+end
+"#;
+
+/// Replaces the answer of a publish script in its keyed variant: the answer is
+/// remembered under the idempotency key for the window (ARGV[IDEM_WINDOW], ms) first.
+const IDEM_STORE: &str = r#"
+local out = {ANSWER}
+redis.call('SET', KEYS[IDEM_KEY], out[1] .. ' ' .. out[2] .. ' ' .. out[3], 'PX', ARGV[IDEM_WINDOW])
+return out
+"#;
+
 /// Publishes to a channel that keeps history.
 ///
 /// KEYS: meta, stream.
@@ -109,6 +128,23 @@ else
 end
 return {epoch, offset, redis.call('SPUBLISH', ARGV[5], 'D' .. epoch .. ' ' .. offset .. ' ' .. ARGV[1])}
 "#;
+
+/// The keyed variant of a publish script (`body`): the idempotency check after the
+/// deadline's, and the answer stored under the key. The key is KEYS[`key`], the window
+/// ARGV[`window`]; the script's own keys and arguments come first, unchanged.
+fn keyed(body: &str, key: usize, window: usize) -> String {
+    let (head, answer) = body
+        .trim_end()
+        .rsplit_once("return {")
+        .expect("a publish script ends with its answer");
+    let answer = answer.strip_suffix('}').expect("the answer is a table");
+    let check = IDEM_CHECK.replace("IDEM_KEY", &key.to_string());
+    let store = IDEM_STORE
+        .replace("ANSWER", answer)
+        .replace("IDEM_KEY", &key.to_string())
+        .replace("IDEM_WINDOW", &window.to_string());
+    format!("{check}{head}{store}")
+}
 
 /// Reads a channel's position and history.
 ///
@@ -332,6 +368,10 @@ return out
 pub struct Scripts {
     pub publish: Script,
     pub number: Script,
+    /// `publish` and `number` with an idempotency key (KEYS: theirs, then the key;
+    /// ARGV: theirs, then the window in ms).
+    pub publish_keyed: Script,
+    pub number_keyed: Script,
     pub read: Script,
     pub ack: Script,
     pub reset: Script,
@@ -358,6 +398,8 @@ impl Scripts {
         Scripts {
             publish: lean(PUBLISH, 7),
             number: lean(NUMBER, 6),
+            publish_keyed: lean(&keyed(PUBLISH, 3, 8), 7),
+            number_keyed: lean(&keyed(NUMBER, 2, 7), 6),
             read: s(READ),
             ack: s(ACK),
             reset: s(RESET),

@@ -152,6 +152,7 @@ pub async fn case_ordering(factory: &dyn ClusterFactory) {
                     channel,
                     from: None,
                     data: json(i),
+                    idempotency: None,
                 };
                 router.publish(request).await.map(|o| o.message)
             }));
@@ -268,6 +269,7 @@ pub async fn case_empty_channel_rejected(factory: &dyn ClusterFactory) {
         channel: String::new(),
         from: None,
         data: json(1),
+        idempotency: None,
     };
     match nodes[0].router.publish(request).await {
         Err(RouterError::BadRequest(_)) => {}
