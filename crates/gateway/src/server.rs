@@ -209,7 +209,7 @@ async fn drain(node: &Arc<Node>, stop_public: &CancellationToken) {
             reconnect_ms,
         });
         conn.outbound
-            .close(close_request(close::SERVICE_RESTART, "draining"), true);
+            .close_after_message(close_request(close::SERVICE_RESTART, "draining"));
     }
     // Wait for the sockets (hyper's graceful shutdown does not see upgraded ones).
     while node.hub.len() > 0 && tokio::time::Instant::now() < deadline {

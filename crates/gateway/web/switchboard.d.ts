@@ -71,10 +71,30 @@ export interface PongFrame {
   id?: number;
 }
 
+/**
+ * History this client depended on in `channel` is gone: reload the channel's state from
+ * your backend; delivery goes on after (epoch, offset). Emitted for a `resync` frame on
+ * a live connection (Redis restarted empty, a failover lost writes, a gap older than the
+ * stream) and for a resume answered `recovered:false`.
+ */
 export interface ResyncEvent {
   channel: string;
   epoch: string;
   offset: number;
+}
+
+/** The `resync` frame as the server sends it. */
+export interface ResyncFrame extends ResyncEvent {
+  type: 'resync';
+}
+
+export interface PublishOptions {
+  /**
+   * 1–64 characters of [A-Za-z0-9_.:-]. Default: a fresh random key per publish. The same
+   * key on the same channel within the server's window (300 s by default) is stored once
+   * and answered with the first position.
+   */
+  idempotencyKey?: string;
 }
 
 /** Emitted before each scheduled reconnect (an addition to the documented events). */
@@ -170,8 +190,13 @@ export class Switchboard {
   /** Resolves the subscribe reply; the room is re-subscribed (with since) after every reconnect. */
   subscribe(channel: string): Promise<ReplyFrame>;
   unsubscribe(channel: string): Promise<ReplyFrame>;
-  /** Resolves the message's position. Bytes are sent as data_b64. */
-  publish(channel: string, data: unknown): Promise<Position>;
+  /**
+   * Resolves the message's position. Bytes are sent as data_b64. Every publish carries an
+   * idempotency key; one whose connection drops before the reply is sent again with the
+   * same key after the reconnect, before newer requests (exactly-once, in send order),
+   * until `requestTimeoutMs` passes.
+   */
+  publish(channel: string, data: unknown, options?: PublishOptions): Promise<Position>;
   /** Resolves the reply's data. */
   rpc<T = unknown>(method: string, data?: unknown): Promise<T>;
   /** Resolves the pong frame. */

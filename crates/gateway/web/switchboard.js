@@ -47,6 +47,15 @@ function reportHandlerError(e) {
   else console.error(e);
 }
 
+/** A fresh idempotency key: a UUID where the platform has one, else 32 random base-36 chars. */
+function newKey(random) {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  let key = '';
+  while (key.length < 32) key += Math.floor(random() * 36).toString(36);
+  return key;
+}
+
 function toBase64(bytes) {
   let s = '';
   for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
@@ -181,9 +190,16 @@ export class Switchboard {
     return this._request({ type: 'unsubscribe', channel }, 'unsubscribe');
   }
 
-  /** Publishes to a channel; resolves {epoch, offset}. Bytes (Uint8Array/ArrayBuffer) go as data_b64. */
-  publish(channel, data) {
-    const frame = { type: 'publish', channel };
+  /**
+   * Publishes to a channel; resolves {epoch, offset}. Bytes (Uint8Array/ArrayBuffer) go as
+   * data_b64. Every publish carries an idempotency key (`options.idempotencyKey`, else a
+   * random one): when the connection drops before the reply, the publish is sent again
+   * with the same key after the reconnect, before anything newer — the server stores it
+   * once and answers the first position (exactly-once, in send order).
+   */
+  publish(channel, data, options = {}) {
+    const key = options.idempotencyKey ?? newKey(this._random);
+    const frame = { type: 'publish', channel, idempotency_key: key };
     if (data instanceof ArrayBuffer) frame.data_b64 = toBase64(new Uint8Array(data));
     else if (ArrayBuffer.isView(data)) frame.data_b64 = toBase64(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     else frame.data = data;
@@ -355,14 +371,23 @@ export class Switchboard {
       room.confirmed = false;
       room.inflight = null;
     }
-    const pending = [...this._pending.values()];
+    const pending = [...this._pending.values()].sort((a, b) => a.id - b.id);
     this._pending.clear();
+    const retry = [];
     for (const entry of pending) {
       if (entry.kind === 'subscribe') continue; // its room (and waiters) are re-subscribed
+      if (entry.kind === 'publish' && entry.frame.idempotency_key) {
+        // Sent again (same key) on the next connection, before what was asked later;
+        // its timer keeps running.
+        entry.id = null;
+        retry.push(entry);
+        continue;
+      }
       this._clearTimeout(entry.timer);
       if (entry.kind === 'unsubscribe') entry.resolve({ type: 'reply', id: entry.id, ok: true });
       else entry.reject(new SwitchboardError('disconnected', `connection lost before the ${entry.frame.type} reply`));
     }
+    this._queue.unshift(...retry);
   }
 
   /** Terminal: nothing more will be sent; reject everything that waits. */
@@ -416,6 +441,8 @@ export class Switchboard {
         return this._emit('presence', frame);
       case 'goaway':
         return this._onGoaway(frame);
+      case 'resync':
+        return this._onResync(frame);
       case 'error':
         return this._emit('error', frame);
       default:
@@ -512,6 +539,14 @@ export class Switchboard {
     }
     if (resync) this._emit('resync', resync);
     settleWaiters(this, room, r, null);
+  }
+
+  /** History this connection depended on is gone: delivery goes on after the new position. */
+  _onResync(f) {
+    if (typeof f.channel !== 'string') return;
+    const holder = this._positionHolder(f.channel);
+    holder.pos = { epoch: f.epoch, offset: f.offset };
+    this._emit('resync', { channel: f.channel, epoch: f.epoch, offset: f.offset });
   }
 
   _onGoaway(g) {

@@ -103,6 +103,11 @@ struct State {
     head_sent: usize,
     writer: Writer,
     close: Option<CloseRequest>,
+    /// The connection's task is handling a client message (`begin_message`).
+    handling: bool,
+    /// A close asked for with [`Outbound::close_after_message`] while it was: queued
+    /// once the message is answered (boxed: idle connections carry 8 bytes for it).
+    deferred: Option<Box<CloseRequest>>,
     ended: Option<Ended>,
     /// Since when the queue waits for a socket that takes nothing (the write timeout).
     stalled_since: Option<Instant>,
@@ -336,6 +341,44 @@ impl Outbound {
 
     /// How the writing ended (if it has), and whether the connection's task must wait for
     /// writability and `flush`.
+    /// The connection's task starts handling a client message: a close asked for with
+    /// [`Outbound::close_after_message`] waits until the message is answered.
+    pub fn begin_message(&self) {
+        self.lock().handling = true;
+    }
+
+    /// The message is answered (its reply queued). Returns the close asked for meanwhile,
+    /// which the task now carries out (after the reply).
+    pub fn end_message(&self) -> Option<CloseRequest> {
+        let mut st = self.lock();
+        st.handling = false;
+        st.deferred.take().map(|b| *b)
+    }
+
+    /// Closes, after the client message being handled (if any) is answered: a sender's
+    /// publishes read before the close are stored or refused, and answered, before the
+    /// close frame — so a client that reconnects elsewhere cannot have them stored out of
+    /// its send order. Returns false when the connection is already closing.
+    pub fn close_after_message(&self, request: CloseRequest) -> bool {
+        let mut st = self.lock();
+        if st.close.is_some() || st.ended.is_some() || st.deferred.is_some() {
+            return false;
+        }
+        if st.handling {
+            st.deferred = Some(Box::new(request));
+            return true;
+        }
+        self.close_locked(&mut st, request);
+        true
+    }
+
+    /// Whether a close was requested (our close frame is queued or out, or the writing
+    /// ended): client messages read from now on are not handled.
+    pub fn is_closing(&self) -> bool {
+        let st = self.lock();
+        st.close.is_some() || st.ended.is_some()
+    }
+
     pub fn status(&self) -> (Option<Ended>, bool) {
         let st = self.lock();
         (st.ended, st.writer == Writer::Backlog && st.ended.is_none())

@@ -128,11 +128,22 @@ pub async fn run(
             }
             continue;
         }
+        if conn.outbound.is_closing() {
+            // Our close is out or queued: what the peer sends until it answers it is not
+            // handled (a publish stored now could not be answered).
+            continue;
+        }
         // Boxed: the session's work is large state that an idle connection need not carry.
-        match driver.run(Box::pin(session.handle(&bytes))).await {
+        conn.outbound.begin_message();
+        let handled = driver.run(Box::pin(session.handle(&bytes))).await;
+        let deferred = conn.outbound.end_message();
+        match handled {
             None => return End::Over,
             Some(Some(close)) => return End::Close(close),
             Some(None) => {}
+        }
+        if let Some(close) = deferred {
+            return End::Close(close);
         }
     }
 }

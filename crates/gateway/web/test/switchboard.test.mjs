@@ -475,7 +475,8 @@ test('rpc resolves the data; publish resolves {epoch, offset}; replies matched b
   const c = sb.rpc('orders.get', { id: 'o-17' });
   const [ra, rb, rc] = [ws.frames('rpc')[0], ws.lastFrame('publish'), ws.frames('rpc')[1]];
   assert.deepEqual(ra, { type: 'rpc', id: ra.id, method: 'orders.create', data: { sku: 'A1' } });
-  assert.deepEqual(rb, { type: 'publish', id: rb.id, channel: 'room:lobby', data: { text: 'hi' } });
+  assert.match(rb.idempotency_key, /^[A-Za-z0-9_.:-]{1,64}$/);
+  assert.deepEqual(rb, { type: 'publish', id: rb.id, channel: 'room:lobby', idempotency_key: rb.idempotency_key, data: { text: 'hi' } });
   assert.equal(new Set([ra.id, rb.id, rc.id]).size, 3);
   for (const id of [ra.id, rb.id, rc.id]) assert.ok(Number.isInteger(id));
   // Out of order.
@@ -497,14 +498,64 @@ test('rpc resolves the data; publish resolves {epoch, offset}; replies matched b
   assert.equal((await ping).type, 'pong');
 });
 
-test('a publish in flight when the connection drops rejects with code disconnected (not re-sent)', async (t) => {
+test('publishes without a reply are sent again after a reconnect, same keys, in send order, before newer ones', async (t) => {
   const { sb, WS, tick } = await connected(t);
-  const pub = assert.rejects(sb.publish('room:lobby', { text: 'hi' }), { code: 'disconnected' });
-  WS.last.drop(1006);
-  await pub;
+  const first = WS.last;
+  const a = sb.publish('room:lobby', { n: 1 });
+  const b = sb.publish('room:lobby', { n: 2 });
+  const [fa, fb] = first.frames('publish');
+  first.reply(fa, { epoch: 'r1', offset: 7 }); // a is answered; b is not
+  assert.deepEqual(await a, { epoch: 'r1', offset: 7 });
+  first.drop(1006);
+  const c = sb.publish('room:lobby', { n: 3 }); // asked while disconnected
   await tick(0);
   WS.last.welcome();
-  assert.equal(WS.last.frames('publish').length, 0);
+  const again = WS.last.frames('publish');
+  assert.deepEqual(again.map((f) => f.data.n), [2, 3], 'b first (retried), then c');
+  assert.equal(again[0].idempotency_key, fb.idempotency_key, 'the retry carries the same key');
+  assert.notEqual(again[1].idempotency_key, fb.idempotency_key);
+  WS.last.reply(again[0], { epoch: 'r1', offset: 8 });
+  WS.last.reply(again[1], { epoch: 'r1', offset: 9 });
+  assert.deepEqual(await b, { epoch: 'r1', offset: 8 });
+  assert.deepEqual(await c, { epoch: 'r1', offset: 9 });
+});
+
+test('publish: a caller-chosen idempotency key is sent as is; a retried publish still times out', async (t) => {
+  const { sb, WS, tick } = await connected(t, { requestTimeoutMs: 1000 });
+  const p = sb.publish('user:bob', { hi: 1 }, { idempotencyKey: 'order-17.sent' });
+  assert.equal(WS.last.lastFrame('publish').idempotency_key, 'order-17.sent');
+  const timedOut = assert.rejects(p, { code: 'timeout' });
+  WS.last.drop(1006);
+  await tick(1000);
+  await timedOut;
+});
+
+test('resync frame: a resync event, the new position, dedupe goes on in the new epoch', async (t) => {
+  const { sb, WS, log, tick } = await connected(t);
+  const ws = WS.last;
+  const sub = sb.subscribe('room:lobby');
+  ws.reply(ws.lastFrame('subscribe'), { epoch: 'r1', offset: 4 });
+  await sub;
+  ws.recv(msg('room:lobby', 'r1', 5));
+  ws.recv({ type: 'resync', channel: 'room:lobby', epoch: 'r2', offset: 0 });
+  ws.recv(msg('room:lobby', 'r2', 1));
+  ws.recv(msg('room:lobby', 'r2', 1));
+  ws.recv({ type: 'resync', channel: 'user:alice', epoch: 'e2', offset: 3 });
+  ws.recv(msg('user:alice', 'e2', 3));
+  ws.recv(msg('user:alice', 'e2', 4));
+  assert.deepEqual(log.resync, [
+    { channel: 'room:lobby', epoch: 'r2', offset: 0 },
+    { channel: 'user:alice', epoch: 'e2', offset: 3 },
+  ]);
+  assert.deepEqual(offsets(log, 'room:lobby'), ['r1:5', 'r2:1']);
+  assert.deepEqual(offsets(log, 'user:alice'), ['e2:4']);
+  assert.equal(WS.all.length, 1, 'no reconnect');
+  // The next resume starts from the new epochs.
+  ws.drop(1006);
+  await tick(0);
+  assert.equal(WS.last.params.get('since'), 'e2:4');
+  WS.last.welcome({ epoch: 'e2', offset: 4, recovered: true });
+  assert.deepEqual(WS.last.lastFrame('subscribe').since, { epoch: 'r2', offset: 1 });
 });
 
 test('a subscribe in flight when the connection drops resolves on the next connection', async (t) => {

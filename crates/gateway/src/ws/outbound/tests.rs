@@ -68,6 +68,44 @@ fn take_batches_and_flushes_before_close() {
     assert!(!q.close(request(4003, ""), false));
 }
 
+/// A drain's close waits for the message being handled: its reply goes out first.
+#[test]
+fn a_close_after_the_message_waits_for_its_reply() {
+    let q = Outbound::new(100, 10_000);
+    q.begin_message();
+    assert!(q.close_after_message(request(1012, "draining")));
+    assert!(!q.is_closing(), "deferred while the message is handled");
+    assert!(
+        !q.close_after_message(request(4003, "")),
+        "the first close wins"
+    );
+    assert_eq!(
+        q.push(text("reply")),
+        Pushed::Queued,
+        "the reply still goes out"
+    );
+    let deferred = q.end_message().expect("the close waited");
+    assert_eq!(deferred.code, 1012);
+    assert!(q.close(deferred, true));
+    assert!(q.is_closing());
+    let mut out = Vec::new();
+    assert_eq!(
+        q.take(&mut out, 10_000).map(|e| e.code),
+        Some(1012),
+        "the close frame is next"
+    );
+    assert_eq!(out.len(), 1, "after the reply");
+    assert_eq!(&out[0].data[..], b"reply");
+
+    // Between messages it closes at once.
+    let q = Outbound::new(100, 10_000);
+    q.begin_message();
+    assert!(q.end_message().is_none());
+    assert!(q.close_after_message(request(1012, "draining")));
+    assert!(q.is_closing());
+    assert!(q.end_message().is_none());
+}
+
 #[test]
 fn headers_follow_rfc_6455_lengths() {
     assert_eq!(header(Kind::Text, 5).0[..2], [0x81, 5]);
