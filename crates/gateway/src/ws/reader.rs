@@ -1,8 +1,8 @@
 //! The reading half of the connection's task: waits for the socket to become readable,
 //! reads frames, reassembles fragmented messages under the size limit of the whole
-//! message, validates UTF-8, answers pings and hands each message to the session.
-//! `read_frame` is only called once bytes are there, and never raced except by the end of
-//! the connection (`driver`).
+//! message, validates UTF-8, answers pings and hands each message to its [`Handler`] (the
+//! session). `read_frame` is only called once bytes are there, and never raced except by
+//! the end of the connection (`driver`).
 
 use bytes::BytesMut;
 use fastwebsockets::{OpCode, Payload, WebSocketError, WebSocketRead};
@@ -14,6 +14,37 @@ use super::outbound::{CloseRequest, Item, Kind};
 use super::socket::SocketReader;
 use crate::conn::ConnHandle;
 use crate::session::{close_request, Session};
+
+/// What a connection does with each complete message. The reader has checked everything
+/// WebSocket (framing, the message size limit, UTF-8 of text) before it calls this.
+pub trait Handler {
+    /// Handles one message (`op` is `Text` or `Binary`); a close request ends the
+    /// connection.
+    async fn message(&mut self, op: OpCode, bytes: BytesMut) -> Option<CloseRequest>;
+}
+
+impl Handler for Session {
+    async fn message(&mut self, op: OpCode, bytes: BytesMut) -> Option<CloseRequest> {
+        let expected = match self.encoding() {
+            Encoding::Json => OpCode::Text,
+            Encoding::Proto => OpCode::Binary,
+        };
+        if op != expected {
+            let what = if expected == OpCode::Text {
+                "text"
+            } else {
+                "binary"
+            };
+            self.error(
+                ErrorCode::BadFrame,
+                &format!("this subprotocol uses {what} frames"),
+            );
+            // A frame of the wrong kind is a bad frame like any other (PROTOCOL.md §4).
+            return self.bad_frame();
+        }
+        self.handle(&bytes).await
+    }
+}
 
 /// How the reader stopped.
 #[derive(Debug)]
@@ -39,7 +70,7 @@ fn owned(payload: Payload<'_>) -> BytesMut {
 pub async fn run(
     driver: &mut Driver<'_>,
     rd: &mut WebSocketRead<SocketReader>,
-    session: &mut Session,
+    handler: &mut impl Handler,
     conn: &ConnHandle,
     max_bytes: usize,
 ) -> End {
@@ -108,28 +139,8 @@ pub async fn run(
         if op == OpCode::Text && std::str::from_utf8(&bytes).is_err() {
             return End::Close(close_request(close::INVALID_PAYLOAD, "invalid UTF-8"));
         }
-        let expected = match conn.encoding {
-            Encoding::Json => OpCode::Text,
-            Encoding::Proto => OpCode::Binary,
-        };
-        if op != expected {
-            let what = if expected == OpCode::Text {
-                "text"
-            } else {
-                "binary"
-            };
-            session.error(
-                ErrorCode::BadFrame,
-                &format!("this subprotocol uses {what} frames"),
-            );
-            // A frame of the wrong kind is a bad frame like any other (PROTOCOL.md §4).
-            if let Some(close) = session.bad_frame() {
-                return End::Close(close);
-            }
-            continue;
-        }
         // Boxed: the session's work is large state that an idle connection need not carry.
-        match driver.run(Box::pin(session.handle(&bytes))).await {
+        match driver.run(Box::pin(handler.message(op, bytes))).await {
             None => return End::Over,
             Some(Some(close)) => return End::Close(close),
             Some(None) => {}
