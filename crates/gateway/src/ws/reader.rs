@@ -1,8 +1,8 @@
 //! The reading half of the connection's task: waits for the socket to become readable,
 //! reads frames, reassembles fragmented messages under the size limit of the whole
-//! message, validates UTF-8, answers pings and hands each message to its [`Handler`] (the
-//! session). `read_frame` is only called once bytes are there, and never raced except by
-//! the end of the connection (`driver`).
+//! message, validates UTF-8, answers pings and hands each message to its [`Handler`]: the
+//! session (or, development only, the echo). `read_frame` is only called once bytes are
+//! there, and never raced except by the end of the connection (`driver`).
 
 use bytes::BytesMut;
 use fastwebsockets::{OpCode, Payload, WebSocketError, WebSocketRead};
