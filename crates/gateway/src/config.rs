@@ -146,6 +146,9 @@ pub struct Config {
     pub log_level: String,
     /// Serve the static demo assets on the public port.
     pub demo: bool,
+    /// Development only: `GET /echo` on the public port, a WebSocket without a token that
+    /// echoes every message through the production reader, writer and limits (`ws::echo`).
+    pub dev_echo: bool,
     /// Most RPC calls one connection may have in flight (`too_many_requests` beyond).
     pub rpc_max_inflight: usize,
     /// Tokio worker threads; 0 = one per available CPU.
@@ -250,6 +253,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("demo", &self.demo)
+            .field("dev_echo", &self.dev_echo)
             .field("rpc_max_inflight", &self.rpc_max_inflight)
             .field("worker_threads", &self.worker_threads)
             .field("routes", &self.routes)

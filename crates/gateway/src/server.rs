@@ -285,6 +285,7 @@ async fn public(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             "method_not_allowed",
             "use GET",
         ),
+        (&Method::GET, "/echo") if node.config.dev_echo => crate::ws::echo::upgrade(node, req),
         (_, path) if node.config.demo && crate::web::serves(path) => {
             crate::web::handle(node, req).await
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use switchboard_proto::channel::{user_channel, Channel};
 use switchboard_proto::frames::ReplyOk;
 use switchboard_proto::{
-    close, ClientFrame, ErrorCode, Payload, Reply, ServerFrame, StreamPosition, Welcome,
+    close, ClientFrame, Encoding, ErrorCode, Payload, Reply, ServerFrame, StreamPosition, Welcome,
 };
 use switchboard_router::{ConnInfo, PublishRequest, RouterError};
 
@@ -200,6 +200,11 @@ impl Session {
         if self.conn.open(channel, start, first, replay).await != Released::Live {
             self.node.hub.repair(self.conn.clone(), channel.to_owned());
         }
+    }
+
+    /// The subprotocol's encoding (JSON in text frames, protobuf in binary ones).
+    pub fn encoding(&self) -> Encoding {
+        self.conn.encoding
     }
 
     /// Queues an `error` frame.

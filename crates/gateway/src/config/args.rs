@@ -39,6 +39,7 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
     "log_format",
     "log_level",
     "demo",
+    "dev_echo",
     "rpc_max_inflight",
     "worker_threads",
 ];
@@ -233,6 +234,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_DEMO", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", require_equals = true)]
     pub demo: Option<String>,
+    /// Development only: also serve GET /echo on the public port, a WebSocket without a
+    /// token that sends every message back through the connection's own reader, writer
+    /// and limits (the Autobahn conformance check, `make check-autobahn`). Never in
+    /// production. Default: false.
+    #[arg(long, env = "SWITCHBOARD_DEV_ECHO", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    pub dev_echo: Option<String>,
     /// Most RPC calls one connection may have in flight; one more is answered
     /// `too_many_requests` at once. 1..=10000. Default: 16.
     #[arg(long, env = "SWITCHBOARD_RPC_MAX_INFLIGHT", value_name = "N")]
@@ -313,6 +321,7 @@ pub(super) fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
         "log_format" => one(&args.log_format),
         "log_level" => one(&args.log_level),
         "demo" => one(&args.demo),
+        "dev_echo" => one(&args.dev_echo),
         "rpc_max_inflight" => one(&args.rpc_max_inflight),
         "worker_threads" => one(&args.worker_threads),
         "rpc_route" => args.rpc_route.clone(),

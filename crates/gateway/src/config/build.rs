@@ -139,6 +139,12 @@ pub(super) fn build(
     let log_format = l.get("log_format", LogFormat::Text, values::log_format);
     let log_level = l.get("log_level", "info".to_owned(), values::log_level);
     let demo = l.get("demo", false, values::bool);
+    let dev_echo = l.get("dev_echo", false, values::bool);
+    if dev_echo {
+        l.warnings.push(
+            "--dev-echo: GET /echo accepts WebSockets without a token (development only)".into(),
+        );
+    }
     let rpc_max_inflight = l.int("rpc_max_inflight", 16, 1, 10_000);
     let worker_threads = l.int("worker_threads", 0, 0, 1024);
     let mut located = std::mem::take(&mut l.file.routes);
@@ -193,6 +199,7 @@ pub(super) fn build(
         log_format,
         log_level,
         demo,
+        dev_echo,
         rpc_max_inflight: to_usize(rpc_max_inflight),
         worker_threads: to_usize(worker_threads),
         routes,

@@ -137,6 +137,26 @@ fn empty_values_are_unset() {
 }
 
 #[test]
+fn the_dev_echo_is_off_unless_asked_for_and_warns_when_on() {
+    let c = load(&[], None).expect("valid");
+    assert!(!c.dev_echo);
+    assert!(!c.warnings.iter().any(|w| w.contains("--dev-echo")));
+    let argv = ["switchboard", "--dev-echo", "--jwt-secret", SECRET];
+    let matches = ServeArgs::augment_args(clap::Command::new("switchboard"))
+        .try_get_matches_from(argv)
+        .expect("flags parse");
+    let a = ServeArgs::from_arg_matches(&matches).expect("flags map to ServeArgs");
+    let c = Config::from_parts(&a, None).expect("valid");
+    assert!(c.dev_echo);
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.contains("--dev-echo") && w.contains("without a token")));
+    let c = load(&[], Some("dev_echo = true")).expect("valid");
+    assert!(c.dev_echo);
+}
+
+#[test]
 fn file_values_of_every_shape() {
     let file = r#"
         redis_url = "redis://localhost:6379/0"
@@ -321,6 +341,7 @@ fn ranges_and_cross_checks() {
         ("log_level", "info,[[["),
         ("log_format", "xml"),
         ("demo", "maybe"),
+        ("dev_echo", "maybe"),
         ("admin_listen", "8080"),
     ];
     for (key, value) in bad {

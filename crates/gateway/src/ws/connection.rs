@@ -16,7 +16,7 @@ use super::driver::Driver;
 use super::handshake::Accepted;
 use super::outbound::{CloseRequest, Outbound};
 use super::reader::{self, End};
-use super::socket::Socket;
+use super::socket::{Socket, SocketReader};
 use crate::conn::ConnHandle;
 use crate::metrics as m;
 use crate::node::{now_ms, Node};
@@ -34,19 +34,7 @@ pub async fn run(
         admission,
         ..
     } = accepted;
-    let ws = match tokio::time::timeout(node.config.handshake_timeout, upgrade).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("upgrade timed out");
-            return;
-        }
-    };
-    let Some((socket, early)) = Socket::from_upgraded(ws.into_inner().into_inner()) else {
-        tracing::warn!("the upgraded connection is not a TCP stream");
+    let Some((socket, early)) = take_socket(&node, upgrade).await else {
         return;
     };
     // A task of its own, without the upgrade's state: what an open connection keeps.
@@ -54,6 +42,47 @@ pub async fn run(
     tracker.spawn(serve(
         node, socket, early, claims, encoding, since, admission,
     ));
+}
+
+/// Waits for the upgrade (under the handshake timeout) and takes the raw socket back from
+/// hyper, with the bytes it had read past the request.
+pub(super) async fn take_socket(
+    node: &Node,
+    upgrade: fastwebsockets::upgrade::UpgradeFut,
+) -> Option<(Socket, bytes::Bytes)> {
+    let ws = match tokio::time::timeout(node.config.handshake_timeout, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("upgrade timed out");
+            return None;
+        }
+    };
+    let taken = Socket::from_upgraded(ws.into_inner().into_inner());
+    if taken.is_none() {
+        tracing::warn!("the upgraded connection is not a TCP stream");
+    }
+    taken
+}
+
+/// The frame reader of an upgraded socket: control frames are left to the reader (which
+/// answers them through the outbound queue), messages are limited to `max_message_bytes`
+/// and the bytes hyper had read past the request come first.
+pub(super) fn frame_reader(
+    socket: &Socket,
+    early: &[u8],
+    max_message_bytes: usize,
+) -> fastwebsockets::WebSocketRead<SocketReader> {
+    let (mut rd, _) =
+        fastwebsockets::after_handshake_split(socket.reader(), tokio::io::sink(), Role::Server);
+    rd.set_auto_close(false);
+    rd.set_auto_pong(false);
+    rd.set_max_message_size(max_message_bytes.saturating_add(1));
+    rd.prepend_buffered(early);
+    rd
 }
 
 /// Serves an upgraded connection until it is closed. (A plain `fn` returning an `async
@@ -72,12 +101,7 @@ fn serve(
     async move {
         let _admission = admission;
         let cfg = &node.config;
-        let (mut rd, _) =
-            fastwebsockets::after_handshake_split(socket.reader(), tokio::io::sink(), Role::Server);
-        rd.set_auto_close(false);
-        rd.set_auto_pong(false);
-        rd.set_max_message_size(cfg.max_message_bytes.saturating_add(1));
-        rd.prepend_buffered(&early);
+        let mut rd = frame_reader(&socket, &early, cfg.max_message_bytes);
         drop(early);
 
         let (id, conn_id) = node.next_conn_id();
@@ -152,10 +176,10 @@ fn serve(
 }
 
 /// The closing handshake after the reader stopped.
-async fn finish(
+pub(super) async fn finish(
     driver: &mut Driver<'_>,
     conn: &ConnHandle,
-    rd: &mut fastwebsockets::WebSocketRead<super::socket::SocketReader>,
+    rd: &mut fastwebsockets::WebSocketRead<SocketReader>,
     end: End,
 ) {
     match end {

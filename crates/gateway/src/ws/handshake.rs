@@ -40,13 +40,30 @@ pub struct Accepted {
 pub fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body> {
     let accepted = match check(node, &req) {
         Ok(a) => a,
-        Err(r) => {
-            metrics::counter!(m::HANDSHAKE_REJECTED, "reason" => r.code).increment(1);
-            tracing::debug!(reason = r.code, "upgrade rejected");
-            return error(r.status, r.code, &r.message);
-        }
+        Err(r) => return rejected(r),
     };
-    let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut req) {
+    let node2 = node.clone();
+    switch(&mut req, accepted.subprotocol, |upgraded| {
+        node.tracker
+            .spawn(async move { super::connection::run(node2, upgraded, accepted).await });
+    })
+}
+
+/// Counts and answers a refused upgrade.
+pub(super) fn rejected(r: Rejected) -> Response<Body> {
+    metrics::counter!(m::HANDSHAKE_REJECTED, "reason" => r.code).increment(1);
+    tracing::debug!(reason = r.code, "upgrade rejected");
+    error(r.status, r.code, &r.message)
+}
+
+/// The 101 (naming `subprotocol`), with the upgrade handed to `spawn`; or 400 when the
+/// request's WebSocket headers are wrong.
+pub(super) fn switch<B>(
+    req: &mut Request<B>,
+    subprotocol: Option<&'static str>,
+    spawn: impl FnOnce(fastwebsockets::upgrade::UpgradeFut),
+) -> Response<Body> {
+    let (response, upgraded) = match fastwebsockets::upgrade::upgrade(req) {
         Ok(pair) => pair,
         Err(e) => {
             metrics::counter!(m::HANDSHAKE_REJECTED, "reason" => "bad_request").increment(1);
@@ -54,19 +71,19 @@ pub fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body> {
         }
     };
     let (mut parts, _) = response.into_parts();
-    if let Some(p) = accepted.subprotocol {
+    if let Some(p) = subprotocol {
         parts.headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
             header::HeaderValue::from_static(p),
         );
     }
-    let node2 = node.clone();
-    node.tracker
-        .spawn(async move { super::connection::run(node2, upgraded, accepted).await });
+    spawn(upgraded);
     Response::from_parts(parts, Body::default())
 }
 
-fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Accepted, Rejected> {
+/// The checks of every upgrade, `/ws` and the development echo alike: a WebSocket
+/// upgrade, a node that is not draining, an allowed `Origin`.
+pub(super) fn check_upgrade<B>(node: &Node, req: &Request<B>) -> Result<(), Rejected> {
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
         return Err(reject(
             StatusCode::UPGRADE_REQUIRED,
@@ -81,8 +98,23 @@ fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Accepted, Rejected> {
             "this node is draining; connect to another",
         ));
     }
+    check_origin(&node.config.allowed_origins, req.headers())
+}
+
+/// A connection slot under `--max-connections`.
+pub(super) fn admit(node: &Arc<Node>) -> Result<Admission, Rejected> {
+    node.admit().ok_or_else(|| {
+        reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "over_capacity",
+            "this node is at its connection limit",
+        )
+    })
+}
+
+fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Accepted, Rejected> {
+    check_upgrade(node, req)?;
     let headers = req.headers();
-    check_origin(&node.config.allowed_origins, headers)?;
     let (encoding, subprotocol) = negotiate(headers)?;
     let query = req.uri().query();
     let since = match query_param(query, "since") {
@@ -95,13 +127,7 @@ fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Accepted, Rejected> {
             )
         })?),
     };
-    let admission = node.admit().ok_or_else(|| {
-        reject(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "over_capacity",
-            "this node is at its connection limit",
-        )
-    })?;
+    let admission = admit(node)?;
     let token = auth::token_from_request(headers, query).ok_or_else(|| {
         reject(
             StatusCode::UNAUTHORIZED,

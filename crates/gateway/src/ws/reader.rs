@@ -1,8 +1,8 @@
 //! The reading half of the connection's task: waits for the socket to become readable,
 //! reads frames, reassembles fragmented messages under the size limit of the whole
-//! message, validates UTF-8, answers pings and hands each message to the session.
-//! `read_frame` is only called once bytes are there, and never raced except by the end of
-//! the connection (`driver`).
+//! message, validates UTF-8, answers pings and hands each message to its [`Handler`]: the
+//! session (or, development only, the echo). `read_frame` is only called once bytes are
+//! there, and never raced except by the end of the connection (`driver`).
 
 use bytes::BytesMut;
 use fastwebsockets::{OpCode, Payload, WebSocketError, WebSocketRead};
@@ -14,6 +14,37 @@ use super::outbound::{CloseRequest, Item, Kind};
 use super::socket::SocketReader;
 use crate::conn::ConnHandle;
 use crate::session::{close_request, Session};
+
+/// What a connection does with each complete message. The reader has checked everything
+/// WebSocket (framing, the message size limit, UTF-8 of text) before it calls this.
+pub trait Handler {
+    /// Handles one message (`op` is `Text` or `Binary`); a close request ends the
+    /// connection.
+    async fn message(&mut self, op: OpCode, bytes: BytesMut) -> Option<CloseRequest>;
+}
+
+impl Handler for Session {
+    async fn message(&mut self, op: OpCode, bytes: BytesMut) -> Option<CloseRequest> {
+        let expected = match self.encoding() {
+            Encoding::Json => OpCode::Text,
+            Encoding::Proto => OpCode::Binary,
+        };
+        if op != expected {
+            let what = if expected == OpCode::Text {
+                "text"
+            } else {
+                "binary"
+            };
+            self.error(
+                ErrorCode::BadFrame,
+                &format!("this subprotocol uses {what} frames"),
+            );
+            // A frame of the wrong kind is a bad frame like any other (PROTOCOL.md §4).
+            return self.bad_frame();
+        }
+        self.handle(&bytes).await
+    }
+}
 
 /// How the reader stopped.
 #[derive(Debug)]
@@ -28,6 +59,48 @@ pub enum End {
     Over,
 }
 
+/// A fragmented message being reassembled.
+struct Partial {
+    op: OpCode,
+    buf: BytesMut,
+    /// How many bytes at the start of `buf` are known to be UTF-8 (text messages): each
+    /// fragment is checked as it arrives, so invalid text fails fast (RFC 6455 §8.1)
+    /// instead of after the last fragment, and no byte is checked twice.
+    utf8_checked: usize,
+}
+
+impl Partial {
+    fn new(op: OpCode, buf: BytesMut) -> Partial {
+        Partial {
+            op,
+            buf,
+            utf8_checked: 0,
+        }
+    }
+
+    /// Whether the text so far can still be UTF-8: valid, except perhaps for a character
+    /// that the next fragment finishes. Always true for binary messages.
+    fn text_so_far_ok(&mut self) -> bool {
+        if self.op != OpCode::Text {
+            return true;
+        }
+        match std::str::from_utf8(&self.buf[self.utf8_checked..]) {
+            Ok(_) => {
+                self.utf8_checked = self.buf.len();
+                true
+            }
+            Err(e) => {
+                self.utf8_checked += e.valid_up_to();
+                e.error_len().is_none()
+            }
+        }
+    }
+}
+
+fn invalid_utf8() -> End {
+    End::Close(close_request(close::INVALID_PAYLOAD, "invalid UTF-8"))
+}
+
 /// A frame's payload as an owned buffer (without a copy when it is one already).
 fn owned(payload: Payload<'_>) -> BytesMut {
     match payload {
@@ -39,11 +112,11 @@ fn owned(payload: Payload<'_>) -> BytesMut {
 pub async fn run(
     driver: &mut Driver<'_>,
     rd: &mut WebSocketRead<SocketReader>,
-    session: &mut Session,
+    handler: &mut impl Handler,
     conn: &ConnHandle,
     max_bytes: usize,
 ) -> End {
-    let mut partial: Option<(OpCode, BytesMut)> = None;
+    let mut partial: Option<Partial> = None;
     let mut no_send = |_| async { Ok::<(), std::io::Error>(()) };
     loop {
         if !rd.has_buffered() {
@@ -72,26 +145,32 @@ pub async fn run(
                 if partial.is_some() {
                     return protocol("new message before the previous one ended");
                 }
-                if frame.fin {
-                    (frame.opcode, owned(frame.payload))
-                } else {
-                    partial = Some((frame.opcode, owned(frame.payload)));
+                let mut message = Partial::new(frame.opcode, owned(frame.payload));
+                if !frame.fin {
+                    if !message.text_so_far_ok() {
+                        return invalid_utf8();
+                    }
+                    partial = Some(message);
                     continue;
                 }
+                message
             }
             OpCode::Continuation => {
-                let Some((op, mut buf)) = partial.take() else {
+                let Some(mut message) = partial.take() else {
                     return protocol("continuation without a message");
                 };
-                if buf.len() + frame.payload.len() > max_bytes {
+                if message.buf.len() + frame.payload.len() > max_bytes {
                     return End::Close(close_request(close::MESSAGE_TOO_BIG, "message too big"));
                 }
-                buf.extend_from_slice(&frame.payload);
+                message.buf.extend_from_slice(&frame.payload);
                 if !frame.fin {
-                    partial = Some((op, buf));
+                    if !message.text_so_far_ok() {
+                        return invalid_utf8();
+                    }
+                    partial = Some(message);
                     continue;
                 }
-                (op, buf)
+                message
             }
             OpCode::Close => return peer_close(&frame.payload),
             OpCode::Ping => {
@@ -104,29 +183,13 @@ pub async fn run(
             }
             OpCode::Pong => continue,
         };
-        let (op, bytes) = message;
-        if op == OpCode::Text && std::str::from_utf8(&bytes).is_err() {
-            return End::Close(close_request(close::INVALID_PAYLOAD, "invalid UTF-8"));
-        }
-        let expected = match conn.encoding {
-            Encoding::Json => OpCode::Text,
-            Encoding::Proto => OpCode::Binary,
-        };
-        if op != expected {
-            let what = if expected == OpCode::Text {
-                "text"
-            } else {
-                "binary"
-            };
-            session.error(
-                ErrorCode::BadFrame,
-                &format!("this subprotocol uses {what} frames"),
-            );
-            // A frame of the wrong kind is a bad frame like any other (PROTOCOL.md §4).
-            if let Some(close) = session.bad_frame() {
-                return End::Close(close);
-            }
-            continue;
+        let Partial {
+            op,
+            buf: bytes,
+            utf8_checked,
+        } = message;
+        if op == OpCode::Text && std::str::from_utf8(&bytes[utf8_checked..]).is_err() {
+            return invalid_utf8();
         }
         if conn.outbound.is_closing() {
             // Our close is out or queued: what the peer sends until it answers it is not
@@ -135,7 +198,7 @@ pub async fn run(
         }
         // Boxed: the session's work is large state that an idle connection need not carry.
         conn.outbound.begin_message();
-        let handled = driver.run(Box::pin(session.handle(&bytes))).await;
+        let handled = driver.run(Box::pin(handler.message(op, bytes))).await;
         let deferred = conn.outbound.end_message();
         match handled {
             None => return End::Over,
@@ -165,9 +228,7 @@ fn protocol(reason: &str) -> End {
 
 fn from_error(e: WebSocketError) -> End {
     match e {
-        WebSocketError::InvalidUTF8 => {
-            End::Close(close_request(close::INVALID_PAYLOAD, "invalid UTF-8"))
-        }
+        WebSocketError::InvalidUTF8 => invalid_utf8(),
         WebSocketError::FrameTooLarge => {
             End::Close(close_request(close::MESSAGE_TOO_BIG, "message too big"))
         }
@@ -185,7 +246,7 @@ fn peer_close(payload: &[u8]) -> End {
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
             if std::str::from_utf8(&payload[2..]).is_err() {
-                return End::Close(close_request(close::INVALID_PAYLOAD, "invalid UTF-8"));
+                return invalid_utf8();
             }
             let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 1012..=1014 | 3000..=4999);
             if allowed {
@@ -194,5 +255,49 @@ fn peer_close(payload: &[u8]) -> End {
                 protocol("invalid close code")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `fragments` of a text message; the verdict after each.
+    fn verdicts(fragments: &[&[u8]]) -> Vec<bool> {
+        let mut message = Partial::new(OpCode::Text, BytesMut::new());
+        fragments
+            .iter()
+            .map(|f| {
+                message.buf.extend_from_slice(f);
+                message.text_so_far_ok()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_fails_as_soon_as_a_fragment_cannot_become_utf8() {
+        // A character split across fragments waits for its end.
+        assert_eq!(verdicts(&[b"price \xe2", b"\x82", b"\xac 5"]), [true; 3]);
+        // 0xF4 0x90 is past U+10FFFF: invalid before the character ends.
+        assert_eq!(verdicts(&[b"ok", b"\xf4\x90"]), [true, false]);
+        // A stray continuation byte, and a lead byte followed by ASCII.
+        assert_eq!(verdicts(&[b"\x80"]), [false]);
+        assert_eq!(verdicts(&[b"\xe2\x82", b"A"]), [true, false]);
+    }
+
+    #[test]
+    fn checked_bytes_are_not_checked_again() {
+        let mut message = Partial::new(OpCode::Text, BytesMut::from(&b"abc\xe2\x82"[..]));
+        assert!(message.text_so_far_ok());
+        assert_eq!(message.utf8_checked, 3, "the unfinished character waits");
+        message.buf.extend_from_slice(b"\xacdef");
+        assert!(message.text_so_far_ok());
+        assert_eq!(message.utf8_checked, message.buf.len());
+    }
+
+    #[test]
+    fn binary_is_never_checked() {
+        let mut message = Partial::new(OpCode::Binary, BytesMut::from(&b"\xff\xfe"[..]));
+        assert!(message.text_so_far_ok());
     }
 }

@@ -108,6 +108,18 @@ async fn invalid_utf8_split_across_fragments_closes_with_1007() {
     s.finish().await;
 }
 
+#[tokio::test]
+async fn invalid_utf8_in_an_unfinished_message_closes_with_1007_at_once() {
+    let mut s = scene(&[]).await;
+    // RFC 6455 §8.1 (Autobahn 6.4.1, 6.4.2): 0xF4 0x90 can never become UTF-8 (it is past
+    // U+10FFFF), so the close must not wait for fragments that are never sent.
+    let first =
+        b"{\"type\":\"publish\",\"id\":2,\"channel\":\"room:lobby\",\"data\":\"\xf4\x90".to_vec();
+    s.alice.send_raw(text(false, first)).await;
+    expect_bare_close(&mut s.alice, 1007).await;
+    s.finish().await;
+}
+
 // ---- 1002: protocol errors -------------------------------------------------------------
 
 #[tokio::test]
