@@ -10,6 +10,7 @@
 //!   RESP client).
 //! - [`restart`]: Redis killed and restarted, without persistence and with
 //!   `appendfsync always`.
+//! - [`at_scale`]: the same under 500 connections over 3 nodes: resync, no closes.
 //! - [`freeze`]: Redis SIGSTOPped: API latency, pings, broadcast.
 //! - [`blackhole`]: only the subscriber connection black-holed (support/proxy.rs).
 //! - [`sentinel`]: master + replica + sentinel, master SIGKILLed.
@@ -19,6 +20,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod at_scale;
 mod blackhole;
 mod freeze;
 mod registry;
