@@ -16,6 +16,7 @@
 //! - [`batch`]: one `/v1/batch` to users on every node and shard.
 //! - [`delivery`]: a direct message crosses nodes once; a room message reaches every subscriber
 //!   on every node once.
+//! - [`drain_order`]: a drain answers what it read before closing, under CPU starvation.
 //! - [`presence`]: presence joins and leaves span nodes.
 //! - [`server_api`]: the server API of any node sees the whole cluster.
 //! - [`volume`]: 10,000 publishes round-robin over three nodes.
@@ -28,6 +29,7 @@ mod support;
 
 mod batch;
 mod delivery;
+mod drain_order;
 mod events;
 mod migration;
 mod node_loss;
