@@ -17,6 +17,8 @@ use crate::metrics as m;
 use crate::node::Node;
 
 mod batch;
+#[cfg(test)]
+mod proptests;
 mod publish;
 mod query;
 

@@ -23,6 +23,8 @@ use switchboard_proto::channel::{any_matches, is_valid_user_id};
 use crate::http::query::query_values;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 /// Clock skew tolerated for `nbf` and `iat`, in seconds. `exp` gets none.

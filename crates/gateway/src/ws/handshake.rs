@@ -202,6 +202,9 @@ fn same_origin(origin: &str, host: &str) -> bool {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
