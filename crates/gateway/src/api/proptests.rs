@@ -491,3 +491,40 @@ fn history_queries() {
         })
         .unwrap();
 }
+
+/// Path segments (`/v1/users/{id}`, `/v1/presence/{channel}`, `/v1/history/{channel}`) as
+/// any text, percent-encoded the way `route` decodes them: 200 for a valid id or channel,
+/// else 400 `bad_request` / `bad_channel`.
+#[test]
+fn path_segments() {
+    let (rt, node) = setup();
+    let segment = prop_oneof![
+        "\\PC{0,16}",
+        channel(),
+        user_id(),
+        prop::collection::vec(any::<u8>(), 0..12)
+            .prop_map(|b| b.iter().map(|b| format!("%{b:02X}")).collect()),
+    ];
+    runner(256)
+        .run(&segment, |raw| {
+            let encoded = crate::http::query::tests::encode_uri_component(&raw);
+            let seg = crate::http::query::percent_decode(&encoded);
+            let user_ok = switchboard_proto::channel::is_valid_user_id(&seg);
+            let got = rt.block_on(async {
+                (
+                    outcome(super::query::user(&node, &seg, Format::Json).await),
+                    outcome(super::query::presence(&node, &seg, Format::Json).await),
+                    outcome(super::query::history(&node, &seg, None, Format::Proto).await),
+                )
+            });
+            let want_user = if user_ok {
+                OK
+            } else {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            };
+            let want_channel = channel_error(&seg).unwrap_or(OK);
+            prop_assert_eq!(got, (want_user, want_channel, want_channel));
+            Ok(())
+        })
+        .unwrap();
+}

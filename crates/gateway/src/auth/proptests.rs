@@ -180,6 +180,7 @@ proptest! {
         match verify(&hs256(), &token) {
             Ok(c) => {
                 prop_assert_eq!(&alg, "HS256");
+                prop_assert!(is_valid_user_id(&c.sub));
                 prop_assert_eq!(c.sub, claims["sub"].as_str().unwrap());
                 prop_assert!(c.exp > NOW);
             }

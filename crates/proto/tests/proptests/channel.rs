@@ -17,6 +17,7 @@ fn channelish() -> impl Strategy<Value = String> {
     prop_oneof![
         any_string(40),
         "[A-Za-z0-9_.:@=-]{0,300}",
+        "[a-z]{1,4}:[A-Za-z0-9_.:@=-]{245,255}",
         "[a-z:]{0,6}[A-Za-z0-9_.:@=-]{0,20}[ é/\u{0}%*]?[A-Za-z0-9_.:@=-]{0,5}",
     ]
 }

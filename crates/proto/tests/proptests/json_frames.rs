@@ -117,7 +117,7 @@ proptest! {
 
     /// A valid frame with a `type` we do not know is `unknown_type`.
     #[test]
-    fn unknown_types(m in model(), ty in any_string(16)) {
+    fn unknown_types(m in model(), ty in any_string(40)) {
         prop_assume!(!CLIENT_TYPES.contains(&ty.as_str()));
         let mut o = m.to_json();
         o.insert("type".into(), ty.into());
