@@ -406,7 +406,7 @@ fn disconnect_bodies() {
     let (rt, node) = setup();
     let strategy = (
         proptest::option::of(prop_oneof![0u64..6000, any::<u64>()]),
-        proptest::option::of("\\PC{0,130}"),
+        proptest::option::of(prop_oneof!["\\PC{0,130}", "[a-z]{115,125}"]),
         user_id(),
     );
     runner(256)

@@ -192,6 +192,20 @@ proptest! {
         }
     }
 
+    /// `sub` as any string, in an otherwise valid token: accepted exactly when it is a
+    /// valid user id (it names the user's channel).
+    #[test]
+    fn subjects(sub in prop_oneof!["\\PC{0,12}", "[A-Za-z0-9_.:@=-]{1,12}", "[a-z]{248,255}"]) {
+        let claims = json!({"sub": sub, "exp": NOW + 600});
+        let r = verify(&hs256(), &signed(&json!({"alg": "HS256"}), &claims, SECRET));
+        let accepted = r.is_ok();
+        match r {
+            Ok(c) => prop_assert_eq!(c.sub, sub.clone()),
+            Err(e) => prop_assert_eq!(e.code(), "invalid_token"),
+        }
+        prop_assert_eq!(accepted, is_valid_user_id(&sub));
+    }
+
     /// `none` and unsigned tokens, HMAC signatures with the wrong secret, and HS/RS
     /// confusion (a public key used as an HMAC secret): refused as `invalid_token`.
     #[test]
