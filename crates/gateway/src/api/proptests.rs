@@ -434,6 +434,31 @@ fn disconnect_bodies() {
                     OK
                 };
             prop_assert_eq!(got, want);
+
+            // The same in protobuf, where 0 and "" mean absent.
+            if let Ok(pcode) = u32::try_from(code.unwrap_or(0)) {
+                let req = pb::DisconnectRequest {
+                    code: pcode,
+                    reason: reason.clone().unwrap_or_default(),
+                    ..Default::default()
+                };
+                let got = outcome(rt.block_on(super::query::disconnect(
+                    &node,
+                    &user,
+                    &req.encode_to_vec(),
+                    true,
+                    Format::Proto,
+                )));
+                let code = if pcode == 0 { 4003 } else { pcode };
+                let code_ok = code == 1000 || (3000..=4999).contains(&code);
+                let valid = switchboard_proto::channel::is_valid_user_id(&user);
+                let want = if valid && code_ok && reason_ok {
+                    OK
+                } else {
+                    (StatusCode::BAD_REQUEST, "bad_request")
+                };
+                prop_assert_eq!(got, want);
+            }
             Ok(())
         })
         .unwrap();
