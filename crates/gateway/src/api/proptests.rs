@@ -279,7 +279,15 @@ fn any_body_on_every_endpoint() {
         "reason": "bye",
     });
     const MEMBERS: &[&str] = &[
-        "channel", "channels", "data", "data_b64", "from", "messages", "code", "reason",
+        "channel",
+        "channels",
+        "data",
+        "data_b64",
+        "from",
+        "messages",
+        "code",
+        "reason",
+        "idempotency_key",
     ];
     let strategy = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..256),

@@ -49,9 +49,21 @@ fn with_raw(obj: &Map<String, Value>, key: &str, raw: &str) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
-/// Members a client frame may carry, each with the JSON type the decoder wants.
+/// Members a client frame may carry, each with the JSON type the decoder wants
+/// (`idempotency_key`: PROTOCOL.md §5, a malformed one is `bad_frame`).
 const FIELDS: &[&str] = &[
-    "type", "id", "channel", "since", "data", "data_b64", "offset", "epoch", "token", "method",
+    "type",
+    "id",
+    "channel",
+    "since",
+    "data",
+    "data_b64",
+    "offset",
+    "epoch",
+    "token",
+    "method",
+    "traceparent",
+    "idempotency_key",
 ];
 
 proptest! {
