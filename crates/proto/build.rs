@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: `env!` would bake in the directory the build script was compiled
+    // in, and a target directory copied or shared between work trees would then compile
+    // another tree's .proto files.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?;
+    let root = PathBuf::from(manifest).join("../../proto");
     let files = ["client.proto", "backplane.proto", "api.proto"]
         .map(|f| root.join("switchboard/v1").join(f));
     for f in &files {

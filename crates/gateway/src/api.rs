@@ -17,6 +17,8 @@ use crate::metrics as m;
 use crate::node::Node;
 
 mod batch;
+#[cfg(test)]
+mod proptests;
 mod publish;
 mod query;
 
@@ -141,7 +143,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
     let segments: Vec<String> = path
         .trim_start_matches("/v1/")
         .split('/')
-        .map(crate::ws::percent_decode)
+        .map(crate::http::query::percent_decode)
         .collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let not_allowed = || {

@@ -20,6 +20,10 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 use switchboard_proto::channel::{any_matches, is_valid_user_id};
 
+use crate::http::query::query_values;
+
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
 
@@ -340,8 +344,8 @@ fn decoding_key(algorithm: Algorithm, key: VerifyKey<'_>) -> Result<DecodingKey,
 }
 
 /// The request's token: `Authorization: Bearer <jwt>` (scheme case-insensitive) first, else
-/// the first non-empty `token` query parameter, percent-decoded. `query` is the part after
-/// `?`, without it.
+/// the first non-empty `token` query parameter, decoded like every query parameter
+/// ([`crate::http::query`]). `query` is the part after `?`, without it.
 pub fn token_from_request(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
     let bearer = headers
         .get_all(http::header::AUTHORIZATION)
@@ -352,41 +356,5 @@ pub fn token_from_request(headers: &http::HeaderMap, query: Option<&str>) -> Opt
             let token = token.trim();
             (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
         });
-    bearer.or_else(|| {
-        query?
-            .split('&')
-            .filter_map(|pair| pair.strip_prefix("token="))
-            .map(percent_decode)
-            .find(|t| !t.is_empty())
-    })
-}
-
-/// RFC 3986 percent-decoding; invalid escapes stay as they are, invalid UTF-8 is replaced.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match escaped {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    bearer.or_else(|| query_values(query, "token").find(|t| !t.is_empty()))
 }

@@ -1,8 +1,11 @@
-//! Small HTTP helpers shared by both listeners: JSON answers and errors.
+//! Small HTTP helpers shared by both listeners: JSON answers and errors; `query`: query
+//! strings and percent-decoding.
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
+
+pub mod query;
 
 pub type Body = Full<Bytes>;
 

@@ -14,6 +14,9 @@ use crate::hub::Hub;
 use crate::rpc::Rpc;
 use crate::ws::sweeper::Sweeper;
 
+#[cfg(test)]
+pub mod testing;
+
 /// Striped locks that serialize backplane subscribe/unsubscribe per room.
 const ROOM_LOCKS: usize = 64;
 

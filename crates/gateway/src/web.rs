@@ -28,9 +28,9 @@ use serde_json::{json, value::RawValue};
 use switchboard_proto::channel::{is_valid_user_id, Channel};
 use switchboard_proto::{json as pjson, StreamPosition};
 
+use crate::http::query::query_param;
 use crate::http::{error, json_value, Body};
 use crate::node::Node;
-use crate::ws::query_param;
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";

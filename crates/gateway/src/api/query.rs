@@ -7,8 +7,8 @@ use switchboard_proto::channel::is_valid_user_id;
 use switchboard_proto::{json as pjson, pb, StreamPosition};
 
 use super::{answer, check_channel, ApiError, ApiResult, Format, HISTORY_DEFAULT, HISTORY_MAX};
+use crate::http::query::query_param;
 use crate::node::Node;
-use crate::ws::query_param;
 
 fn check_user(id: &str) -> Result<(), ApiError> {
     if is_valid_user_id(id) {

@@ -7,6 +7,7 @@ use http::{header, HeaderMap, Request, Response, StatusCode};
 use switchboard_proto::{Encoding, StreamPosition, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTO};
 
 use crate::auth::{self, Claims};
+use crate::http::query::query_param;
 use crate::http::{error, Body};
 use crate::metrics as m;
 use crate::node::{Admission, Node};
@@ -226,37 +227,8 @@ fn same_origin(origin: &str, host: &str) -> bool {
     !host.is_empty() && strip(authority) == strip(host)
 }
 
-/// The percent-decoded value of `name` in a query string.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -271,17 +243,6 @@ mod tests {
         assert!(!same_origin("http://localhost:8081", "localhost:8080"));
         assert!(!same_origin("null", "localhost"));
         assert!(!same_origin("http://x", ""));
-    }
-
-    #[test]
-    fn query_params() {
-        assert_eq!(
-            query_param(Some("a=1&since=e1%3A5"), "since").as_deref(),
-            Some("e1:5")
-        );
-        assert_eq!(query_param(Some("since"), "since").as_deref(), Some(""));
-        assert_eq!(query_param(Some("x=%zz%"), "x").as_deref(), Some("%zz%"));
-        assert_eq!(query_param(None, "since"), None);
     }
 
     #[test]

@@ -16,4 +16,4 @@ mod reader;
 pub mod socket;
 pub mod sweeper;
 
-pub use handshake::{percent_decode, query_param, upgrade};
+pub use handshake::upgrade;
