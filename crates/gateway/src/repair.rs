@@ -142,7 +142,7 @@ async fn repair_one(router: &dyn Router, policies: &HistoryPolicies, r: Repair) 
                 conn.release(&channel, &replay).await
             }
             Ok(Step::Resync(read)) => {
-                let (position, replay) = resync_point(read);
+                let (position, replay) = resync_point(read, &held.position.epoch);
                 tracing::info!(conn = %conn.conn_id, channel = %channel, ?position, "history lost a gap; resync");
                 conn.resync(&channel, &position, &replay).await
             }
@@ -184,11 +184,15 @@ async fn repair_one(router: &dyn Router, policies: &HistoryPolicies, r: Repair) 
     );
 }
 
-/// Where a resync puts the connection: just before the oldest message history still has
-/// in its current epoch (which is then replayed), or at its top when it has none.
-fn resync_point(read: HistoryRead) -> (StreamPosition, Vec<Arc<Message>>) {
+/// Where a resync puts the connection. In the epoch it was in (a gap older than what the
+/// stream retains): just before the oldest message history still has, which is then
+/// replayed — all of it comes after what was delivered. In a new epoch: at its top, like
+/// a resume answered `recovered:false` — what the new epoch holds may be what the client
+/// already has under the old one (a failover's new epoch keeps the stream), so the client
+/// reloads it from its backend instead.
+fn resync_point(read: HistoryRead, held_epoch: &str) -> (StreamPosition, Vec<Arc<Message>>) {
     match read.messages.first() {
-        Some(first) if first.epoch == read.epoch => {
+        Some(first) if read.epoch == held_epoch && first.epoch == read.epoch => {
             let at = StreamPosition::new(read.epoch.clone(), first.offset - 1);
             (at, read.messages)
         }
@@ -210,4 +214,49 @@ async fn diverged(
     }
     let top = router.read(channel, None, 0).await?;
     Ok(StreamPosition::new(top.epoch, top.offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_proto::Payload;
+
+    fn msg(epoch: &str, offset: u64) -> Arc<Message> {
+        Arc::new(Message {
+            channel: "user:alice".into(),
+            id: format!("m-{offset}"),
+            from: None,
+            epoch: epoch.into(),
+            offset,
+            ts: 0,
+            data: Payload::Json(Arc::from("1")),
+        })
+    }
+
+    fn read(epoch: &str, top: u64, offsets: &[u64]) -> HistoryRead {
+        HistoryRead {
+            epoch: epoch.into(),
+            offset: top,
+            messages: offsets.iter().map(|&o| msg(epoch, o)).collect(),
+            recovered: false,
+        }
+    }
+
+    #[test]
+    fn a_gap_older_than_the_stream_replays_what_is_retained() {
+        let (at, replay) = resync_point(read("e", 9, &[6, 7, 8, 9]), "e");
+        assert_eq!(at, StreamPosition::new("e", 5));
+        assert_eq!(replay.len(), 4);
+    }
+
+    /// A new epoch may hold what the client has under the old one (a failover's new
+    /// epoch keeps the stream): the top, nothing replayed.
+    #[test]
+    fn a_new_epoch_resyncs_to_its_top() {
+        let (at, replay) = resync_point(read("f", 4, &[1, 2, 3, 4]), "e");
+        assert_eq!(at, StreamPosition::new("f", 4));
+        assert!(replay.is_empty());
+        let (at, _) = resync_point(read("f", 0, &[]), "e");
+        assert_eq!(at, StreamPosition::new("f", 0));
+    }
 }
