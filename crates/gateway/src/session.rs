@@ -67,12 +67,15 @@ impl Session {
         self.conn.begin(&channel);
         node.hub.add(&self.conn);
         node.router
-            .register(ConnInfo {
-                conn_id: self.conn.conn_id.clone(),
-                user: self.conn.user.clone(),
-                node: node.config.node_id.clone(),
-                since_ms: self.conn.since_ms,
-            })
+            .register(
+                ConnInfo {
+                    conn_id: self.conn.conn_id.clone(),
+                    user: self.conn.user.clone(),
+                    node: node.config.node_id.clone(),
+                    since_ms: self.conn.since_ms,
+                },
+                0,
+            )
             .await?;
         self.registered = true;
         // The welcome's position comes from the same read as the replay: everything up to
