@@ -112,3 +112,90 @@ async fn write(node: Arc<Node>, mut conn: NewConn) -> Result<Registration, Rejec
         conn: Some(conn),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future as _;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use switchboard_router::Backplane as _;
+
+    use super::*;
+    use crate::config::{Config, ServeArgs};
+    use crate::hub::Hub;
+
+    /// A node on a started embedded backplane, capped at `cap` connections per user.
+    async fn node(cap: &str) -> Arc<Node> {
+        let args = ServeArgs {
+            jwt_secret: Some("registration-unit-test-secret-0123456789".into()),
+            node_id: Some("gw-r".into()),
+            max_connections_per_user: Some(cap.into()),
+            ..ServeArgs::default()
+        };
+        let config = Config::from_parts(&args, None).expect("valid config");
+        let router = switchboard_router::memory::MemoryCluster::standalone(
+            "gw-r".to_owned(),
+            config.history.clone(),
+            config.lease,
+        );
+        let hub = Arc::new(Hub::new().0);
+        router.start(hub.clone()).await.expect("start");
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        Arc::new(Node::new(config, router, hub, handle))
+    }
+
+    async fn listed(node: &Node, user: &str) -> usize {
+        let conns = node.router.connections(user).await;
+        conns.expect("connections").len()
+    }
+
+    /// Waits until `user` has no registered connection.
+    async fn offline(node: &Node, user: &str) {
+        let wait = async {
+            while listed(node, user).await > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("the entry is unregistered");
+    }
+
+    #[tokio::test]
+    async fn an_entry_not_taken_over_is_unregistered_and_frees_its_slot() {
+        let node = node("1").await;
+        let first = register(&node, "alice").await.expect("below the cap");
+        let refused = register(&node, "alice").await.err().expect("at the cap");
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::TOO_MANY_REQUESTS, "too_many_connections")
+        );
+        drop(first);
+        offline(&node, "alice").await;
+        let again = register(&node, "alice").await.expect("the slot is free");
+        assert!(again.take_over().registered);
+        // Taken over, the entry is the connection's: nothing unregisters it here.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(listed(&node, "alice").await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_handshake_dropped_while_registering_leaves_no_entry() {
+        let node = node("1").await;
+        {
+            // Polled once (the registration task is spawned), then dropped.
+            let mut handshake = std::pin::pin!(register(&node, "bob"));
+            let first = std::future::poll_fn(|cx| Poll::Ready(handshake.as_mut().poll(cx))).await;
+            assert!(first.is_pending(), "the registration had not finished");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        offline(&node, "bob").await;
+        let again = register(&node, "bob")
+            .await
+            .expect("no entry was left behind");
+        assert!(again.take_over().registered);
+    }
+}
