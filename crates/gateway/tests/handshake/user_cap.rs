@@ -1,9 +1,11 @@
 //! The per-user connection cap (`--max-connections-per-user`): one connection more than
 //! the cap is refused with 429 `too_many_connections` before the upgrade, on any node of
-//! the cluster; a close frees a slot; other users are not affected.
+//! the cluster (one Redis, or a Redis Cluster); a close frees a slot; other users are not
+//! affected.
 
 use super::*;
-use support::cluster::{poll, Cluster};
+use support::cluster::{poll, Cluster, Redis};
+use support::on_both_redis;
 
 const CAP: &str = "3";
 
@@ -98,9 +100,9 @@ async fn zero_means_no_cap() {
     assert_eq!(listed(&node, "alice").await, 5);
 }
 
-#[tokio::test]
-async fn the_cap_is_cluster_wide() {
-    let cluster = Cluster::start(2, &["--max-connections-per-user", CAP]).await;
+on_both_redis!(the_cap_is_cluster_wide);
+async fn the_cap_is_cluster_wide(redis: Redis) {
+    let cluster = Cluster::start_on(redis, 2, &["--max-connections-per-user", CAP]).await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let q = with_token(&support::token("alice"));
     let mut held = vec![a.connect("alice").await.0, a.connect("alice").await.0];
