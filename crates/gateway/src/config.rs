@@ -118,6 +118,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Global connection cap of this node (503 before the upgrade beyond it).
     pub max_connections: usize,
+    /// Cluster-wide cap of one user's live connections (429 before the upgrade beyond
+    /// it); 0 = no cap.
+    pub max_connections_per_user: usize,
     /// Room subscriptions per connection.
     pub max_subscriptions: usize,
     /// Outbound queue bound per connection, in frames (4008 beyond).
@@ -239,6 +242,7 @@ impl fmt::Debug for Config {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout())
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_user", &self.max_connections_per_user)
             .field("max_subscriptions", &self.max_subscriptions)
             .field("outbound_queue_frames", &self.outbound_queue_frames)
             .field("outbound_queue_bytes", &self.outbound_queue_bytes)

@@ -103,7 +103,8 @@ pub fn hot() -> &'static Hot {
     })
 }
 
-/// Every `reason` of `HANDSHAKE_REJECTED` (`ws::handshake` and `auth::AuthError::code`).
+/// Every `reason` of `HANDSHAKE_REJECTED` (`ws::handshake`, `ws::registration` and
+/// `auth::AuthError::code`).
 pub const HANDSHAKE_REASONS: &[&str] = &[
     "upgrade_required",
     "draining",
@@ -114,6 +115,8 @@ pub const HANDSHAKE_REASONS: &[&str] = &[
     "missing_token",
     "invalid_token",
     "token_expired",
+    "too_many_connections",
+    "internal",
 ];
 /// Every `result` of `RECOVERY`.
 pub const RECOVERY_RESULTS: &[&str] = &["recovered", "not_recovered"];
@@ -372,6 +375,7 @@ mod tests {
             "switchboard_backplane_reconnects_total 0",
             "switchboard_handshake_rejected_total{reason=\"over_capacity\"} 0",
             "switchboard_handshake_rejected_total{reason=\"invalid_token\"} 0",
+            "switchboard_handshake_rejected_total{reason=\"too_many_connections\"} 0",
             "switchboard_disconnects_total{code=\"4008\"} 0",
             "switchboard_disconnects_total{code=\"1006\"} 0",
             "switchboard_recovery_total{result=\"recovered\"} 0",

@@ -279,7 +279,7 @@ async fn accept(listener: TcpListener, node: Arc<Node>, stop: CancellationToken,
 
 async fn public(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ws") => crate::ws::upgrade(node, req),
+        (&Method::GET, "/ws") => crate::ws::upgrade(node, req).await,
         (_, "/ws") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

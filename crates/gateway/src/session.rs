@@ -11,7 +11,7 @@ use switchboard_proto::frames::ReplyOk;
 use switchboard_proto::{
     close, ClientFrame, Encoding, ErrorCode, Payload, Reply, ServerFrame, StreamPosition, Welcome,
 };
-use switchboard_router::{ConnInfo, PublishRequest, RouterError};
+use switchboard_router::{PublishRequest, RouterError};
 
 use crate::auth::{AuthError, Claims};
 use crate::conn::{ConnHandle, Released};
@@ -32,6 +32,8 @@ pub struct Session {
     rooms: HashSet<String>,
     rate: TokenBucket,
     bad_frames: Vec<Instant>,
+    /// Whether the registry holds the connection (the handshake registered it): `close`
+    /// unregisters it then.
     registered: bool,
 }
 
@@ -46,7 +48,13 @@ fn unavailable(e: RouterError) -> (ErrorCode, String) {
 }
 
 impl Session {
-    pub fn new(node: Arc<Node>, conn: Arc<ConnHandle>, claims: Claims) -> Session {
+    /// `registered`: whether the handshake registered the connection.
+    pub fn new(
+        node: Arc<Node>,
+        conn: Arc<ConnHandle>,
+        claims: Claims,
+        registered: bool,
+    ) -> Session {
         let rate = TokenBucket::new(node.config.rate_limit_per_sec, node.config.rate_limit_burst);
         Session {
             node,
@@ -55,26 +63,19 @@ impl Session {
             rooms: HashSet::new(),
             rate,
             bad_frames: Vec::new(),
-            registered: false,
+            registered,
         }
     }
 
-    /// Registers the connection and queues the welcome, then the inbox: everything after
-    /// `since` when resuming, else everything after the user's last ack.
+    /// Queues the welcome, then the inbox: everything after `since` when resuming, else
+    /// everything after the user's last ack. The handshake registered the connection
+    /// (before the 101, under the per-user cap): what the user's channel delivered to this
+    /// node before the connection joined the hub is in the read below.
     pub async fn open(&mut self, since: Option<StreamPosition>) -> Result<(), RouterError> {
         let node = self.node.clone();
         let channel = user_channel(&self.conn.user);
         self.conn.begin(&channel);
         node.hub.add(&self.conn);
-        node.router
-            .register(ConnInfo {
-                conn_id: self.conn.conn_id.clone(),
-                user: self.conn.user.clone(),
-                node: node.config.node_id.clone(),
-                since_ms: self.conn.since_ms,
-            })
-            .await?;
-        self.registered = true;
         // The welcome's position comes from the same read as the replay: everything up to
         // it is queued before any frame the client sends next is handled (a position read
         // later could name messages still on their way to this node through Redis).

@@ -30,7 +30,7 @@ pub use policy::{HistoryPolicies, HistoryPolicy};
 pub use redis::{RedisRouter, RedisSettings};
 pub use types::{
     BackplaneStats, ConnInfo, HistoryRead, Idempotency, NodeInfo, NodeStatus, PresenceInfo,
-    PublishOutcome, PublishRequest, RouterError, ShardStatus,
+    PublishOutcome, PublishRequest, Registration, RouterError, ShardStatus,
 };
 
 pub type Result<T, E = RouterError> = std::result::Result<T, E>;
@@ -123,9 +123,18 @@ pub trait Backplane: Send + Sync {
 /// connections and its presence entries — are gone within the lease plus one second.
 /// `ConnInfo::node` must be the registering node. Calls on a node that was not started
 /// (or was shut down) fail with `Unavailable`.
+///
+/// The per-user cap is atomic with the registration: however many nodes register
+/// connections of one user at once, no more than `max_per_user` of them succeed. What
+/// counts is every entry of the user in the registry — including those of a node that
+/// died, until they are gone (the lease plus one second).
 #[async_trait]
 pub trait Registry: Send + Sync {
-    async fn register(&self, conn: ConnInfo) -> Result<()>;
+    /// Registers `conn`, unless its user already has `max_per_user` connections
+    /// (0 = no cap): then nothing is written and the answer is
+    /// [`Registration::UserAtCap`]. Registering an id that is already registered
+    /// rewrites it and is never refused.
+    async fn register(&self, conn: ConnInfo, max_per_user: usize) -> Result<Registration>;
     async fn unregister(&self, user: &str, conn_id: &str) -> Result<()>;
     /// Every live connection of `user`, on any node (empty when offline).
     async fn connections(&self, user: &str) -> Result<Vec<ConnInfo>>;

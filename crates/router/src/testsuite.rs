@@ -18,6 +18,7 @@
 //! - `streams`: history reads and recovery, trimming by count and age, acks.
 //! - `idempotency`: idempotent publishes (keys, races, windows, batches).
 //! - `cluster`: registry, leases, presence, cross-node disconnect, shutdown.
+//! - `user_cap`: the per-user connection cap of `register`.
 
 mod cluster;
 mod idempotency;
@@ -26,6 +27,7 @@ pub mod redis_server;
 mod routing;
 mod sink;
 mod streams;
+mod user_cap;
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -56,6 +58,7 @@ pub use self::streams::{
     case_acks, case_age_trimming, case_count_trimming, case_no_history_rooms, case_read_recovery,
     case_reset_epoch,
 };
+pub use self::user_cap::{case_user_cap, case_user_cap_concurrent, case_user_cap_dead_node};
 
 /// Builds the clusters the cases run against.
 #[async_trait]
@@ -97,6 +100,9 @@ macro_rules! router_testsuite {
             case_presence,
             case_disconnect_user,
             case_shutdown,
+            case_user_cap,
+            case_user_cap_concurrent,
+            case_user_cap_dead_node,
         );
     };
     (@tests $factory:expr; $($case:ident),* $(,)?) => {

@@ -25,6 +25,15 @@ pub struct ConnInfo {
     pub since_ms: u64,
 }
 
+/// What [`Registry::register`](crate::Registry::register) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// The entry is written and visible to every node.
+    Registered,
+    /// Nothing was written: the user already has `max_per_user` live connections.
+    UserAtCap,
+}
+
 /// What a node reports with its heartbeat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeStatus {

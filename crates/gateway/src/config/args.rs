@@ -28,6 +28,7 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
     "handshake_timeout_ms",
     "idle_timeout_ms",
     "max_connections",
+    "max_connections_per_user",
     "max_subscriptions",
     "outbound_queue_frames",
     "outbound_queue_bytes",
@@ -167,6 +168,11 @@ pub struct ServeArgs {
     /// 1..=10000000. Default: 100000.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
+    /// Most live WebSocket connections of one user (JWT `sub`) in the whole cluster; one
+    /// more gets 429 too_many_connections before the upgrade, 0..=1000000; 0 = no cap.
+    /// Default: 64.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER", value_name = "N")]
+    pub max_connections_per_user: Option<String>,
     /// Most room subscriptions per connection, 1..=100000. Default: 256.
     #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", value_name = "N")]
     pub max_subscriptions: Option<String>,
@@ -307,6 +313,7 @@ pub(super) fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
         "handshake_timeout_ms" => one(&args.handshake_timeout_ms),
         "idle_timeout_ms" => one(&args.idle_timeout_ms),
         "max_connections" => one(&args.max_connections),
+        "max_connections_per_user" => one(&args.max_connections_per_user),
         "max_subscriptions" => one(&args.max_subscriptions),
         "outbound_queue_frames" => one(&args.outbound_queue_frames),
         "outbound_queue_bytes" => one(&args.outbound_queue_bytes),

@@ -94,6 +94,7 @@ pub(super) fn build(
         ));
     }
     let max_connections = l.int("max_connections", 100_000, 1, 10_000_000);
+    let max_connections_per_user = l.int("max_connections_per_user", 64, 0, 1_000_000);
     let max_subscriptions = l.int("max_subscriptions", 256, 1, 100_000);
     let outbound_queue_frames = l.int("outbound_queue_frames", 1024, 1, 1_000_000);
     let outbound_queue_bytes = l.int("outbound_queue_bytes", 4 << 20, 16, 1 << 30);
@@ -185,6 +186,7 @@ pub(super) fn build(
         handshake_timeout,
         idle_timeout: Duration::from_millis(idle_timeout_ms),
         max_connections: to_usize(max_connections),
+        max_connections_per_user: to_usize(max_connections_per_user),
         max_subscriptions: to_usize(max_subscriptions),
         outbound_queue_frames: to_usize(outbound_queue_frames),
         outbound_queue_bytes: to_usize(outbound_queue_bytes),

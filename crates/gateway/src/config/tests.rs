@@ -63,6 +63,7 @@ fn defaults() {
     assert_eq!(c.idle_timeout, Duration::ZERO);
     assert_eq!(c.idle_timeout(), Duration::from_secs(50));
     assert_eq!((c.max_connections, c.max_subscriptions), (100_000, 256));
+    assert_eq!(c.max_connections_per_user, 64);
     assert_eq!(
         (c.outbound_queue_frames, c.outbound_queue_bytes),
         (1024, 4 << 20)
@@ -330,6 +331,8 @@ fn ranges_and_cross_checks() {
         ("max_message_bytes", "67108865"),
         ("heartbeat_ms", "999"),
         ("max_connections", "0"),
+        ("max_connections_per_user", "1000001"),
+        ("max_connections_per_user", "-1"),
         ("outbound_queue_frames", "-5"),
         ("bad_frame_window_seconds", "0"),
         ("idempotency_window_seconds", "0"),
@@ -369,6 +372,15 @@ fn ranges_and_cross_checks() {
     )
     .is_ok());
     assert!(load(&[("rate_limit", "0"), ("rate_limit_burst", "0")], None).is_ok());
+    let uncapped = load(&[("max_connections_per_user", "0")], None).expect("0 = no cap");
+    assert_eq!(uncapped.max_connections_per_user, 0);
+    let from_file = load(&[], Some("max_connections_per_user = 3")).expect("file key");
+    assert_eq!(from_file.max_connections_per_user, 3);
+    let e = errors(&[("max_connections_per_user", "many")], None);
+    assert!(
+        e[0].starts_with("--max-connections-per-user / SWITCHBOARD_MAX_CONNECTIONS_PER_USER: "),
+        "{e:?}"
+    );
     let star = load(&[("allowed_origins", "*")], None).expect("valid");
     assert_eq!(star.allowed_origins, Some(vec!["*".to_owned()]));
     assert!(star.warnings.iter().any(|w| w.contains("any web page")));

@@ -1,6 +1,7 @@
 //! One WebSocket from the 101 to the last cleanup, in one task: takes the raw socket back
-//! from hyper, opens the session, reads and handles frames (writing any backlog while it
-//! waits), runs the closing handshake and unregisters everything at the end.
+//! from hyper and the registry entry over from the handshake, opens the session, reads and
+//! handles frames (writing any backlog while it waits), runs the closing handshake and
+//! unregisters everything at the end.
 //!
 //! What an idle connection holds: this task (waiting for the socket to become readable, no
 //! read buffer, no timer), its `ConnHandle` (identity, cursors, an empty outbound queue)
@@ -32,15 +33,38 @@ pub async fn run(
         encoding,
         since,
         admission,
+        registration,
         ..
     } = accepted;
     let Some((socket, early)) = take_socket(&node, upgrade).await else {
         return;
     };
+    let new = registration.take_over();
+    let outbound = Outbound::new(
+        node.config.outbound_queue_frames,
+        node.config.outbound_queue_bytes,
+    );
+    outbound.attach(socket.clone());
+    let conn = Arc::new(ConnHandle::new(
+        new.id,
+        new.conn_id,
+        new.user,
+        encoding,
+        new.since_ms,
+        outbound,
+        claims.exp,
+    ));
     // A task of its own, without the upgrade's state: what an open connection keeps.
     let tracker = node.tracker.clone();
     tracker.spawn(serve(
-        node, socket, early, claims, encoding, since, admission,
+        node,
+        socket,
+        early,
+        conn,
+        new.registered,
+        claims,
+        since,
+        admission,
     ));
 }
 
@@ -88,13 +112,16 @@ pub(super) fn frame_reader(
 /// Serves an upgraded connection until it is closed. (A plain `fn` returning an `async
 /// move` block: the block uses its captures in place, where an `async fn` would keep its
 /// arguments twice, as captures and as locals, in every idle connection's task.)
-#[allow(clippy::manual_async_fn)]
+/// `registered`: whether the handshake could register the connection (when not, it is
+/// told so and closed).
+#[allow(clippy::manual_async_fn, clippy::too_many_arguments)]
 fn serve(
     node: Arc<Node>,
     socket: Socket,
     early: bytes::Bytes,
+    conn: Arc<ConnHandle>,
+    registered: bool,
     claims: crate::auth::Claims,
-    encoding: switchboard_proto::Encoding,
     since: Option<switchboard_proto::StreamPosition>,
     admission: crate::node::Admission,
 ) -> impl std::future::Future<Output = ()> {
@@ -104,29 +131,26 @@ fn serve(
         let mut rd = frame_reader(&socket, &early, cfg.max_message_bytes);
         drop(early);
 
-        let (id, conn_id) = node.next_conn_id();
-        let outbound = Outbound::new(cfg.outbound_queue_frames, cfg.outbound_queue_bytes);
-        outbound.attach(socket.clone());
-        let conn = Arc::new(ConnHandle::new(
-            id,
-            conn_id,
-            claims.sub.clone(),
-            encoding,
-            now_ms(),
-            outbound,
-            claims.exp,
-        ));
         m::hot().connections.increment(1.0);
         m::hot().connections_total.increment(1);
         tracing::debug!(conn = %conn.conn_id, user = %conn.user, "connected");
 
-        let mut session = Session::new(node.clone(), conn.clone(), claims);
+        let mut session = Session::new(node.clone(), conn.clone(), claims, registered);
         let mut driver = Driver::new(&conn, &socket);
         let mut watched = None;
-        match driver.run(Box::pin(session.open(since))).await {
+        // Not registered: the handshake logged why.
+        let opened = if registered {
+            let opened = driver.run(Box::pin(session.open(since))).await;
+            opened.map(|r| r.map_err(Some))
+        } else {
+            Some(Err(None))
+        };
+        match opened {
             None => {}
             Some(Err(e)) => {
-                tracing::warn!(conn = %conn.conn_id, error = %e, "could not open the session");
+                if let Some(e) = e {
+                    tracing::warn!(conn = %conn.conn_id, error = %e, "could not open the session");
+                }
                 conn.send(&ServerFrame::error(
                     ErrorCode::Unavailable,
                     "backplane unavailable",
@@ -171,7 +195,8 @@ fn serve(
         }
         m::hot().connections.decrement(1.0);
         metrics::counter!(m::DISCONNECTS, "code" => m::close_code_label(code)).increment(1);
-        tracing::debug!(conn = %conn.conn_id, code, "disconnected");
+        let lived_ms = now_ms().saturating_sub(conn.since_ms);
+        tracing::debug!(conn = %conn.conn_id, code, lived_ms, "disconnected");
     }
 }
 
@@ -275,16 +300,30 @@ mod tests {
             subprotocol: None,
             since: None,
             admission: node.admit().expect("a slot"),
+            // Not started, the router refuses: an entry that is not registered.
+            registration: crate::ws::registration::register(&node, "alice")
+                .await
+                .expect("no cap refusal"),
         };
         let task = run(node.clone(), upgrade, accepted);
         let (socket, _client) = crate::ws::socket::pair().await;
         let admission = node.admit().expect("a slot");
+        let conn = Arc::new(ConnHandle::new(
+            1,
+            "c-1".into(),
+            "alice".into(),
+            switchboard_proto::Encoding::Json,
+            now_ms(),
+            Outbound::new(1, 1024),
+            u64::MAX,
+        ));
         let served = serve(
             node,
             socket,
             bytes::Bytes::new(),
+            conn,
+            true,
             claims(),
-            switchboard_proto::Encoding::Json,
             None,
             admission,
         );

@@ -1,11 +1,13 @@
 //! The upgrade of `GET /ws`: every check happens before the 101 (PROTOCOL.md §3, §4):
-//! draining, capacity, Origin, subprotocol, token, `since`.
+//! draining, capacity, Origin, subprotocol, token, `since` — and last the registration,
+//! which the per-user connection cap may refuse (`registration`).
 
 use std::sync::Arc;
 
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use switchboard_proto::{Encoding, StreamPosition, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTO};
 
+use super::registration::{self, Registration};
 use crate::auth::{self, Claims};
 use crate::http::query::query_param;
 use crate::http::{error, Body};
@@ -35,13 +37,38 @@ pub struct Accepted {
     pub subprotocol: Option<&'static str>,
     pub since: Option<StreamPosition>,
     pub admission: Admission,
+    /// The connection's id and registry entry, written before the 101.
+    pub registration: Registration,
+}
+
+/// What the checks before the registration found.
+struct Checked {
+    claims: Claims,
+    encoding: Encoding,
+    subprotocol: Option<&'static str>,
+    since: Option<StreamPosition>,
+    admission: Admission,
 }
 
 /// Answers `GET /ws`: either an error or the 101, with the connection spawned.
-pub fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body> {
-    let accepted = match check(node, &req) {
-        Ok(a) => a,
+pub async fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body> {
+    let checked = match check(node, &req) {
+        Ok(c) => c,
         Err(r) => return rejected(r),
+    };
+    // Refused here, there is no 101. (A request whose WebSocket headers `switch` then
+    // finds wrong drops its registration, which unregisters.)
+    let registration = match registration::register(node, &checked.claims.sub).await {
+        Ok(r) => r,
+        Err(r) => return rejected(r),
+    };
+    let accepted = Accepted {
+        claims: checked.claims,
+        encoding: checked.encoding,
+        subprotocol: checked.subprotocol,
+        since: checked.since,
+        admission: checked.admission,
+        registration,
     };
     let node2 = node.clone();
     switch(&mut req, accepted.subprotocol, |upgraded| {
@@ -113,7 +140,7 @@ pub(super) fn admit(node: &Arc<Node>) -> Result<Admission, Rejected> {
     })
 }
 
-fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Accepted, Rejected> {
+fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Checked, Rejected> {
     check_upgrade(node, req)?;
     let headers = req.headers();
     let (encoding, subprotocol) = negotiate(headers)?;
@@ -141,7 +168,7 @@ fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Accepted, Rejected> {
         .auth
         .verify(&token)
         .map_err(|e| reject(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
-    Ok(Accepted {
+    Ok(Checked {
         claims,
         encoding,
         subprotocol,

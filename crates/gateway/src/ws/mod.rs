@@ -1,4 +1,5 @@
-//! WebSocket connections: the handshake (`handshake`), then one task per socket
+//! WebSocket connections: the handshake (`handshake`, which registers the connection
+//! before the 101: `registration`), then one task per socket
 //! (`connection`): it reads frames and runs the session (`reader`), and while it waits it
 //! writes whatever backlog the socket did not take at once (`driver`). Frames reach the
 //! socket through the `outbound` queue, written directly by whichever task produces them;
@@ -13,6 +14,7 @@ pub mod echo;
 mod handshake;
 pub mod outbound;
 mod reader;
+mod registration;
 pub mod socket;
 pub mod sweeper;
 

@@ -1,7 +1,7 @@
 //! The upgrade of `GET /ws` over real HTTP (PROTOCOL.md §1, §3, §4): every refusal is an
 //! HTTP error with a JSON `{"error","message"}` body before the 101, the JWT matrix,
-//! Origin, subprotocols, the connection cap, metrics of rejections, and the configuration
-//! checks of the binary.
+//! Origin, subprotocols, the connection caps (per node and per user), metrics of
+//! rejections, and the configuration checks of the binary.
 //!
 //! # Layout
 //! - this file: helpers shared by the tests (keys, claims, raw upgrades, refused/accepted
@@ -10,6 +10,7 @@
 //! - [`origin`]: the `Origin` check.
 //! - [`subprotocols`]: subprotocol negotiation.
 //! - [`limits`]: the connection cap and malformed requests.
+//! - [`user_cap`]: the per-user connection cap, on one node and cluster-wide.
 //! - [`binary`]: configuration errors of the binary and `switchboard token`.
 
 #[path = "../support/mod.rs"]
@@ -20,6 +21,7 @@ mod jwt;
 mod limits;
 mod origin;
 mod subprotocols;
+mod user_cap;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};

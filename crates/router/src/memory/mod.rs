@@ -171,7 +171,7 @@ impl Backplane for MemoryRouter {
 
 #[async_trait]
 impl Registry for MemoryRouter {
-    async fn register(&self, conn: ConnInfo) -> Result<()> {
+    async fn register(&self, conn: ConnInfo, max_per_user: usize) -> Result<crate::Registration> {
         non_empty("user", &conn.user)?;
         non_empty("conn_id", &conn.conn_id)?;
         if conn.node != self.node {
@@ -180,8 +180,7 @@ impl Registry for MemoryRouter {
                 conn.node, self.node
             )));
         }
-        self.up_state(Instant::now())?.register(conn);
-        Ok(())
+        Ok(self.up_state(Instant::now())?.register(conn, max_per_user))
     }
 
     async fn unregister(&self, user: &str, conn_id: &str) -> Result<()> {

@@ -216,7 +216,17 @@ impl State {
 
     // --- registry ---------------------------------------------------------------------
 
-    pub(super) fn register(&mut self, conn: ConnInfo) {
+    /// Registers `conn` unless its user is at `max_per_user` (0 = no cap). Callers purge
+    /// dead nodes' entries first, so only live connections count; the check and the
+    /// insert are one step under the cluster's lock.
+    pub(super) fn register(&mut self, conn: ConnInfo, max_per_user: usize) -> crate::Registration {
+        if max_per_user > 0 {
+            let held = self.conns.get(&conn.user);
+            let known = held.is_some_and(|c| c.contains_key(&conn.conn_id));
+            if !known && held.map_or(0, HashMap::len) >= max_per_user {
+                return crate::Registration::UserAtCap;
+            }
+        }
         if let Some(n) = self.nodes.get_mut(&conn.node) {
             n.conns.insert((conn.user.clone(), conn.conn_id.clone()));
         }
@@ -224,6 +234,7 @@ impl State {
             .entry(conn.user.clone())
             .or_default()
             .insert(conn.conn_id.clone(), conn);
+        crate::Registration::Registered
     }
 
     pub(super) fn unregister(&mut self, node: &str, user: &str, conn_id: &str) {

@@ -55,7 +55,7 @@ async fn lease_expiry_emits_leave_and_stops_delivery() {
     let sink_b = started(&b).await;
     a.subscribe_room("room:r").await.unwrap();
     b.subscribe_room("room:r").await.unwrap();
-    b.register(conn("u", "c1", "b")).await.unwrap();
+    b.register(conn("u", "c1", "b"), 0).await.unwrap();
     assert!(b.join("room:r", "u", "c1").await.unwrap());
 
     tokio::time::advance(LEASE - Duration::from_millis(1)).await;
@@ -120,7 +120,7 @@ async fn age_trimming_follows_paused_time() {
 async fn rejects_bad_input_without_panicking() {
     let cluster = MemoryCluster::new(HistoryPolicies::default(), LEASE);
     let a = cluster.node("a");
-    let not_started = a.register(conn("u", "c1", "a")).await;
+    let not_started = a.register(conn("u", "c1", "a"), 0).await;
     assert!(matches!(not_started, Err(RouterError::Unavailable(_))));
     let publish = a
         .publish(PublishRequest {
@@ -133,9 +133,9 @@ async fn rejects_bad_input_without_panicking() {
     assert!(matches!(publish, Err(RouterError::Unavailable(_))));
 
     started(&a).await;
-    let foreign = a.register(conn("u", "c1", "b")).await;
+    let foreign = a.register(conn("u", "c1", "b"), 0).await;
     assert!(matches!(foreign, Err(RouterError::BadRequest(_))));
-    let empty = a.register(conn("", "c1", "a")).await;
+    let empty = a.register(conn("", "c1", "a"), 0).await;
     assert!(matches!(empty, Err(RouterError::BadRequest(_))));
     assert!(matches!(
         a.read("", None, 1).await,
@@ -171,7 +171,7 @@ async fn restart_after_shutdown() {
     assert!(!a.is_up());
     assert!(a.nodes().await.unwrap().is_empty());
     let sink = started(&a).await;
-    a.register(conn("u", "c1", "a")).await.unwrap();
+    a.register(conn("u", "c1", "a"), 0).await.unwrap();
     let out = a
         .publish(PublishRequest {
             channel: "user:u".into(),

@@ -6,6 +6,12 @@
 //! it is three steps, in an order that a crash between any two cannot turn into an
 //! entry nobody cleans up: the node's set first (what a reaper reads), then the user's
 //! entry, then the event; unregistering goes the other way.
+//!
+//! The per-user connection cap is checked by the script that writes the user's entry,
+//! on the user's slot, atomically with the write: no extra round trip, and concurrent
+//! registrations on any number of nodes never pass it. A refused registration takes its
+//! member of the node's set back and writes no event. Re-registering after a reap is
+//! not capped: those connections are open already.
 
 use std::sync::atomic::Ordering;
 
@@ -14,7 +20,7 @@ use async_trait::async_trait;
 use super::client::Cmd;
 use super::presence::Change;
 use super::{now_ms, unavailable, value_str, value_u64, Inner, RedisRouter};
-use crate::types::{ConnInfo, NodeInfo, NodeStatus, RouterError};
+use crate::types::{ConnInfo, NodeInfo, NodeStatus, Registration, RouterError};
 use crate::{Registry, Result};
 
 fn user_channel(user: &str) -> String {
@@ -36,13 +42,20 @@ impl Inner {
         cmd
     }
 
-    pub(super) async fn register_entry(&self, conn: &ConnInfo) -> Result<()> {
+    /// Writes `conn`'s entries unless its user is at `max_per_user` (0 = no cap; the
+    /// check is in the registration script, atomic with the write).
+    pub(super) async fn register_entry(
+        &self,
+        conn: &ConnInfo,
+        max_per_user: usize,
+    ) -> Result<Registration> {
         let node = &self.settings.node_id;
         let ch = user_channel(&conn.user);
+        let member = format!("{} {}", conn.user, conn.conn_id);
         self.call(
             Cmd::new("SADD")
                 .key(self.keys.node_conns(node))
-                .arg(format!("{} {}", conn.user, conn.conn_id)),
+                .arg(&member),
         )
         .await?;
         let registry = self.keys.registry(&ch);
@@ -52,8 +65,19 @@ impl Inner {
             .cmd(&[registry.as_bytes()])
             .arg(&conn.conn_id)
             .arg(format!("{node} {}", conn.since_ms))
-            .int(self.redis_deadline_ms(self.settings.command_timeout));
-        self.call(cmd).await?;
+            .int(self.redis_deadline_ms(self.settings.command_timeout))
+            .int(max_per_user);
+        if value_u64(&self.call(cmd).await?) == 0 {
+            // Refused, nothing written to the user's hash. A member left in the node's
+            // set would be harmless (a reaper removes only entries the node owns).
+            let srem = Cmd::new("SREM")
+                .key(self.keys.node_conns(node))
+                .arg(&member);
+            if let Err(e) = self.call(srem).await {
+                tracing::debug!(error = %e, "could not take back a refused registration");
+            }
+            return Ok(Registration::UserAtCap);
+        }
         let ts = now_ms().to_string();
         self.call(self.event(&[
             ("type", "connect"),
@@ -63,7 +87,7 @@ impl Inner {
             ("ts", &ts),
         ]))
         .await?;
-        Ok(())
+        Ok(Registration::Registered)
     }
 
     pub(super) async fn unregister_entry(&self, user: &str, conn_id: &str) -> Result<()> {
@@ -192,7 +216,8 @@ impl Inner {
         );
         let mut ok = true;
         for conn in &conns {
-            if let Err(e) = self.register_entry(conn).await {
+            // No cap: these connections are open already.
+            if let Err(e) = self.register_entry(conn, 0).await {
                 tracing::warn!(error = %e, "re-register failed");
                 ok = false;
             }
@@ -209,7 +234,7 @@ impl Inner {
 
 #[async_trait]
 impl Registry for RedisRouter {
-    async fn register(&self, conn: ConnInfo) -> Result<()> {
+    async fn register(&self, conn: ConnInfo, max_per_user: usize) -> Result<Registration> {
         let inner = &self.inner;
         inner.ensure_started()?;
         if conn.node != inner.settings.node_id {
@@ -229,20 +254,28 @@ impl Registry for RedisRouter {
             inner.release_user(&conn.user);
             return Err(unavailable(e));
         }
-        if let Err(e) = inner.register_entry(&conn).await {
-            inner.release_user(&conn.user);
-            // Parts may have been written with their answer lost or late: take them
-            // back (the caller gives up on this connection and will not unregister it).
-            let this = RedisRouter {
-                inner: inner.clone(),
-            };
-            tokio::spawn(async move {
-                let _ = this.inner.unregister_entry(&conn.user, &conn.conn_id).await;
-            });
-            return Err(e);
+        match inner.register_entry(&conn, max_per_user).await {
+            Ok(Registration::Registered) => {
+                inner.local().conns.insert(conn.conn_id.clone(), conn);
+                Ok(Registration::Registered)
+            }
+            Ok(Registration::UserAtCap) => {
+                inner.release_user(&conn.user);
+                Ok(Registration::UserAtCap)
+            }
+            Err(e) => {
+                inner.release_user(&conn.user);
+                // Parts may have been written with their answer lost or late: take them
+                // back (the caller gives up on this connection and will not unregister it).
+                let this = RedisRouter {
+                    inner: inner.clone(),
+                };
+                tokio::spawn(async move {
+                    let _ = this.inner.unregister_entry(&conn.user, &conn.conn_id).await;
+                });
+                Err(e)
+            }
         }
-        inner.local().conns.insert(conn.conn_id.clone(), conn);
-        Ok(())
     }
 
     async fn unregister(&self, user: &str, conn_id: &str) -> Result<()> {

@@ -257,13 +257,22 @@ redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
 return 1
 "#;
 
-/// KEYS: the user's registry hash.  ARGV: conn, "node since_ms", deadline.
+/// KEYS: the user's registry hash.  ARGV: conn, "node since_ms", deadline,
+/// max_per_user (0 = no cap).
+/// Returns 1 when registered, 0 (having done nothing) when the user already has
+/// max_per_user entries and this connection is not one of them: the check and the
+/// write are one atomic step, so concurrent registrations never pass the cap.
 /// An error, having done nothing, when Redis runs it after the deadline: the node has
 /// refused the connection by then, and nothing would ever unregister it.
 const REGISTER: &str = r#"
 local deadline = tonumber(ARGV[3])
 if deadline > 0 and now_ms() > deadline then
   return redis.error_reply('LATE the registration deadline passed before Redis ran it')
+end
+local cap = tonumber(ARGV[4])
+if cap > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= cap then
+  return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1

@@ -27,8 +27,8 @@ pub async fn case_registry(factory: &dyn ClusterFactory) {
     assert!(a.router.connections(&user).await.unwrap().is_empty());
     let on_a = conn(&user, "c-1", &a.id);
     let on_b = conn(&user, "c-2", &b.id);
-    a.router.register(on_a.clone()).await.unwrap();
-    b.router.register(on_b.clone()).await.unwrap();
+    a.router.register(on_a.clone(), 0).await.unwrap();
+    b.router.register(on_b.clone(), 0).await.unwrap();
     let mut seen = b.router.connections(&user).await.unwrap();
     seen.sort_by(|x, y| x.conn_id.cmp(&y.conn_id));
     assert_eq!(
@@ -84,7 +84,10 @@ pub async fn case_lease_expiry(factory: &dyn ClusterFactory) {
     let (a, b) = (&nodes[0], &nodes[1]);
     let user = unique("ghost");
     let room = format!("room:{}", unique("lease"));
-    b.router.register(conn(&user, "c-b", &b.id)).await.unwrap();
+    b.router
+        .register(conn(&user, "c-b", &b.id), 0)
+        .await
+        .unwrap();
     b.router.join(&room, &user, "c-b").await.unwrap();
     let listed = a.router.nodes().await.unwrap();
     assert!(
@@ -211,9 +214,18 @@ pub async fn case_disconnect_user(factory: &dyn ClusterFactory) {
     let nodes = start_cluster(factory, 2, HistoryPolicies::default(), LONG_LEASE).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let user = unique("kick");
-    a.router.register(conn(&user, "c-a", &a.id)).await.unwrap();
-    b.router.register(conn(&user, "c-b1", &b.id)).await.unwrap();
-    b.router.register(conn(&user, "c-b2", &b.id)).await.unwrap();
+    a.router
+        .register(conn(&user, "c-a", &a.id), 0)
+        .await
+        .unwrap();
+    b.router
+        .register(conn(&user, "c-b1", &b.id), 0)
+        .await
+        .unwrap();
+    b.router
+        .register(conn(&user, "c-b2", &b.id), 0)
+        .await
+        .unwrap();
     a.sink.set_disconnect_count(&user, 1);
     b.sink.set_disconnect_count(&user, 2);
 
@@ -251,7 +263,10 @@ pub async fn case_shutdown(factory: &dyn ClusterFactory) {
     let room = format!("room:{}", unique("shutdown"));
     a.router.subscribe_room(&room).await.unwrap();
     b.router.subscribe_room(&room).await.unwrap();
-    b.router.register(conn(&user, "c-1", &b.id)).await.unwrap();
+    b.router
+        .register(conn(&user, "c-1", &b.id), 0)
+        .await
+        .unwrap();
     assert!(b.router.join(&room, &user, "c-1").await.unwrap());
     a.sink.wait_presence(&room, 1).await;
 

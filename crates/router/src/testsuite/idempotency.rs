@@ -35,7 +35,10 @@ pub async fn case_idempotent_publish(factory: &dyn ClusterFactory) {
     let (a, b) = (&nodes[0], &nodes[1]);
     let user = unique("idem");
     let channel = format!("user:{user}");
-    b.router.register(conn(&user, "c-1", &b.id)).await.unwrap();
+    b.router
+        .register(conn(&user, "c-1", &b.id), 0)
+        .await
+        .unwrap();
 
     let first = publish(a.router.as_ref(), keyed(&channel, 1, "k-1", WINDOW)).await;
     assert!(!first.duplicate, "a key's first publish is no duplicate");

@@ -54,7 +54,10 @@ pub async fn case_user_publish_online(factory: &dyn ClusterFactory) {
     let (a, b) = (&nodes[0], &nodes[1]);
     let user = unique("online");
     let channel = format!("user:{user}");
-    b.router.register(conn(&user, "c-b", &b.id)).await.unwrap();
+    b.router
+        .register(conn(&user, "c-b", &b.id), 0)
+        .await
+        .unwrap();
 
     let out = publish(a, &channel, None, json(1)).await;
     assert!(out.online, "user with a connection on B reported offline");
@@ -68,7 +71,10 @@ pub async fn case_user_publish_online(factory: &dyn ClusterFactory) {
     );
     assert_eq!(b.sink.messages(&channel).len(), 1, "B got a duplicate");
 
-    a.router.register(conn(&user, "c-a", &a.id)).await.unwrap();
+    a.router
+        .register(conn(&user, "c-a", &a.id), 0)
+        .await
+        .unwrap();
     let out = publish(a, &channel, None, json(2)).await;
     assert!(out.online);
     assert_eq!(out.nodes, 2, "connections on A and B: routed to both");
@@ -136,7 +142,7 @@ pub async fn case_ordering(factory: &dyn ClusterFactory) {
     for node in &nodes {
         let conn_id = format!("c-{}", node.id);
         node.router
-            .register(conn(&user, &conn_id, &node.id))
+            .register(conn(&user, &conn_id, &node.id), 0)
             .await
             .unwrap();
         node.router.subscribe_room(&room).await.unwrap();
@@ -202,7 +208,10 @@ pub async fn case_message_fields(factory: &dyn ClusterFactory) {
     let user = unique("fields");
     let user_channel = format!("user:{user}");
     let room = format!("room:{}", unique("fields"));
-    b.router.register(conn(&user, "c-1", &b.id)).await.unwrap();
+    b.router
+        .register(conn(&user, "c-1", &b.id), 0)
+        .await
+        .unwrap();
     b.router.subscribe_room(&room).await.unwrap();
 
     let text = Payload::json(r#"{"text":"héllo","list":[1,2.5,null]}"#).unwrap();
