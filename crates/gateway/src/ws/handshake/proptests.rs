@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use switchboard_proto::StreamPosition;
 
-use super::{check, Accepted, Rejected};
+use super::{check, Checked, Rejected};
 use crate::config::ServeArgs;
 use crate::http::query::tests::{encode_form, encode_uri_component};
 use crate::node::testing::runtime_and_node;
@@ -40,7 +40,7 @@ fn setup() -> (tokio::runtime::Runtime, Arc<Node>, String) {
 }
 
 /// `GET /ws?<query>` as a WebSocket upgrade; `None` when `http` refuses the URI.
-fn handshake(node: &Arc<Node>, query: &str) -> Option<Result<Accepted, Rejected>> {
+fn handshake(node: &Arc<Node>, query: &str) -> Option<Result<Checked, Rejected>> {
     let req = Request::builder()
         .uri(format!("/ws?{query}"))
         .header("upgrade", "websocket")
