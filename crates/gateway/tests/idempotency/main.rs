@@ -13,6 +13,8 @@
 //!   connection and through another node, keys scoped per sender.
 //! - [`window`]: a retry after the window is a new message; the window's bounds.
 //! - [`malformed`]: bad keys are `bad_request` / `bad_frame`, and publish nothing.
+//! - [`cut_reply`]: the fault proxy cuts Redis's reply after Redis ran the publish; the
+//!   retry answers the first offset and the channel holds one copy.
 //! - [`cost`]: what a key costs in Redis and in the embedded backplane (`measured:` lines).
 
 #[path = "../support/mod.rs"]
@@ -21,6 +23,7 @@ mod support;
 mod api;
 mod client;
 mod cost;
+mod cut_reply;
 mod malformed;
 mod window;
 
