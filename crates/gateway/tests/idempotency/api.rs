@@ -59,9 +59,9 @@ async fn a_retried_api_publish_is_stored_and_delivered_once(backend: Backend) {
 }
 on_both_backends!(a_retried_api_publish_is_stored_and_delivered_once);
 
-/// The protobuf API shares the JSON API's scope: a protobuf retry of a JSON publish is
-/// its duplicate (`PublishResult.duplicate`), and the empty key (proto3's "absent") is
-/// no key at all.
+/// The protobuf API (publish and batch) shares the JSON API's scope: a protobuf retry of
+/// a JSON publish is its duplicate (`PublishResult.duplicate`), and the empty key
+/// (proto3's "absent") is no key at all.
 async fn protobuf_api_publishes_are_keyed_too(backend: Backend) {
     let s = Scene::start(backend, &[]).await;
     let node = &s.node;
@@ -105,6 +105,45 @@ async fn protobuf_api_publishes_are_keyed_too(backend: Backend) {
     let fresh = publish_pb("pb-2").await;
     assert!(!fresh.duplicate);
     assert_eq!(fresh.offset, at.1 + 3);
+    // A protobuf batch: the retry of a JSON publish, a bad key failing its item alone.
+    let item = |key: &str| pb::PublishRequest {
+        channel: "room:hist-pb".into(),
+        data: Some(pb::Payload {
+            kind: Some(pb::payload::Kind::Json("1".into())),
+        }),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
+    let batch = pb::BatchRequest {
+        messages: vec![item("pb-1"), item("a b"), item("pb-2")],
+    };
+    let bearer = format!("Bearer {API_KEY}");
+    let (status, body) = node
+        .http(
+            node.internal,
+            "POST",
+            "/v1/batch",
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/x-protobuf"),
+            ],
+            Bytes::from(batch.encode_to_vec()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:?}");
+    let results = pb::BatchResponse::decode(body)
+        .expect("a BatchResponse")
+        .results;
+    assert!(
+        results[0].duplicate && results[0].offset == at.1,
+        "{results:?}"
+    );
+    let error = results[1].error.as_ref().expect("the bad key's item fails");
+    assert_eq!(error.code, "bad_request", "{results:?}");
+    assert!(
+        results[2].duplicate && results[2].offset == fresh.offset,
+        "{results:?}"
+    );
     assert_eq!(
         history_offsets(node, "room:hist-pb").await,
         [at.1, at.1 + 1, at.1 + 2, at.1 + 3]
