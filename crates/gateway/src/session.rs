@@ -399,7 +399,10 @@ impl Session {
             })
             .await
             .map_err(unavailable)?;
-        m::hot().publishes.increment(1);
+        // A retry answered from its key stored nothing (the server API counts alike).
+        if !outcome.duplicate {
+            m::hot().publishes.increment(1);
+        }
         Ok(Some(ReplyOk {
             position: Some(outcome.message.position()),
             ..Default::default()

@@ -125,12 +125,14 @@ pub async fn spawn_node(node_id: &str, listen: &str, args: &[&str], env: &[(&str
     }
 }
 
-/// Runs the binary to completion with `args` (for config errors and `token`).
+/// Runs the binary to completion with `args` (for config errors and `token`). Killed if
+/// the future is dropped first (a caller's timeout when it serves instead of exiting).
 pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
+        .kill_on_drop(true)
         .output()
         .await
         .expect("run switchboard")

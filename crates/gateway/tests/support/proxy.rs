@@ -9,6 +9,9 @@
 //! - [`FaultProxy::heal`]: new connections flow normally again; connections already
 //!   black-holed stay wedged (their owner has to give up on them and reconnect).
 //! - [`FaultProxy::refuse_all`]: closes every connection and closes new ones at once.
+//! - [`FaultProxy::cut_reply_after`]: the next connection to send a given pattern (a
+//!   unique idempotency key, say) has that data delivered to Redis, and then its client
+//!   hears nothing more and is closed: the reply to a command Redis ran is lost.
 //!
 //! Dropping the proxy closes everything it holds.
 
@@ -33,12 +36,16 @@ struct Conn {
     blackholed: AtomicBool,
     /// Closes both sockets (refuse_all, proxy dropped).
     close: CancellationToken,
+    /// Cut: Redis got the pattern; nothing more reaches the client, which is closed.
+    cut: AtomicBool,
 }
 
 #[derive(Default)]
 struct Mode {
     blackhole_subscribers: bool,
     refuse: bool,
+    /// Armed [`FaultProxy::cut_reply_after`]: the pattern that cuts the next connection.
+    cut_after: Option<Vec<u8>>,
 }
 
 struct State {
@@ -46,6 +53,8 @@ struct State {
     mode: Mutex<Mode>,
     conns: Mutex<Vec<Arc<Conn>>>,
     accepted: AtomicUsize,
+    /// Connections cut by [`FaultProxy::cut_reply_after`].
+    cuts: AtomicUsize,
     /// Cancelled when the proxy is dropped: every task ends, every socket closes.
     stop: CancellationToken,
 }
@@ -78,6 +87,7 @@ impl FaultProxy {
             mode: Mutex::new(Mode::default()),
             conns: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
+            cuts: AtomicUsize::new(0),
             stop: CancellationToken::new(),
         });
         tokio::spawn(accept_loop(listener, state.clone()));
@@ -130,6 +140,22 @@ impl FaultProxy {
             .count()
     }
 
+    /// Arms a one-shot cut: the next client→server data containing `pattern` (matched
+    /// exactly, also across two reads) is forwarded to Redis with whatever the client sends
+    /// right after it (the rest of that write), then the upstream side is half-closed and
+    /// read to its end — so Redis runs every command it got — while the client receives
+    /// nothing more and sees its connection end as soon as Redis answered. Other
+    /// connections are untouched; the mode disarms itself once it fired.
+    pub fn cut_reply_after(&self, pattern: &[u8]) {
+        assert!(!pattern.is_empty(), "an empty pattern would cut anything");
+        self.state.mode().cut_after = Some(pattern.to_vec());
+    }
+
+    /// How many connections [`FaultProxy::cut_reply_after`] cut so far.
+    pub fn cuts(&self) -> usize {
+        self.state.cuts.load(Ordering::SeqCst)
+    }
+
     /// How many connections the proxy accepted so far.
     pub fn accepted(&self) -> usize {
         self.state.accepted.load(Ordering::SeqCst)
@@ -170,6 +196,7 @@ async fn proxy_conn(client: TcpStream, state: Arc<State>) {
         subscriber: AtomicBool::new(false),
         blackholed: AtomicBool::new(false),
         close: state.stop.child_token(),
+        cut: AtomicBool::new(false),
     });
     {
         let mut conns = state.conns();
@@ -200,11 +227,20 @@ async fn pump(
     let mut buf = vec![0u8; 16 * 1024];
     // The tail of the previous chunk, so that a command name split across reads is seen.
     let mut tail: Vec<u8> = Vec::new();
+    // The same for the cut pattern.
+    let mut cut_tail: Vec<u8> = Vec::new();
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if !client_to_server && conn.cut.load(Ordering::SeqCst) {
+            // Redis answered what it got: the client hears none of it.
+            return drain_after_cut(from, to).await;
+        }
+        if client_to_server && cut_here(&conn, &state, &mut cut_tail, &buf[..n]) {
+            return cut(from, to, &buf[..n]).await;
+        }
         if client_to_server && !conn.subscriber.load(Ordering::SeqCst) {
             let mut window = std::mem::take(&mut tail);
             window.extend_from_slice(&buf[..n]);
@@ -232,6 +268,61 @@ async fn pump(
     }
     // Half-close towards the other side, like a transparent TCP relay.
     let _ = to.shutdown().await;
+}
+
+/// Whether this chunk (with the previous one's tail) completes the armed cut pattern;
+/// if so the mode is disarmed and the connection marked cut (before anything of it goes
+/// upstream, so that no reply to it can reach the client).
+fn cut_here(conn: &Conn, state: &State, cut_tail: &mut Vec<u8>, chunk: &[u8]) -> bool {
+    let mut mode = state.mode();
+    let Some(pattern) = mode.cut_after.as_deref() else {
+        cut_tail.clear();
+        return false;
+    };
+    let mut window = std::mem::take(cut_tail);
+    window.extend_from_slice(chunk);
+    if window.windows(pattern.len()).any(|w| w == pattern) {
+        mode.cut_after = None;
+        conn.cut.store(true, Ordering::SeqCst);
+        state.cuts.fetch_add(1, Ordering::SeqCst);
+        return true;
+    }
+    let keep = window.len().saturating_sub(pattern.len() - 1);
+    *cut_tail = window.split_off(keep);
+    false
+}
+
+/// Client→server side of a cut: forwards `chunk` and what the client sends within a
+/// moment after it (the rest of the same write, should a read have split it), then
+/// half-closes towards Redis, which runs all of it and closes its side.
+async fn cut(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, chunk: &[u8]) {
+    if to.write_all(chunk).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(std::time::Duration::from_millis(20), from.read(&mut buf)).await
+    {
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+    // `from` is dropped here: with the client writer dropped too, the client's socket
+    // closes.
+}
+
+/// Server→client side of a cut: closes towards the client at once and reads Redis's
+/// answers to their end without forwarding them.
+async fn drain_after_cut(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+    let _ = to.shutdown().await;
+    drop(to);
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
