@@ -1,11 +1,12 @@
 //! Idempotency keys of the embedded backplane (PROTOCOL.md §5): which `(channel, key)`
 //! pairs were published within their window, and what the first publish answered.
 //!
-//! Cost: one entry per key seen within its window — about 170 bytes plus the channel
-//! name, the key and the epoch (the map entry, a shared name, and its place in the
-//! expiry queue). Memory is bounded by the publish rate times the window (e.g. 1,000
-//! keyed publishes/s with the default 300 s window: 300,000 entries, about 70 MB); every
-//! keyed publish first drops the entries whose window ended.
+//! Cost: one entry per key seen within its window — the map entry, a shared name
+//! (channel and key) and its place in the expiry queue: about 270 bytes with a 36-byte
+//! key (measured as RSS over 100,000 keys, `tests/idempotency/cost.rs`). Memory is
+//! bounded by the publish rate times the window (e.g. 1,000 keyed publishes/s with the
+//! default 300 s window: 300,000 entries, about 81 MB); every keyed publish first drops
+//! the entries whose window ended.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
