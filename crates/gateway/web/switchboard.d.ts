@@ -71,6 +71,27 @@ export interface PongFrame {
   id?: number;
 }
 
+/** Every frame the server sends (the client handles each; see README.md). */
+export type ServerFrame =
+  | WelcomeFrame
+  | MessageFrame
+  | ReplyFrame
+  | PresenceFrame
+  | PongFrame
+  | GoawayFrame
+  | ErrorFrame
+  | ResyncFrame;
+
+/** Every frame the client sends (built by the methods below; `id` is set by the client). */
+export type ClientFrame =
+  | { type: 'subscribe'; id: number; channel: string; since?: Position }
+  | { type: 'unsubscribe'; id: number; channel: string }
+  | { type: 'publish'; id: number; channel: string; idempotency_key: string; data?: unknown; data_b64?: string }
+  | { type: 'ack'; channel: string; offset: number; epoch?: string }
+  | { type: 'refresh'; id: number; token: string }
+  | { type: 'ping'; id: number }
+  | { type: 'rpc'; id: number; method: string; data?: unknown };
+
 /**
  * History this client depended on in `channel` is gone: reload the channel's state from
  * your backend; delivery goes on after (epoch, offset). Emitted for a `resync` frame on
