@@ -44,7 +44,7 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Reads at most `limit` bytes of `path`; a longer file is an error (never a hang on
 /// `/dev/zero`).
-fn read_limited(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_limited(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
@@ -159,6 +159,8 @@ pub struct Config {
     /// RPC routes (PROTOCOL.md §4b): the file's `[[routes]]`, then `--rpc-route`s; the
     /// first whose pattern matches a method serves it.
     pub routes: Vec<RouteConfig>,
+    /// TLS on the public listener (and the internal one with `admin`); `None` = plain.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Legal but risky choices (short secrets, `*` origins, closed API) to log at startup.
     pub warnings: Vec<String>,
 }
@@ -261,6 +263,7 @@ impl fmt::Debug for Config {
             .field("rpc_max_inflight", &self.rpc_max_inflight)
             .field("worker_threads", &self.worker_threads)
             .field("routes", &self.routes)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }

@@ -4,6 +4,7 @@
 //! - `cli`, `config`: the command line, env and TOML settings, validated before binding.
 //! - `auth`, `token`: JWT verification (PROTOCOL.md §3) and development tokens.
 //! - `server`: listeners, the internal endpoints, the SIGTERM drain.
+//! - `tls`: `--tls-cert`/`--tls-key` on the listeners, and their reload.
 //! - `ws`: the WebSocket handshake, one task per connection, the outbound queue (written
 //!   straight to the socket), the node-wide heartbeat/expiry sweeper.
 //! - `session`: what a client's frames mean (subscribe, publish, ack, refresh, …).
@@ -32,6 +33,7 @@ mod repair;
 mod rpc;
 mod server;
 mod session;
+mod tls;
 mod token;
 mod web;
 mod ws;

@@ -68,6 +68,12 @@ pub const RPC_CIRCUIT_STATE: &str = "switchboard_rpc_circuit_state";
 pub const RPC_RETRIES: &str = "switchboard_rpc_retries_total";
 /// Gauge: the node's `--max-connections` (set by `record_config`), for "near the cap" alerts.
 pub const MAX_CONNECTIONS: &str = "switchboard_max_connections";
+/// Counter `{result}`: certificate reloads after the TLS files changed (`ok`, `error`:
+/// the previous certificate stays).
+pub const TLS_RELOADS: &str = "switchboard_tls_reloads_total";
+/// Counter: TLS handshakes that failed (plain HTTP on the TLS port, no common version or
+/// cipher, timeouts).
+pub const TLS_HANDSHAKE_FAILURES: &str = "switchboard_tls_handshake_failures_total";
 /// Gauge `{version}`: always 1; the running build.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -264,8 +270,12 @@ fn initialise() {
         PUBLISHES,
         DELIVERY_GAPS,
         RESYNCS,
+        TLS_HANDSHAKE_FAILURES,
     ] {
         metrics::counter!(name).absolute(0);
+    }
+    for result in ["ok", "error"] {
+        metrics::counter!(TLS_RELOADS, "result" => result).absolute(0);
     }
     for reason in HANDSHAKE_REASONS {
         metrics::counter!(HANDSHAKE_REJECTED, "reason" => *reason).absolute(0);
@@ -345,6 +355,11 @@ fn describe() {
         "Extra attempts of idempotent RPC calls, by route"
     );
     describe_gauge!(MAX_CONNECTIONS, "The node's --max-connections");
+    describe_counter!(
+        TLS_RELOADS,
+        "TLS certificate reloads after a file change, by result (error: the old one stays)"
+    );
+    describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed");
     describe_gauge!(BUILD_INFO, "Always 1; the running build's version");
 }
 

@@ -1,4 +1,4 @@
-//! The node's life: start the router, bind both listeners, serve, and drain on
+//! The node's life: start the router, bind both listeners (plain or TLS), serve, and drain on
 //! SIGTERM/SIGINT (readiness off, stop accepting, `goaway` + 1012 spread over the drain
 //! window, exit before the deadline).
 
@@ -18,6 +18,7 @@ use switchboard_proto::{close, ServerFrame};
 use switchboard_router::memory::MemoryCluster;
 use switchboard_router::{NodeStatus, RedisRouter, RedisSettings, Router};
 use tokio::net::{TcpListener, TcpSocket};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -81,6 +82,14 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         repairs,
     ));
     metrics::gauge!(m::BACKPLANE_UP).set(1.0);
+    let tls = match &config.tls {
+        Some(files) => {
+            let certs = crate::tls::Certs::new(files.loaded.key.clone());
+            let acceptor = TlsAcceptor::from(crate::tls::server_config(certs.clone())?);
+            Some((files.clone(), certs, acceptor))
+        }
+        None => None,
+    };
     let public = bind(config.listen)?;
     let internal = bind(config.admin_listen)?;
     let node = Arc::new(Node::new(config, router, hub, metrics));
@@ -92,16 +101,31 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     );
     tracing::info!(node = %node.config.node_id, "node started");
 
+    let (public_tls, internal_tls) = match tls {
+        Some((files, certs, acceptor)) => {
+            tracing::info!(
+                cert = %files.cert.display(),
+                internal = files.admin,
+                "serving TLS"
+            );
+            let internal = files.admin.then(|| acceptor.clone());
+            tokio::spawn(crate::tls::watch(files, certs, node.shutdown.clone()));
+            (Some(acceptor), internal)
+        }
+        None => (None, None),
+    };
     let stop_public = CancellationToken::new();
     let stop_internal = CancellationToken::new();
     tokio::spawn(accept(
         public,
+        public_tls,
         node.clone(),
         stop_public.clone(),
         Listener::Public,
     ));
     tokio::spawn(accept(
         internal,
+        internal_tls,
         node.clone(),
         stop_internal.clone(),
         Listener::Internal,
@@ -233,7 +257,15 @@ enum Listener {
     Internal,
 }
 
-async fn accept(listener: TcpListener, node: Arc<Node>, stop: CancellationToken, kind: Listener) {
+/// Accepts connections until `stop`; with `tls`, each one's handshake comes first (in
+/// its own task, under the handshake timeout).
+async fn accept(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    node: Arc<Node>,
+    stop: CancellationToken,
+    kind: Listener,
+) {
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -248,32 +280,66 @@ async fn accept(listener: TcpListener, node: Arc<Node>, stop: CancellationToken,
         };
         let _ = stream.set_nodelay(true);
         let node2 = node.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let node = node2.clone();
-            async move {
-                Ok::<_, Infallible>(match kind {
-                    Listener::Public => public(&node, req).await,
-                    Listener::Internal => internal(&node, req).await,
-                })
+        match &tls {
+            None => {
+                node.tracker
+                    .spawn(serve_http(TokioIo::new(stream), node2, kind));
             }
-        });
-        let shutdown = node.shutdown.clone();
-        let timeout = node.config.handshake_timeout;
-        node.tracker.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
-                }
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                node.tracker.spawn(async move {
+                    let timeout = node2.config.handshake_timeout;
+                    let handshake = tokio::time::timeout(timeout, handshake);
+                    let stream = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                metrics::counter!(m::TLS_HANDSHAKE_FAILURES).increment(1);
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                metrics::counter!(m::TLS_HANDSHAKE_FAILURES).increment(1);
+                                return;
+                            }
+                        },
+                        _ = node2.shutdown.cancelled() => return,
+                    };
+                    serve_http(TokioIo::new(stream), node2, kind).await;
+                });
             }
-        });
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection, plain or TLS.
+async fn serve_http<I>(io: I, node: Arc<Node>, kind: Listener)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let node2 = node.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let node = node2.clone();
+        async move {
+            Ok::<_, Infallible>(match kind {
+                Listener::Public => public(&node, req).await,
+                Listener::Internal => internal(&node, req).await,
+            })
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(node.config.handshake_timeout)
+        .serve_connection(io, svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = node.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
     }
 }
 

@@ -43,6 +43,10 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
     "dev_echo",
     "rpc_max_inflight",
     "worker_threads",
+    "tls_cert",
+    "tls_key",
+    "admin_tls",
+    "tls_reload_interval_ms",
 ];
 
 /// Settings that take a list: comma-separated text, a repeated flag or a TOML array.
@@ -262,6 +266,22 @@ pub struct ServeArgs {
         value_delimiter = ';'
     )]
     pub rpc_route: Option<Vec<String>>,
+    /// PEM file with the certificate chain (leaf first) to serve the public listener with
+    /// TLS (wss://); requires --tls-key. Reloaded when the file changes. Default: none
+    /// (plain ws://).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "PEM_FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM file with the private key of --tls-cert (PKCS#8, PKCS#1 or SEC1). Default: none.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "PEM_FILE")]
+    pub tls_key: Option<String>,
+    /// Also serve the internal listener (server API, /metrics, /healthz, /readyz) with
+    /// the TLS certificate. Requires --tls-cert. Default: false.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TLS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    pub admin_tls: Option<String>,
+    /// How often the TLS files are checked for a change, 100..=3600000 ms. Default: 5000.
+    #[arg(long, env = "SWITCHBOARD_TLS_RELOAD_INTERVAL_MS", value_name = "MS")]
+    pub tls_reload_interval_ms: Option<String>,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -332,6 +352,10 @@ pub(super) fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
         "rpc_max_inflight" => one(&args.rpc_max_inflight),
         "worker_threads" => one(&args.worker_threads),
         "rpc_route" => args.rpc_route.clone(),
+        "tls_cert" => one(&args.tls_cert),
+        "tls_key" => one(&args.tls_key),
+        "admin_tls" => one(&args.admin_tls),
+        "tls_reload_interval_ms" => one(&args.tls_reload_interval_ms),
         _ => None,
     }
 }

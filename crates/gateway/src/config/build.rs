@@ -154,6 +154,7 @@ pub(super) fn build(
         located.extend(routes::from_compact(&items, label, &mut l.errors));
     }
     routes::check_names(&located, &mut l.errors);
+    let tls = l.tls();
     let routes = located.into_iter().map(|(_, route)| route).collect();
 
     let Loader {
@@ -205,6 +206,7 @@ pub(super) fn build(
         rpc_max_inflight: to_usize(rpc_max_inflight),
         worker_threads: to_usize(worker_threads),
         routes,
+        tls,
         warnings,
     })
 }
@@ -436,6 +438,55 @@ impl Loader<'_> {
                 };
                 let label = self.label(key);
                 self.errors.push(format!("{label}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+impl Loader<'_> {
+    /// The TLS files, both or neither, loaded and checked now: a bad or mismatched pair
+    /// is a configuration error like any other.
+    fn tls(&mut self) -> Option<crate::tls::TlsFiles> {
+        let cert = self.trimmed("tls_cert");
+        let key = self.trimmed("tls_key");
+        let admin = self.get("admin_tls", false, values::bool);
+        let reload_ms = self.int("tls_reload_interval_ms", 5000, 100, 3_600_000);
+        let (cert, key) = match (cert, key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (None, None) => {
+                if admin {
+                    self.errors
+                        .push("--admin-tls needs --tls-cert and --tls-key".into());
+                }
+                return None;
+            }
+            (Some(_), None) => {
+                self.errors.push(
+                    "--tls-cert needs --tls-key (SWITCHBOARD_TLS_KEY), the certificate's \
+                     private key"
+                        .into(),
+                );
+                return None;
+            }
+            (None, Some(_)) => {
+                self.errors.push(
+                    "--tls-key needs --tls-cert (SWITCHBOARD_TLS_CERT), the certificate chain"
+                        .into(),
+                );
+                return None;
+            }
+        };
+        match crate::tls::load(cert.as_ref(), key.as_ref()) {
+            Ok(loaded) => Some(crate::tls::TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+                admin,
+                reload_interval: Duration::from_millis(reload_ms),
+                loaded,
+            }),
+            Err(e) => {
+                self.errors.push(format!("--tls-cert / --tls-key: {e}"));
                 None
             }
         }

@@ -1,5 +1,5 @@
 //! One WebSocket from the 101 to the last cleanup, in one task: takes the raw socket back
-//! from hyper and the registry entry over from the handshake, opens the session, reads and
+//! (plain or TLS) from hyper and the registry entry over from the handshake, opens the session, reads and
 //! handles frames (writing any backlog while it waits), runs the closing handshake and
 //! unregisters everything at the end.
 //!
@@ -186,6 +186,8 @@ fn serve(
         let code = conn.outbound.finish();
         drop(driver);
         drop(rd);
+        // With TLS, what the session still holds (our close frame) goes out first.
+        Box::pin(socket.close(super::driver::CLOSE_GRACE)).await;
         drop(socket);
         Box::pin(session.close()).await;
         if let Some(exp) = watched {

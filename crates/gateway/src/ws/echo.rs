@@ -81,6 +81,8 @@ async fn serve(
     .await;
     finish(&mut driver, &conn, &mut rd, end).await;
     let code = conn.outbound.finish();
+    drop(driver);
+    socket.close(super::driver::CLOSE_GRACE).await;
     node.hub.remove(&conn);
     tracing::debug!(conn = %conn.conn_id, code, "echo disconnected");
 }

@@ -70,6 +70,16 @@ impl State {
     fn write_to(&mut self, socket: &Socket) -> bool {
         loop {
             if self.items.is_empty() {
+                // A TLS session may hold encrypted bytes the socket did not take yet: a
+                // backlog like any other (plain TCP: always `Ok`).
+                match socket.flush_buffered() {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.stall(),
+                    Err(_) => {
+                        self.fail();
+                        return false;
+                    }
+                }
                 self.writer = Writer::Idle;
                 self.stalled_since = None;
                 if self.items.capacity() > 0 {
@@ -112,18 +122,22 @@ impl State {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.stalled_since.get_or_insert_with(Instant::now);
-                    let formed = self.writer != Writer::Backlog;
-                    self.writer = Writer::Backlog;
-                    return formed;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.stall(),
                 Err(_) => {
                     self.fail();
                     return false;
                 }
             }
         }
+    }
+
+    /// The socket took no more: the connection's task waits until it is writable.
+    /// Returns whether the backlog formed now.
+    fn stall(&mut self) -> bool {
+        self.stalled_since.get_or_insert_with(Instant::now);
+        let formed = self.writer != Writer::Backlog;
+        self.writer = Writer::Backlog;
+        formed
     }
 
     /// Removes `written` bytes' worth of frames from the front of the queue.
