@@ -45,6 +45,7 @@ pub struct Cert {
 }
 
 impl Cert {
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Cert {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
         Cert {
@@ -59,6 +60,7 @@ impl Cert {
 pub struct Dir(pub PathBuf);
 
 impl Dir {
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Dir {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
