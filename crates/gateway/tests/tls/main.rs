@@ -14,6 +14,7 @@
 mod support;
 
 mod config;
+mod memory;
 mod reload;
 mod serving;
 
