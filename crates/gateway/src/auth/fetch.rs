@@ -139,7 +139,7 @@ impl Source {
                 .headers()
                 .get_all(CACHE_CONTROL)
                 .iter()
-                .filter_map(|v| max_age(v))
+                .filter_map(max_age)
                 .min();
             let body = Limited::new(res.into_body(), MAX_BODY)
                 .collect()

@@ -181,7 +181,7 @@ async fn the_endpoint_down_keeps_the_last_good_set() {
         assert_eq!(metric(node, "switchboard_jwks_keys", "").await, 1.0);
     }
     assert_eq!(
-        metric(&node, "switchboard_jwks_last_success_timestamp_seconds", "").await,
+        metric(node, "switchboard_jwks_last_success_timestamp_seconds", "").await,
         last_success
     );
 
@@ -191,10 +191,9 @@ async fn the_endpoint_down_keeps_the_last_good_set() {
         Duration::from_secs(8),
         "a good fetch after the outage",
         || async {
-            metric(&node, "switchboard_jwks_last_success_timestamp_seconds", "").await
-                > last_success
+            metric(node, "switchboard_jwks_last_success_timestamp_seconds", "").await > last_success
         },
     )
     .await;
-    assert!(admits(&node, &token).await);
+    assert!(admits(node, &token).await);
 }

@@ -105,7 +105,8 @@ async fn allowed_to_start_without_keys() {
 async fn bad_settings_are_exit_64() {
     let server = JwksServer::start(keys(&[TestKey::Rsa.jwk("a")], 60)).await;
     let url = server.url();
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         (
             &["--jwt-jwks-url", &url],
             &[("SWITCHBOARD_JWT_SECRET", support::SECRET)],
