@@ -284,12 +284,14 @@ impl Authenticator {
     /// checked again after it.
     pub async fn authenticate(&self, token: &str) -> Result<Claims, AuthError> {
         let result = self.verify(token);
-        if let (Err(_), Keys::Jwks { set, .. }) = (&result, &self.keys) {
-            let unknown = jsonwebtoken::decode_header(token)
-                .ok()
-                .and_then(|h| h.kid)
-                .is_some_and(|kid| set.current().get(&kid).is_none());
-            if unknown && token.len() <= MAX_TOKEN_LEN && set.refresh_for_unknown_kid().await {
+        if let (Err(AuthError::Invalid(_)), Keys::Jwks { set, .. }) = (&result, &self.keys) {
+            // Only a well-formed header whose kid the set lacks is worth a fetch.
+            let unknown = token.len() <= MAX_TOKEN_LEN
+                && jsonwebtoken::decode_header(token)
+                    .ok()
+                    .and_then(|h| h.kid)
+                    .is_some_and(|kid| set.current().get(&kid).is_none());
+            if unknown && set.refresh_for_unknown_kid().await {
                 return self.verify(token);
             }
         }
