@@ -68,6 +68,13 @@ pub const RPC_CIRCUIT_STATE: &str = "switchboard_rpc_circuit_state";
 pub const RPC_RETRIES: &str = "switchboard_rpc_retries_total";
 /// Gauge: the node's `--max-connections` (set by `record_config`), for "near the cap" alerts.
 pub const MAX_CONNECTIONS: &str = "switchboard_max_connections";
+/// Counter `{trigger,result}`: fetches of `--jwt-jwks-url` (`trigger`: `startup`,
+/// `scheduled`, `unknown_kid`; `result`: `ok`, `error`). Only with a JWKS.
+pub const JWKS_REFRESH: &str = "switchboard_jwks_refresh_total";
+/// Gauge: usable keys in the current JWKS set (the last good fetch's).
+pub const JWKS_KEYS: &str = "switchboard_jwks_keys";
+/// Gauge: Unix time of the last good JWKS fetch (its age: `time() - this`).
+pub const JWKS_LAST_SUCCESS: &str = "switchboard_jwks_last_success_timestamp_seconds";
 /// Gauge `{version}`: always 1; the running build.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -346,6 +353,16 @@ fn describe() {
     );
     describe_gauge!(MAX_CONNECTIONS, "The node's --max-connections");
     describe_gauge!(BUILD_INFO, "Always 1; the running build's version");
+    describe_counter!(
+        JWKS_REFRESH,
+        "Fetches of the JWKS URL, by trigger and result (errors keep the last good set)"
+    );
+    describe_gauge!(JWKS_KEYS, "Usable keys in the current JWKS set");
+    describe_gauge!(
+        JWKS_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last good JWKS fetch"
+    );
 }
 
 #[cfg(test)]

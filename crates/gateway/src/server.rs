@@ -68,6 +68,14 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Runs a node until it is told to stop and has drained.
 pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
     crate::metrics::record_config(&config);
+    // With --jwt-jwks-url: the first fetch of the keys (exit 1 when it fails, unless
+    // allowed), then their background refresh.
+    config
+        .auth
+        .start()
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("cannot load the JWT keys of --jwt-jwks-url")?;
     let router = router(&config)?;
     let (hub, repairs) = Hub::new();
     let hub = Arc::new(hub);
