@@ -1,11 +1,18 @@
-//! The server API on the internal listener (PROTOCOL.md §6): publish, broadcast, users,
-//! disconnect, presence, history and nodes, plus `batch` (many publishes in one request). JSON by default; `application/x-protobuf`
-//! bodies (and `Accept`) use the `api.proto` messages. Errors are always JSON.
+//! The internal listener: the server API (PROTOCOL.md §6: publish, broadcast, users,
+//! disconnect, presence, history and nodes, plus `batch`, many publishes in one request),
+//! the operational endpoints and the OpenAPI document (docs/openapi.json) describing them
+//! all. JSON by default; `application/x-protobuf` bodies (and `Accept`) use the `api.proto`
+//! messages. Errors are always JSON.
+//!
+//! # Layout
+//! - [`routes`]: the route table, matched by [`handle`] and checked against the document.
+//! - `publish`, `batch`: the publishing endpoints; `query`: users, disconnect, presence,
+//!   history, nodes; `ops`: health, readiness, metrics and the document.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -17,14 +24,17 @@ use crate::metrics as m;
 use crate::node::Node;
 
 mod batch;
+mod ops;
 #[cfg(test)]
 mod proptests;
 mod publish;
 mod query;
+pub mod routes;
 
 use batch::batch;
 use publish::{broadcast, publish};
 use query::{disconnect, history, nodes, presence, user};
+use routes::{Endpoint, Lookup};
 
 const PROTOBUF: &str = "application/x-protobuf";
 /// Most channels one broadcast may name.
@@ -69,32 +79,33 @@ fn wants(headers: &HeaderMap, name: header::HeaderName) -> bool {
         .is_some_and(|v| v.contains(PROTOBUF))
 }
 
-/// Answers one `/v1/*` request.
+/// Answers one request to the internal port: the server API (`/v1/*`, the API key
+/// required except for the OpenAPI document) and the operational endpoints.
 pub async fn handle(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
-    let endpoint = endpoint_name(req.uri().path());
-    let res = match authorize(node, req.headers()) {
-        Err(e) => Err(e),
-        Ok(()) => route(node, req).await,
+    let path = req.uri().path().to_owned();
+    let found = routes::lookup(req.method(), &path);
+    let api = path.starts_with("/v1/");
+    let (endpoint, needs_key) = match &found {
+        Lookup::Found(r, _) | Lookup::WrongMethod(r, _) => (r.endpoint.label(), r.auth),
+        Lookup::NotFound => ("other", api),
     };
-    let res = res.unwrap_or_else(|ApiError(status, code, msg)| error(status, code, &msg));
-    metrics::counter!(m::API_REQUESTS, "endpoint" => endpoint, "status" => res.status().as_str().to_owned())
-        .increment(1);
-    res
-}
-
-fn endpoint_name(path: &str) -> &'static str {
-    let mut parts = path.trim_start_matches("/v1/").split('/');
-    match (parts.next(), parts.nth(1)) {
-        (Some("publish"), _) => "publish",
-        (Some("broadcast"), _) => "broadcast",
-        (Some("batch"), _) => "batch",
-        (Some("users"), Some("disconnect")) => "disconnect",
-        (Some("users"), _) => "users",
-        (Some("presence"), _) => "presence",
-        (Some("history"), _) => "history",
-        (Some("nodes"), _) => "nodes",
-        _ => "other",
+    let allow = match &found {
+        Lookup::WrongMethod(_, allow) => HeaderValue::from_str(allow).ok(),
+        _ => None,
+    };
+    let res = match needs_key.then(|| authorize(node, req.headers())) {
+        Some(Err(e)) => Err(e),
+        _ => dispatch(node, req, found).await,
+    };
+    let mut res = res.unwrap_or_else(|ApiError(status, code, msg)| error(status, code, &msg));
+    if let (StatusCode::METHOD_NOT_ALLOWED, Some(allow)) = (res.status(), allow) {
+        res.headers_mut().insert(header::ALLOW, allow);
     }
+    if api {
+        metrics::counter!(m::API_REQUESTS, "endpoint" => endpoint, "status" => res.status().as_str().to_owned())
+            .increment(1);
+    }
+    res
 }
 
 fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -129,7 +140,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
+async fn dispatch(node: &Arc<Node>, req: Request<Incoming>, found: Lookup) -> ApiResult {
+    let (route, params) = match found {
+        Lookup::Found(route, params) => (route, params),
+        Lookup::WrongMethod(..) => {
+            return Err(ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed here", req.method()),
+            ))
+        }
+        Lookup::NotFound => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no such endpoint: {}", req.uri().path()),
+            ))
+        }
+    };
     let format =
         if wants(req.headers(), header::ACCEPT) || wants(req.headers(), header::CONTENT_TYPE) {
             Format::Proto
@@ -137,59 +165,32 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
             Format::Json
         };
     let proto_body = wants(req.headers(), header::CONTENT_TYPE);
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let segments: Vec<String> = path
-        .trim_start_matches("/v1/")
-        .split('/')
-        .map(crate::http::query::percent_decode)
-        .collect();
-    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let not_allowed = || {
-        ApiError(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed here"),
-        )
-    };
-    match seg.as_slice() {
-        ["publish"] if method == Method::POST => {
+    let param = params.first().map(String::as_str).unwrap_or_default();
+    match route.endpoint {
+        Endpoint::Publish => {
             let body = read_body(node, req).await?;
             publish(node, &body, proto_body, format).await
         }
-        ["broadcast"] if method == Method::POST => {
+        Endpoint::Broadcast => {
             let body = read_body(node, req).await?;
             broadcast(node, &body, proto_body, format).await
         }
-        ["batch"] if method == Method::POST => {
+        Endpoint::Batch => {
             let body = read_body_limited(req, batch::MAX_BATCH_BODY).await?;
             batch(node, &body, proto_body, format).await
         }
-        ["users", id] if method == Method::GET => user(node, id, format).await,
-        ["users", id, "disconnect"] if method == Method::POST => {
-            let id = id.to_string();
+        Endpoint::User => user(node, param, format).await,
+        Endpoint::Disconnect => {
             let body = read_body(node, req).await?;
-            disconnect(node, &id, &body, proto_body, format).await
+            disconnect(node, param, &body, proto_body, format).await
         }
-        ["presence", channel] if method == Method::GET => presence(node, channel, format).await,
-        ["history", channel] if method == Method::GET => {
-            history(node, channel, query.as_deref(), format).await
-        }
-        ["nodes"] if method == Method::GET => nodes(node, format).await,
-        ["publish"]
-        | ["broadcast"]
-        | ["batch"]
-        | ["users", _]
-        | ["users", _, "disconnect"]
-        | ["presence", _]
-        | ["history", _]
-        | ["nodes"] => Err(not_allowed()),
-        _ => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such endpoint: {path}"),
-        )),
+        Endpoint::Presence => presence(node, param, format).await,
+        Endpoint::History => history(node, param, req.uri().query(), format).await,
+        Endpoint::Nodes => nodes(node, format).await,
+        Endpoint::OpenApi => Ok(ops::openapi()),
+        Endpoint::Healthz => Ok(ops::healthz()),
+        Endpoint::Readyz => Ok(ops::readyz(node)),
+        Endpoint::Metrics => Ok(ops::metrics(node)),
     }
 }
 
