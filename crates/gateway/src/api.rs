@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use serde::Deserialize;
 use serde_json::Value;
 use switchboard_proto::channel::Channel;
 use switchboard_router::RouterError;
@@ -215,6 +216,36 @@ async fn read_body_limited(req: Request<Incoming>, limit: usize) -> Result<Bytes
             "bad_request",
             format!("could not read the body: {e}"),
         )),
+    }
+}
+
+/// Decodes a JSON body, which must be an object (serde would also read a struct from an
+/// array of its fields in order: `[null, null]` was a valid disconnect body).
+fn json_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice::<Object<T>>(body)
+        .map(|o| o.0)
+        .map_err(|e| ApiError::bad("bad_request", format!("invalid JSON body: {e}")))
+}
+
+/// A value that only deserializes from a JSON object (a body, or an item of a batch).
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Object<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 
