@@ -151,3 +151,38 @@ async fn an_integral_float_is_a_close_code() {
     let (code, _, _) = alice.expect_close().await;
     assert_eq!(code, 4001);
 }
+
+/// Schemathesis: a broadcast body had the publish limit (the message + 64 KiB), so the
+/// documented 10,000 channels did not fit with names longer than about 10 bytes.
+#[tokio::test]
+async fn a_broadcast_to_10000_channels_fits() {
+    let node = support::start(&[]).await;
+    let channels: Vec<String> = (0..10_000)
+        .map(|i| format!("room:broadcast-{i:05}-padding-to-40-bytes"))
+        .collect();
+    let (status, res) = node
+        .api(
+            "POST",
+            "/v1/broadcast",
+            Some(json!({"channels": channels, "data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let results = res["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10_000);
+    assert!(
+        results.iter().all(|r| r["offset"] == 1),
+        "every channel published once"
+    );
+    // One more channel is refused for its count, not its size.
+    let mut over = channels;
+    over.push("room:one-too-many".into());
+    let (status, res) = node
+        .api(
+            "POST",
+            "/v1/broadcast",
+            Some(json!({"channels": over, "data": 1})),
+        )
+        .await;
+    assert_error(status, &res, 400, "bad_request");
+}
