@@ -10,6 +10,8 @@ API_FUZZ_LONG_EXAMPLES ?= 500
 API_FUZZ_URL ?=
 API_FUZZ_API_KEY ?=
 API_FUZZ_SEED ?=
+# The channel namespaces the fuzzer may use (deploy/checks/api_fuzz_hooks.py); default user,room.
+export API_FUZZ_NAMESPACES
 API_FUZZ = $(VENV_BIN)/python deploy/checks/api_fuzz.py --schemathesis $(VENV_BIN)/schemathesis \
 	$(if $(API_FUZZ_SEED),--seed $(API_FUZZ_SEED))
 
