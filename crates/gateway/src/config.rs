@@ -92,12 +92,15 @@ pub struct Config {
     pub auth: Arc<Authenticator>,
     /// The HMAC secret, kept so `switchboard token` can sign; `None` with a public key.
     pub jwt_secret: Option<String>,
-    /// The configured JWT algorithm.
-    pub jwt_algorithm: Algorithm,
+    /// The configured JWT algorithm; `None` with a JWKS and no `--jwt-algorithm` (each
+    /// key's own).
+    pub jwt_algorithm: Option<Algorithm>,
     /// Required `aud` of tokens, if configured.
     pub jwt_audience: Option<String>,
     /// Required `iss` of tokens, if configured.
     pub jwt_issuer: Option<String>,
+    /// Where the token keys come from (`--jwt-jwks-url`), if a JWKS is used.
+    pub jwt_jwks_url: Option<String>,
     /// Accepted bearer keys of the server API. Empty = the API is closed: every `/v1`
     /// request gets 401.
     pub api_keys: Vec<String>,
@@ -232,6 +235,7 @@ impl fmt::Debug for Config {
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_jwks_url", &self.jwt_jwks_url)
             .field(
                 "api_keys",
                 &format_args!("<{} redacted>", self.api_keys.len()),

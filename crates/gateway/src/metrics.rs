@@ -74,6 +74,13 @@ pub const TLS_RELOADS: &str = "switchboard_tls_reloads_total";
 /// Counter: TLS handshakes that failed (plain HTTP on the TLS port, no common version or
 /// cipher, timeouts).
 pub const TLS_HANDSHAKE_FAILURES: &str = "switchboard_tls_handshake_failures_total";
+/// Counter `{trigger,result}`: fetches of `--jwt-jwks-url` (`trigger`: `startup`,
+/// `scheduled`, `unknown_kid`; `result`: `ok`, `error`). Only with a JWKS.
+pub const JWKS_REFRESH: &str = "switchboard_jwks_refresh_total";
+/// Gauge: usable keys in the current JWKS set (the last good fetch's).
+pub const JWKS_KEYS: &str = "switchboard_jwks_keys";
+/// Gauge: Unix time of the last good JWKS fetch (its age: `time() - this`).
+pub const JWKS_LAST_SUCCESS: &str = "switchboard_jwks_last_success_timestamp_seconds";
 /// Gauge `{version}`: always 1; the running build.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -361,6 +368,16 @@ fn describe() {
     );
     describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed");
     describe_gauge!(BUILD_INFO, "Always 1; the running build's version");
+    describe_counter!(
+        JWKS_REFRESH,
+        "Fetches of the JWKS URL, by trigger and result (errors keep the last good set)"
+    );
+    describe_gauge!(JWKS_KEYS, "Usable keys in the current JWKS set");
+    describe_gauge!(
+        JWKS_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last good JWKS fetch"
+    );
 }
 
 #[cfg(test)]

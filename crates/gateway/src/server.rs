@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::http::{error, json, Body};
+use crate::http::{error, Body};
 use crate::hub::Hub;
 use crate::metrics as m;
 use crate::node::Node;
@@ -69,6 +69,14 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Runs a node until it is told to stop and has drained.
 pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
     crate::metrics::record_config(&config);
+    // With --jwt-jwks-url: the first fetch of the keys (exit 1 when it fails, unless
+    // allowed), then their background refresh.
+    config
+        .auth
+        .start()
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("cannot load the JWT keys of --jwt-jwks-url")?;
     let router = router(&config)?;
     let (hub, repairs) = Hub::new();
     let hub = Arc::new(hub);
@@ -364,56 +372,5 @@ async fn public(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn internal(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path();
-    if path.starts_with("/v1/") {
-        return crate::api::handle(node, req).await;
-    }
-    if req.method() != Method::GET {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
-        );
-    }
-    match path {
-        "/healthz" => json(StatusCode::OK, r#"{"ok":true}"#),
-        "/readyz" => {
-            if node.is_draining() {
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    r#"{"ready":false,"reason":"draining"}"#,
-                )
-            } else if !node.router.is_up() {
-                let down: Vec<String> = node
-                    .router
-                    .stats()
-                    .shards
-                    .iter()
-                    .filter(|s| !s.up)
-                    .map(|s| format!("shard {} ({})", s.index, s.primary))
-                    .collect();
-                let reason = if down.is_empty() {
-                    "backplane down".to_owned()
-                } else {
-                    format!("backplane down: {}", down.join(", "))
-                };
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    serde_json::json!({"ready": false, "reason": reason}).to_string(),
-                )
-            } else {
-                json(StatusCode::OK, r#"{"ready":true}"#)
-            }
-        }
-        "/metrics" => {
-            m::record_backplane(&node.router.stats());
-            let mut res = Response::new(Body::from(node.metrics.render()));
-            res.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            res
-        }
-        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-    }
+    crate::api::handle(node, req).await
 }

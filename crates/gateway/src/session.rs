@@ -160,7 +160,7 @@ impl Session {
                 }
                 return None;
             }
-            ClientFrame::Refresh { token, .. } => self.refresh(&token),
+            ClientFrame::Refresh { token, .. } => self.refresh(&token).await,
             ClientFrame::Ping { id } => {
                 self.conn.send(&ServerFrame::Pong { id });
                 return None;
@@ -433,14 +433,20 @@ impl Session {
             .map_err(unavailable)
     }
 
-    fn refresh(&mut self, token: &str) -> Outcome {
-        let claims = self.node.config.auth.verify(token).map_err(|e| {
-            let code = match e {
-                AuthError::Expired => ErrorCode::TokenExpired,
-                _ => ErrorCode::InvalidToken,
-            };
-            (code, e.to_string())
-        })?;
+    async fn refresh(&mut self, token: &str) -> Outcome {
+        let claims = self
+            .node
+            .config
+            .auth
+            .authenticate(token)
+            .await
+            .map_err(|e| {
+                let code = match e {
+                    AuthError::Expired => ErrorCode::TokenExpired,
+                    _ => ErrorCode::InvalidToken,
+                };
+                (code, e.to_string())
+            })?;
         if claims.sub != self.conn.user {
             return Err((
                 ErrorCode::Forbidden,

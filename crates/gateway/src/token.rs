@@ -104,10 +104,19 @@ pub fn mint(
     ttl: Duration,
 ) -> Result<String, String> {
     let Some(secret) = config.jwt_secret.as_deref() else {
+        if config.jwt_jwks_url.is_some() {
+            return Err(
+                "only HMAC keys can sign: this node verifies tokens with the keys of \
+                 --jwt-jwks-url; get tokens from your identity provider"
+                    .to_owned(),
+            );
+        }
         return Err(format!(
             "only HMAC keys can sign: this node verifies {:?} tokens with --jwt-public-key; \
              sign tokens with the matching private key (your identity provider)",
-            config.jwt_algorithm
+            config
+                .jwt_algorithm
+                .unwrap_or(jsonwebtoken::Algorithm::RS256)
         ));
     };
     if !is_valid_user_id(sub) {
@@ -151,7 +160,11 @@ pub fn mint(
         aud: config.jwt_audience.as_deref(),
         iss: config.jwt_issuer.as_deref(),
     };
-    let header = Header::new(config.jwt_algorithm);
+    let header = Header::new(
+        config
+            .jwt_algorithm
+            .unwrap_or(jsonwebtoken::Algorithm::HS256),
+    );
     jsonwebtoken::encode(
         &header,
         &claims,

@@ -102,11 +102,11 @@ pub async fn handle<B>(node: &Node, req: Request<B>) -> Response<Body> {
     let query = req.uri().query();
     let mut res = match req.uri().path() {
         TOKEN => token(node, query),
-        HISTORY => match authorize(node, &req, query) {
+        HISTORY => match authorize(node, bearer(&req), query).await {
             Ok(channel) => history(node, &channel, query).await,
             Err(refused) => refused.into_response(),
         },
-        PRESENCE => match authorize(node, &req, query) {
+        PRESENCE => match authorize(node, bearer(&req), query).await {
             Ok(channel) => presence(node, &channel).await,
             Err(refused) => refused.into_response(),
         },
@@ -178,27 +178,36 @@ impl Refused {
     }
 }
 
-/// Checks the bearer token of a history or presence read and that it may subscribe to
-/// the `channel` parameter; returns the channel.
-fn authorize<B>(node: &Node, req: &Request<B>, query: Option<&str>) -> Result<String, Refused> {
-    let token = req
-        .headers()
+/// The request's `Authorization: Bearer` token, if any.
+fn bearer<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            Refused(
-                StatusCode::UNAUTHORIZED,
-                "missing_token",
-                "pass the page's token as `Authorization: Bearer <jwt>`".into(),
-            )
-        })?;
+        .map(str::to_owned)
+}
+
+/// Checks the bearer token of a history or presence read and that it may subscribe to
+/// the `channel` parameter; returns the channel.
+async fn authorize(
+    node: &Node,
+    token: Option<String>,
+    query: Option<&str>,
+) -> Result<String, Refused> {
+    let token = token.ok_or_else(|| {
+        Refused(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "pass the page's token as `Authorization: Bearer <jwt>`".into(),
+        )
+    })?;
     let claims = node
         .config
         .auth
-        .verify(token)
+        .authenticate(&token)
+        .await
         .map_err(|e| Refused(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
     let channel = query_param(query, "channel").unwrap_or_default();
     let parsed = Channel::parse(&channel)

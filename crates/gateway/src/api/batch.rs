@@ -11,7 +11,7 @@ use switchboard_proto::pb;
 use switchboard_router::{PublishOutcome, PublishRequest};
 
 use super::publish::{check_key, check_message, payload_from_json, push_result, PublishJson};
-use super::{answer, ApiError, ApiResult, Format};
+use super::{answer, json_body, ApiError, ApiResult, Format, Object};
 use crate::node::Node;
 
 /// Most messages one batch may carry.
@@ -22,7 +22,7 @@ pub(super) const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
 #[derive(Deserialize)]
 struct BatchJson<'a> {
     #[serde(borrow)]
-    messages: Option<Vec<PublishJson<'a>>>,
+    messages: Option<Vec<Object<PublishJson<'a>>>>,
 }
 
 /// One decoded item, or why it is refused.
@@ -47,14 +47,13 @@ fn decode(node: &Node, body: &[u8], proto: bool) -> Result<Vec<(String, Item)>, 
             })
             .collect()
     } else {
-        let j: BatchJson<'_> = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad("bad_request", format!("invalid JSON body: {e}")))?;
+        let j: BatchJson<'_> = json_body(body)?;
         let messages = j
             .messages
             .ok_or_else(|| ApiError::bad("bad_request", "`messages` is required"))?;
         messages
             .into_iter()
-            .map(|p| {
+            .map(|Object(p)| {
                 let channel = p.channel.clone().unwrap_or_default();
                 let item = match p.channel {
                     None => Err(ApiError::bad("bad_request", "`channel` is required")),

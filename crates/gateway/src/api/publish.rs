@@ -12,7 +12,9 @@ use switchboard_proto::model::{is_valid_idempotency_key, IDEMPOTENCY_KEY_RULE};
 use switchboard_proto::{binary, pb, Payload};
 use switchboard_router::{PublishOutcome, PublishRequest};
 
-use super::{answer, check_channel, ApiError, ApiResult, Format, MAX_BROADCAST_CHANNELS};
+use super::{
+    answer, check_channel, json_body, ApiError, ApiResult, Format, MAX_BROADCAST_CHANNELS,
+};
 use crate::metrics as m;
 use crate::node::Node;
 
@@ -74,8 +76,7 @@ fn decode_publish(
             key: check_key(Some(key), true)?,
         }
     } else {
-        let j: PublishJson<'_> = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad("bad_request", format!("invalid JSON body: {e}")))?;
+        let j: PublishJson<'_> = json_body(body)?;
         let channels = if many {
             j.channels
                 .ok_or_else(|| ApiError::bad("bad_request", "`channels` is required"))?

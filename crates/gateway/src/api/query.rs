@@ -6,7 +6,9 @@ use serde_json::{json, value::RawValue, Value};
 use switchboard_proto::channel::is_valid_user_id;
 use switchboard_proto::{json as pjson, pb, StreamPosition};
 
-use super::{answer, check_channel, ApiError, ApiResult, Format, HISTORY_DEFAULT, HISTORY_MAX};
+use super::{
+    answer, check_channel, json_body, ApiError, ApiResult, Format, HISTORY_DEFAULT, HISTORY_MAX,
+};
 use crate::http::query::query_param;
 use crate::node::Node;
 
@@ -47,8 +49,21 @@ pub(super) async fn user(node: &Node, id: &str, format: Format) -> ApiResult {
 
 #[derive(Deserialize, Default)]
 struct DisconnectJson {
-    code: Option<u32>,
+    /// A JSON number: `4003.0` is the integer 4003 too (as JSON Schema reads it).
+    code: Option<serde_json::Number>,
     reason: Option<String>,
+}
+
+/// A close code given as a JSON number; integral values only.
+fn close_code(n: &serde_json::Number) -> Result<u32, ApiError> {
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f))
+                .map(|f| f as u64)
+        })
+        .and_then(|c| u32::try_from(c).ok())
+        .ok_or_else(|| ApiError::bad("bad_request", "`code` must be 1000 or 3000-4999"))
 }
 
 pub(super) async fn disconnect(
@@ -69,9 +84,8 @@ pub(super) async fn disconnect(
             (!d.reason.is_empty()).then_some(d.reason),
         )
     } else {
-        let d: DisconnectJson = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad("bad_request", format!("invalid JSON body: {e}")))?;
-        (d.code, d.reason)
+        let d: DisconnectJson = json_body(body)?;
+        (d.code.map(|n| close_code(&n)).transpose()?, d.reason)
     };
     let code = code.unwrap_or(u32::from(switchboard_proto::close::FORBIDDEN));
     if !(code == 1000 || (3000..=4999).contains(&code)) {

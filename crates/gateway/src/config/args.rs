@@ -21,6 +21,10 @@ pub(super) const SCALAR_KEYS: &[&str] = &[
     "jwt_algorithm",
     "jwt_audience",
     "jwt_issuer",
+    "jwt_jwks_url",
+    "jwt_jwks_min_refresh_seconds",
+    "jwt_jwks_max_refresh_seconds",
+    "jwt_jwks_allow_start_without_keys",
     "drain_seconds",
     "lease_seconds",
     "max_message_bytes",
@@ -108,8 +112,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
     /// HMAC key for client JWTs (HS256/384/512). Prefer the env variable: flags are visible
-    /// in the process list. Exactly one of --jwt-secret and --jwt-public-key is required.
-    /// Default: none.
+    /// in the process list. Exactly one of --jwt-secret, --jwt-public-key and
+    /// --jwt-jwks-url is required. Default: none.
     #[arg(
         long,
         env = "SWITCHBOARD_JWT_SECRET",
@@ -122,7 +126,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY", value_name = "PEM_FILE")]
     pub jwt_public_key: Option<String>,
     /// JWT algorithm. Default: HS256 with --jwt-secret; required with --jwt-public-key
-    /// (RS256, RS384, RS512, ES256, ES384 or EdDSA).
+    /// (RS256, RS384, RS512, ES256, ES384 or EdDSA); with --jwt-jwks-url, optional: the
+    /// only algorithm accepted (default: whichever each key is for).
     #[arg(long, env = "SWITCHBOARD_JWT_ALGORITHM", value_name = "ALG")]
     pub jwt_algorithm: Option<String>,
     /// When set, tokens must carry this `aud`. Default: none (aud not checked).
@@ -131,6 +136,35 @@ pub struct ServeArgs {
     /// When set, tokens must carry this `iss`. Default: none (iss not checked).
     #[arg(long, env = "SWITCHBOARD_JWT_ISSUER", value_name = "ISS")]
     pub jwt_issuer: Option<String>,
+    /// JWKS URL of your identity provider (https://; http:// only for local testing):
+    /// tokens are verified with the key their `kid` names, for the algorithm that key is
+    /// for (RS*, PS*, ES256, ES384, EdDSA; never HS*). Instead of --jwt-secret and
+    /// --jwt-public-key; --jwt-algorithm, if set, is the only algorithm accepted.
+    /// Default: none.
+    #[arg(long, env = "SWITCHBOARD_JWT_JWKS_URL", value_name = "URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Shortest time a fetched key set is kept (a shorter Cache-Control max-age is raised
+    /// to it), and the least time between two fetches caused by tokens with an unknown
+    /// kid, 1..=3600 s. Default: 60.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_JWKS_MIN_REFRESH_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub jwt_jwks_min_refresh_seconds: Option<String>,
+    /// Longest time a fetched key set is kept before it is fetched again (a longer
+    /// Cache-Control max-age is cut to it), min..=604800 s. Default: 86400.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_JWKS_MAX_REFRESH_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub jwt_jwks_max_refresh_seconds: Option<String>,
+    /// Start even when the first fetch of --jwt-jwks-url fails (every token is refused
+    /// until a fetch succeeds). Default: false = exit 1 when the first fetch fails.
+    #[arg(long, env = "SWITCHBOARD_JWT_JWKS_ALLOW_START_WITHOUT_KEYS", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub jwt_jwks_allow_start_without_keys: Option<String>,
     /// Bearer key of the server API /v1/* (repeatable or comma-separated, for rotation).
     /// Default: none = the server API is closed, every /v1 request gets 401. Use long random
     /// keys (32+ characters).
@@ -324,6 +358,10 @@ pub(super) fn cli_value(args: &ServeArgs, key: &str) -> Option<Vec<String>> {
         "jwt_algorithm" => one(&args.jwt_algorithm),
         "jwt_audience" => one(&args.jwt_audience),
         "jwt_issuer" => one(&args.jwt_issuer),
+        "jwt_jwks_url" => one(&args.jwt_jwks_url),
+        "jwt_jwks_min_refresh_seconds" => one(&args.jwt_jwks_min_refresh_seconds),
+        "jwt_jwks_max_refresh_seconds" => one(&args.jwt_jwks_max_refresh_seconds),
+        "jwt_jwks_allow_start_without_keys" => one(&args.jwt_jwks_allow_start_without_keys),
         "api_key" => args.api_key.clone(),
         "allowed_origins" => one(&args.allowed_origins),
         "drain_seconds" => one(&args.drain_seconds),

@@ -12,7 +12,7 @@ use super::file::{self, FileSettings};
 use super::routes;
 use super::values::{self, HMAC_ALGORITHMS, PUBLIC_KEY_ALGORITHMS};
 use super::{cli_value, Config, ConfigErrors, LogFormat, ServeArgs};
-use crate::auth::{Authenticator, VerifyKey};
+use crate::auth::{Authenticator, Jwks, JwksPolicy, VerifyKey};
 
 /// Builds the config; `errors` may already hold problems (an unreadable file).
 pub(super) fn build(
@@ -178,6 +178,7 @@ pub(super) fn build(
         jwt_algorithm: jwt.algorithm,
         jwt_audience: jwt.audience,
         jwt_issuer: jwt.issuer,
+        jwt_jwks_url: jwt.jwks_url,
         api_keys,
         allowed_origins,
         drain,
@@ -215,7 +216,8 @@ pub(super) fn build(
 struct Jwt {
     auth: Arc<Authenticator>,
     secret: Option<String>,
-    algorithm: Algorithm,
+    algorithm: Option<Algorithm>,
+    jwks_url: Option<String>,
     audience: Option<String>,
     issuer: Option<String>,
 }
@@ -351,23 +353,48 @@ impl Loader<'_> {
         let algorithm = self.opt("jwt_algorithm", values::algorithm);
         let audience = self.trimmed("jwt_audience");
         let issuer = self.trimmed("jwt_issuer");
+        let jwks_url = self.trimmed("jwt_jwks_url");
+        let jwks_policy = JwksPolicy {
+            min: Duration::from_secs(self.int("jwt_jwks_min_refresh_seconds", 60, 1, 3600)),
+            max: Duration::from_secs(self.int("jwt_jwks_max_refresh_seconds", 86_400, 1, 604_800)),
+        };
+        let allow_start_without_keys =
+            self.get("jwt_jwks_allow_start_without_keys", false, values::bool);
         if algorithm_set && algorithm.is_none() {
             // Already reported.
             return None;
+        }
+        if let Some(url) = jwks_url {
+            if secret.is_some() || public_key.is_some() {
+                self.errors.push(
+                    "set only one of --jwt-secret, --jwt-public-key and --jwt-jwks-url".into(),
+                );
+                return None;
+            }
+            return self.jwks(
+                url,
+                jwks_policy,
+                allow_start_without_keys,
+                algorithm,
+                audience,
+                issuer,
+            );
         }
 
         let (algorithm, pem) = match (&secret, &public_key) {
             (None, None) => {
                 self.errors.push(
-                    "set --jwt-secret or --jwt-public-key (SWITCHBOARD_JWT_SECRET / \
-                     SWITCHBOARD_JWT_PUBLIC_KEY) to verify client tokens"
+                    "set --jwt-secret, --jwt-public-key or --jwt-jwks-url (SWITCHBOARD_JWT_SECRET \
+                     / SWITCHBOARD_JWT_PUBLIC_KEY / SWITCHBOARD_JWT_JWKS_URL) to verify client \
+                     tokens"
                         .into(),
                 );
                 return None;
             }
             (Some(_), Some(_)) => {
-                self.errors
-                    .push("set only one of --jwt-secret and --jwt-public-key".into());
+                self.errors.push(
+                    "set only one of --jwt-secret, --jwt-public-key and --jwt-jwks-url".into(),
+                );
                 return None;
             }
             (Some(secret), None) => {
@@ -426,7 +453,8 @@ impl Loader<'_> {
             Ok(auth) => Some(Jwt {
                 auth: Arc::new(auth),
                 secret,
-                algorithm,
+                algorithm: Some(algorithm),
+                jwks_url: None,
                 audience,
                 issuer,
             }),
@@ -437,6 +465,69 @@ impl Loader<'_> {
                     "jwt_secret"
                 };
                 let label = self.label(key);
+                self.errors.push(format!("{label}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// `--jwt-jwks-url` and its settings. The keys are fetched later, at startup.
+    fn jwks(
+        &mut self,
+        url: String,
+        policy: JwksPolicy,
+        allow_start_without_keys: bool,
+        algorithm: Option<Algorithm>,
+        audience: Option<String>,
+        issuer: Option<String>,
+    ) -> Option<Jwt> {
+        if policy.max < policy.min {
+            self.errors.push(format!(
+                "--jwt-jwks-max-refresh-seconds {} is shorter than \
+                 --jwt-jwks-min-refresh-seconds {}",
+                policy.max.as_secs(),
+                policy.min.as_secs()
+            ));
+            return None;
+        }
+        let jwks = match Jwks::new(&url, policy, allow_start_without_keys) {
+            Ok(jwks) => jwks,
+            Err(e) => {
+                let label = self.label("jwt_jwks_url");
+                self.errors.push(format!("{label}: {e}"));
+                return None;
+            }
+        };
+        if jwks.is_plain_http() {
+            self.warnings.push(
+                "--jwt-jwks-url uses http://: keys fetched without TLS can be replaced in \
+                 transit; use https:// outside local testing"
+                    .into(),
+            );
+        }
+        if algorithm.is_some_and(|alg| alg.family() == AlgorithmFamily::Hmac) {
+            self.errors.push(format!(
+                "--jwt-algorithm {algorithm:?} cannot be used with --jwt-jwks-url \
+                 ({PUBLIC_KEY_ALGORITHMS}, or unset for any the keys are for)"
+            ));
+            return None;
+        }
+        match Authenticator::with_jwks(
+            Arc::new(jwks),
+            algorithm,
+            audience.as_deref(),
+            issuer.as_deref(),
+        ) {
+            Ok(auth) => Some(Jwt {
+                auth: Arc::new(auth),
+                secret: None,
+                algorithm,
+                jwks_url: Some(url),
+                audience,
+                issuer,
+            }),
+            Err(e) => {
+                let label = self.label("jwt_algorithm");
                 self.errors.push(format!("{label}: {e}"));
                 None
             }

@@ -50,7 +50,7 @@ fn defaults() {
     assert_eq!(c.admin_listen, "0.0.0.0:9090".parse().expect("addr"));
     assert_eq!(c.redis_url, None);
     assert!(values::node_id(&c.node_id).is_ok());
-    assert_eq!(c.jwt_algorithm, Algorithm::HS256);
+    assert_eq!(c.jwt_algorithm, Some(Algorithm::HS256));
     assert_eq!(c.jwt_secret.as_deref(), Some(SECRET));
     assert!(c.api_keys.is_empty() && c.allowed_origins.is_none() && c.namespaces.is_empty());
     assert_eq!(
@@ -102,7 +102,7 @@ fn every_problem_is_reported_at_once() {
     );
     assert!(
         e.0.iter()
-            .any(|l| l.contains("set --jwt-secret or --jwt-public-key")),
+            .any(|l| l.contains("set --jwt-secret, --jwt-public-key or --jwt-jwks-url")),
         "{e}"
     );
     assert!(
@@ -249,7 +249,7 @@ fn jwt_settings() {
     .expect("valid");
     assert_eq!(
         (c.jwt_algorithm, c.jwt_secret.as_deref()),
-        (Algorithm::RS256, None)
+        (Some(Algorithm::RS256), None)
     );
     let inline = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/ec256.pub"));
     assert!(rs(&[("jwt_public_key", inline), ("jwt_algorithm", "ES256")]).is_ok());
@@ -293,7 +293,7 @@ fn jwt_settings() {
         ),
         (
             vec![("jwt_secret", " ".into())],
-            "set --jwt-secret or --jwt-public-key",
+            "set --jwt-secret, --jwt-public-key or --jwt-jwks-url",
         ),
     ];
     for (flags, expected) in problems {
@@ -315,7 +315,7 @@ fn jwt_settings() {
         Config::from_parts(&args(&[]), Some(&format!("jwt_secret = {SECRET:?}"))).expect("valid");
     assert_eq!(c.jwt_secret.as_deref(), Some(SECRET));
     let c = load(&[("jwt_secret", "short"), ("jwt_algorithm", "hs512")], None).expect("valid");
-    assert_eq!(c.jwt_algorithm, Algorithm::HS512);
+    assert_eq!(c.jwt_algorithm, Some(Algorithm::HS512));
     assert!(c
         .warnings
         .iter()
@@ -509,4 +509,78 @@ fn no_input_panics() {
     ] {
         let _ = Config::from_parts(&ServeArgs::default(), Some(file));
     }
+}
+
+#[test]
+fn jwks_settings() {
+    let jwks = |flags: &[(&str, &str)]| Config::from_parts(&args(flags), None);
+    let url = (
+        "jwt_jwks_url",
+        "https://idp.example.com/.well-known/jwks.json",
+    );
+    let c = jwks(&[
+        url,
+        ("jwt_audience", "sb"),
+        ("jwt_issuer", "https://idp.example.com/"),
+    ])
+    .expect("valid");
+    assert_eq!(c.jwt_jwks_url.as_deref(), Some(url.1));
+    assert_eq!((c.jwt_algorithm, c.jwt_secret.as_deref()), (None, None));
+    assert!(
+        c.warnings.iter().all(|w| !w.contains("http://")),
+        "{:?}",
+        c.warnings
+    );
+    let c = jwks(&[url, ("jwt_algorithm", "ES256")]).expect("valid");
+    assert_eq!(c.jwt_algorithm, Some(Algorithm::ES256));
+    let c = jwks(&[("jwt_jwks_url", "http://127.0.0.1:9/jwks")]).expect("valid");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("--jwt-jwks-url uses http://")),
+        "{:?}",
+        c.warnings
+    );
+
+    let problems: [(&[(&str, &str)], &str); 8] = [
+        (&[url, ("jwt_secret", SECRET)], "only one of"),
+        (&[url, ("jwt_public_key", "/x.pem")], "only one of"),
+        (
+            &[url, ("jwt_algorithm", "HS256")],
+            "cannot be used with --jwt-jwks-url",
+        ),
+        (
+            &[("jwt_jwks_url", "ftp://idp/jwks")],
+            "--jwt-jwks-url / SWITCHBOARD_JWT_JWKS_URL",
+        ),
+        (&[("jwt_jwks_url", "https://u:p@idp/jwks")], "credentials"),
+        (
+            &[url, ("jwt_jwks_min_refresh_seconds", "0")],
+            "jwt-jwks-min-refresh-seconds",
+        ),
+        (
+            &[
+                url,
+                ("jwt_jwks_min_refresh_seconds", "600"),
+                ("jwt_jwks_max_refresh_seconds", "300"),
+            ],
+            "is shorter than --jwt-jwks-min-refresh-seconds 600",
+        ),
+        (
+            &[url, ("jwt_jwks_allow_start_without_keys", "maybe")],
+            "allow-start-without-keys",
+        ),
+    ];
+    for (flags, expected) in problems {
+        match jwks(flags) {
+            Ok(_) => panic!("{flags:?} accepted"),
+            Err(ConfigErrors(e)) => {
+                assert!(e.iter().any(|l| l.contains(expected)), "{flags:?}: {e:?}")
+            }
+        }
+    }
+    let file =
+        "jwt_jwks_url = \"https://idp.example.com/jwks\"\njwt_jwks_min_refresh_seconds = 5\n\
+                jwt_jwks_max_refresh_seconds = 600\njwt_jwks_allow_start_without_keys = true\n";
+    assert!(Config::from_parts(&args(&[]), Some(file)).is_ok());
 }

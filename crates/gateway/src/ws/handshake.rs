@@ -56,6 +56,11 @@ pub async fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body>
         Ok(c) => c,
         Err(r) => return rejected(r),
     };
+    // Async: with a JWKS, an unknown `kid` may wait for one refresh of the key set.
+    let checked = match checked.verify(node).await {
+        Ok(c) => c,
+        Err(r) => return rejected(r),
+    };
     // Refused here, there is no 101. (A request whose WebSocket headers `switch` then
     // finds wrong drops its registration, which unregisters.)
     let registration = match registration::register(node, &checked.claims.sub).await {
@@ -140,7 +145,7 @@ pub(super) fn admit(node: &Arc<Node>) -> Result<Admission, Rejected> {
     })
 }
 
-fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Checked, Rejected> {
+fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Unverified, Rejected> {
     check_upgrade(node, req)?;
     let headers = req.headers();
     let (encoding, subprotocol) = negotiate(headers)?;
@@ -163,18 +168,40 @@ fn check<B>(node: &Arc<Node>, req: &Request<B>) -> Result<Checked, Rejected> {
             "pass a token as `Authorization: Bearer` or `?token=`",
         )
     })?;
-    let claims = node
-        .config
-        .auth
-        .verify(&token)
-        .map_err(|e| reject(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
-    Ok(Checked {
-        claims,
+    Ok(Unverified {
+        token,
         encoding,
         subprotocol,
         since,
         admission,
     })
+}
+
+/// A request that passed every check but the token's.
+struct Unverified {
+    token: String,
+    encoding: Encoding,
+    subprotocol: Option<&'static str>,
+    since: Option<StreamPosition>,
+    admission: Admission,
+}
+
+impl Unverified {
+    async fn verify(self, node: &Node) -> Result<Checked, Rejected> {
+        let claims = node
+            .config
+            .auth
+            .authenticate(&self.token)
+            .await
+            .map_err(|e| reject(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
+        Ok(Checked {
+            claims,
+            encoding: self.encoding,
+            subprotocol: self.subprotocol,
+            since: self.since,
+            admission: self.admission,
+        })
+    }
 }
 
 /// Picks the first subprotocol we speak, in the client's order. None offered: JSON.

@@ -10,12 +10,14 @@
 //! - [`errors`]: the API key and bad requests.
 //! - [`protobuf`]: the protobuf variant of the API.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`openapi`]: `GET /v1/openapi.json`, 405 with `Allow`, what Schemathesis found.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod batch;
 mod errors;
+mod openapi;
 mod ops;
 mod protobuf;
 mod publish;
