@@ -59,6 +59,13 @@ def schemathesis(args, location, url, key, report_dir):
            # One worker: hypothesis' lambda descriptions hit a CPython 3.11 ast.parse race
            # with several threads ("AST constructor recursion depth mismatch").
            "--workers", "1", "--request-timeout", "10",
+           # Not the coverage phase: its boundary strings for a pattern with length bounds
+           # ignore the pattern (":00" or "" as a "valid" channel), which the node rightly
+           # refuses. Examples and fuzzing generate valid and invalid data from the schema.
+           "--phases", "examples,fuzzing",
+           # The channel pattern with its length bounds filters generated strings: not a
+           # problem of the API.
+           "--suppress-health-check", "filter_too_much",
            "--report", "json", "--report-dir", report_dir]
     out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, check=False)
