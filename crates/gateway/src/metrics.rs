@@ -206,12 +206,17 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     process.describe();
     process.collect();
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let upkeep = handle.clone();
         runtime.spawn(async move {
             let mut every = tokio::time::interval(PROCESS_INTERVAL);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
                 process.collect();
+                // With `install_recorder` the caller drains the histograms' sample
+                // buffers: without a scrape, every delivery's latency sample stayed in
+                // memory (the soak saw +20 % RSS in 10 minutes, heaptrack pointed here).
+                upkeep.run_upkeep();
             }
         });
     }
