@@ -7,12 +7,14 @@ They pin what makes the soak pass or fail: a lost message, a gap answered by `re
 offset that carried another message, RSS or fds that grew, a restarted process.
 """
 
+import json
 import os
 import sys
 import unittest
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clients import Pool, User  # noqa: E402
 from ledger import Ledger, Stream  # noqa: E402
 from procstat import checkpoint, growth, table  # noqa: E402
 import report  # noqa: E402
@@ -204,6 +206,97 @@ class ChecksTest(unittest.TestCase):
         self.assertEqual(rows["connections / reconnects"], "9 / 8")
         self.assertEqual(rows["closes by code"], "client_1000 7, server_1006 2")
         self.assertEqual(rows["other counts"], "connect_failed_ConnectionRefusedError 3")
+
+
+class FakeSock:
+    def close(self):
+        pass
+
+
+class FakeConn:
+    """What the pool needs of a connection: frames to read, frames written, a close."""
+
+    def __init__(self, frames):
+        self.frames = [json.dumps(f) for f in frames]
+        self.sent, self.pending, self.sock, self.closed_with = [], {}, FakeSock(), None
+
+    def messages(self):
+        out, self.frames = self.frames, []
+        return out
+
+    def send_json(self, msg):
+        self.sent.append(msg)
+
+    def _send(self, opcode, payload):
+        self.sent.append((opcode, payload))
+
+
+class PoolFramesTest(unittest.TestCase):
+    """The pool's frame handling without sockets: both answers to lost history (today's
+    goaway resync + 1012, the resync frame), resumes, publish replies."""
+
+    def setUp(self):
+        self.ledger = Ledger()
+        self.user = User("a", "tok", ["room:r"])
+        self.pool = Pool([self.user], self.ledger, lambda: ["127.0.0.1:1"])
+
+    def tearDown(self):
+        self.pool.connectors.shutdown()
+
+    def feed(self, *frames, since=None):
+        u = self.user
+        if u.conn is None:
+            u.conn, u.state, u.since = FakeConn([]), "open", since
+        u.conn.frames += [json.dumps(f) for f in frames]
+        self.pool._frames(u)
+        return u.conn
+
+    def test_a_first_welcome_sets_the_position_and_subscribes_the_rooms(self):
+        conn = self.feed({"type": "welcome", "epoch": "e1", "offset": 0})
+        self.assertEqual(self.user.stream.position, ("e1", 0))
+        self.assertEqual([m["channel"] for m in conn.sent], ["room:r"])
+        self.assertNotIn("since", conn.sent[0])
+
+    def test_messages_are_delivered_and_a_published_reply_is_acknowledged(self):
+        conn = self.feed({"type": "welcome", "epoch": "e1", "offset": 0})
+        self.pool._publish(self.user, "publish_user", "user:a")
+        rid = conn.sent[-1]["id"]
+        seq = conn.sent[-1]["data"]["s"]
+        self.feed({"type": "reply", "id": rid, "ok": True, "epoch": "e1", "offset": 1},
+                  {"type": "message", "channel": "user:a", "epoch": "e1", "offset": 1, "data": {"s": seq}})
+        out, _ = self.ledger.outcome()
+        self.assertEqual((out["acked"], out["delivered"], out["lost"]), (1, 1, 0))
+
+    def test_the_resync_frame_moves_to_the_new_epoch_and_answers_the_gap(self):
+        self.feed({"type": "welcome", "epoch": "e1", "offset": 0})
+        self.ledger.ack("a", "e1", 1, 7, -1.0, "api")
+        self.feed({"type": "resync", "channel": "user:a", "epoch": "e2", "offset": 0},
+                  {"type": "resync", "channel": "room:r", "epoch": "r2", "offset": 3},
+                  {"type": "message", "channel": "user:a", "epoch": "e2", "offset": 1, "data": {"s": 8}})
+        self.assertEqual(self.user.stream.position, ("e2", 1))
+        self.assertEqual(self.user.room_streams["room:r"].position, ("r2", 3))
+        self.assertEqual((self.ledger.counts["resync_user"], self.ledger.counts["resync_room"]), (1, 1))
+        self.assertEqual(self.ledger.counts["user_silent_epoch_changes"], 0)
+        self.assertEqual(self.ledger.outcome()[0]["gap_answered_resync"], 1)
+        self.assertIsNotNone(self.user.conn)  # the connection stays
+
+    def test_goaway_resync_then_1012_then_a_resume_answered_recovered_false(self):
+        self.feed({"type": "welcome", "epoch": "e1", "offset": 0})
+        self.ledger.ack("a", "e1", 1, 7, -1.0, "api")
+        conn = self.feed({"type": "goaway", "reason": "resync", "reconnect_ms": 0})
+        conn.closed_with = 1012
+        self.pool._finish(self.user, 1012)
+        self.assertEqual((self.ledger.counts["goaway_resync"], self.ledger.counts["closes_server_1012"]), (1, 1))
+        self.assertEqual(self.user.state, "offline")
+        self.feed({"type": "welcome", "epoch": "e2", "offset": 0, "recovered": False}, since=("e1", 0))
+        self.assertEqual(self.ledger.counts["welcome_recovered_false"], 1)
+        self.assertEqual(self.user.stream.position, ("e2", 0))
+        self.assertEqual(self.ledger.outcome()[0]["gap_answered_recovered_false"], 1)
+
+    def test_a_skipped_offset_is_counted_as_a_silent_gap(self):
+        self.feed({"type": "welcome", "epoch": "e1", "offset": 0},
+                  {"type": "message", "channel": "user:a", "epoch": "e1", "offset": 2, "data": {"s": 1}})
+        self.assertEqual(self.ledger.counts["user_silent_gaps"], 1)
 
 
 if __name__ == "__main__":
