@@ -124,7 +124,7 @@ class Ledger:
     def outcome(self):
         """Every acknowledged user-channel message classified; see the module doc."""
         with self.lock:
-            out = Counter()
+            out = Counter({k: 0 for k in ("acked", "delivered", "lost", "gap_answered", "mismatched")})
             lost = []
             for user, slot in self.acked.items():
                 got = self.delivered.get(user, {})
