@@ -42,7 +42,9 @@ import signal
 import string
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,6 +88,9 @@ def parse_args():
     ap.add_argument("--ws-room-rate", type=float, default=10.0, help="client publishes to rooms per s")
     ap.add_argument("--lifetime", default="3,20", help="a connection lives MIN,MAX seconds")
     ap.add_argument("--pause", default="0.2,3", help="a user is offline MIN,MAX seconds between connections")
+    ap.add_argument("--scrape-seconds", type=float, default=0.0,
+                    help="GET every node's /metrics this often, as Prometheus would (default 0: "
+                         "never until the end, so memory that only a scrape frees shows)")
     ap.add_argument("--growth-limit", type=float, default=0.05, help="RSS/fds growth allowed (0.05 = 5 %%)")
     ap.add_argument("--out", default="target/artifacts/soak")
     ap.add_argument("--command", default="", help="the command line shown in the report")
@@ -181,6 +186,7 @@ class Soak:
         self.pool = Pool(self.users, self.ledger, lambda: [n.public for n in nodes],
                          lifetime=a.lifetime, pause=a.pause, ws_user_rate=a.ws_user_rate,
                          ws_room_rate=a.ws_room_rate).start()
+        self.scraper = Scraper(nodes, a.scrape_seconds).start()
         self.api = ApiPublisher(self.users, self.ledger, lambda: [n.internal for n in nodes],
                                 DEV_API_KEY, a.api_rate)
         self.sleep_until(3)
@@ -221,6 +227,8 @@ class Soak:
         self.event(f"settled: {self.ledger.outstanding()} acknowledged messages not delivered")
         self.check_alive()
         self.cp_b = self.checkpoint("B")
+        self.scraper.stop()
+        self.metrics = {n.node_id: series(scrape(n.internal), END_METRICS) for n in nodes}
         self.pool.stop()
         self.api.stop()
         self.sampler.stop()
@@ -255,6 +263,59 @@ class Soak:
 
 def interrupted(*_):
     raise KeyboardInterrupt
+
+
+# Counters read from every node's /metrics at the end (after checkpoint B).
+END_METRICS = ("switchboard_connections_total", "switchboard_disconnects_total",
+               "switchboard_backplane_reconnects_total", "switchboard_recovery_total",
+               "switchboard_handshake_rejected_total")
+
+
+def scrape(internal):
+    """A node's /metrics text, or None."""
+    try:
+        with urllib.request.urlopen(f"http://{internal}/metrics", timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def series(text, names):
+    """{series: value} of the named metrics with a value other than 0."""
+    out = {}
+    for line in (text or "").splitlines():
+        if line.startswith("#") or not line.startswith(names):
+            continue
+        key, _, value = line.rpartition(" ")
+        if float(value) != 0:
+            out[key] = float(value)
+    return out
+
+
+class Scraper:
+    """GETs every live node's /metrics every `every` seconds (Prometheus's part)."""
+
+    def __init__(self, nodes, every):
+        self.nodes, self.every = nodes, every
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+
+    def start(self):
+        if self.every > 0:
+            self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _run(self):
+        while not self._stop.wait(self.every):
+            for n in self.nodes:
+                if n.proc and n.proc.poll() is None and scrape(n.internal) is not None:
+                    self.count += 1
 
 
 def revision():
@@ -299,9 +360,14 @@ def main():
                     f"(history room:*=100/3600), {a.api_rate:g}/s API + {a.ws_user_rate:g}/s client publishes "
                     f"to user channels, {a.ws_room_rate:g}/s to rooms",
             "duration": f"{a.seconds:g} s of load, warm-up {a.warmup:g} s, run {soak.now():.0f} s",
+            "metrics scraped": f"every {a.scrape_seconds:g} s ({soak.scraper.count} scrapes)" if a.scrape_seconds
+                               else "never during the run (once at the end)",
             "Redis": "AOF appendfsync always, SIGKILL + restart with its data" if a.redis_restart == "keep"
                      else "no persistence, SIGKILL + restart empty"}
     md = report.render(meta, outcome, counts, rows, soak.sampler.samples, names, soak.events, results, every)
+    md += "\n### Node counters at the end (from /metrics, after checkpoint B; node-3's since its restart)\n\n"
+    for node, found in soak.metrics.items():
+        md += f"- {node}: " + ", ".join(f"{k.replace('switchboard_', '')} {v:g}" for k, v in sorted(found.items())) + "\n"
     findings = soak.log_findings(logs)
     md += "\n### Node log warnings and errors (count, message)\n\n"
     for node, found in findings.items():
@@ -317,6 +383,7 @@ def main():
         json.dump({"meta": meta, "events": soak.events, "outcome": outcome, "counts": counts,
                    "growth": rows, "checkpoints": {"A": soak.cp_a, "B": soak.cp_b},
                    "checks": results, "lost": lost[:1000], "log_findings": findings,
+                   "metrics_at_end": soak.metrics,
                    "samples": soak.sampler.samples}, f, indent=1)
     log(f"report in {a.out}/soak.md, data in {a.out}/soak.json, logs in {logs}")
     return 0 if all(ok for _, ok, _ in results) else 1

@@ -18,6 +18,7 @@ from clients import Pool, User  # noqa: E402
 from ledger import Ledger, Stream  # noqa: E402
 from procstat import checkpoint, growth, table  # noqa: E402
 import report  # noqa: E402
+from soak import series  # noqa: E402
 
 
 class StreamTest(unittest.TestCase):
@@ -206,6 +207,19 @@ class ChecksTest(unittest.TestCase):
         self.assertEqual(rows["connections / reconnects"], "9 / 8")
         self.assertEqual(rows["closes by code"], "client_1000 7, server_1006 2")
         self.assertEqual(rows["other counts"], "connect_failed_ConnectionRefusedError 3")
+
+
+class SeriesTest(unittest.TestCase):
+    def test_named_series_other_than_zero(self):
+        text = ("# TYPE switchboard_disconnects_total counter\n"
+                'switchboard_disconnects_total{code="1000"} 12\n'
+                'switchboard_disconnects_total{code="1006"} 0\n'
+                "switchboard_connections 3\n"
+                "switchboard_backplane_reconnects_total 2\n")
+        self.assertEqual(series(text, ("switchboard_disconnects_total", "switchboard_backplane_reconnects_total")),
+                         {'switchboard_disconnects_total{code="1000"}': 12.0,
+                          "switchboard_backplane_reconnects_total": 2.0})
+        self.assertEqual(series(None, ("x",)), {})
 
 
 class FakeSock:
