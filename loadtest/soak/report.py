@@ -79,22 +79,26 @@ def totals(outcome, counts):
     return rows
 
 
-def render(meta, outcome, counts, growth_rows, samples, names, events, results, every):
+def render(meta, outcome, counts, growth_rows, samples, names, events, results, every, after_rows=()):
+    """The report; `after_rows` (checkpoint C → B, after the restarts) is shown for information."""
     lines = [f"## Soak: {'PASS' if all(ok for _, ok, _ in results) else 'FAIL'}", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += ["", "### Events", ""]
     lines += [f"- t={t:.0f} s: {what}" for t, what in events]
     lines += ["", f"### RSS and open fds over time (a row about every {every:.0f} s)", "",
-              table(samples, names, every), "", "### Checkpoints (idle: every client closed)", "",
-              "| process | verdict | RSS before → after (MiB) | growth | fds before → after | growth |",
-              "|---|---|---:|---:|---:|---:|"]
-    for g in growth_rows:
-        if "rss_growth" in g:
-            lines.append(f"| {g['name']} | {g['verdict']} | {g['rss_before_kb'] / 1024:.1f} → "
-                         f"{g['rss_after_kb'] / 1024:.1f} | {g['rss_growth']:+.1%} | "
-                         f"{g['fds_before']} → {g['fds_after']} | {g['fds_growth']:+.1%} |")
-        else:
-            lines.append(f"| {g['name']} | {g['verdict']} | | | | |")
+              table(samples, names, every), "",
+              "### Checkpoints (idle: every client closed)", "",
+              "| process | from → to | verdict | RSS (MiB) | growth | fds | growth |",
+              "|---|---|---|---:|---:|---:|---:|"]
+    for span, rows in (("A → B (judged)", growth_rows), ("C → B (after the restarts)", after_rows)):
+        for g in rows:
+            if "rss_growth" in g:
+                verdict = g["verdict"] if span.endswith("(judged)") else "—"
+                lines.append(f"| {g['name']} | {span} | {verdict} | {g['rss_before_kb'] / 1024:.1f} → "
+                             f"{g['rss_after_kb'] / 1024:.1f} | {g['rss_growth']:+.1%} | "
+                             f"{g['fds_before']} → {g['fds_after']} | {g['fds_growth']:+.1%} |")
+            elif span.endswith("(judged)"):
+                lines.append(f"| {g['name']} | {span} | {g['verdict']} | | | | |")
     lines += ["", "### Totals", "", "| | |", "|---|---:|"]
     lines += [f"| {label} | {value} |" for label, value in totals(outcome, counts)]
     lines += ["", "### Checks", ""]

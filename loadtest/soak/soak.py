@@ -13,6 +13,8 @@ nodes' RSS and open fds must stay flat.
                     median of 5 samples), the load resumes
     0.40·D          Redis SIGKILLed, restarted on its port after --redis-down-seconds
     0.60·D          node-3 SIGKILLed, restarted (same id and ports) after --node-down-seconds
+    0.80·D          checkpoint C, as A (C → B is reported, not judged: the slope after the
+                    restarts, apart from the one-time step a restart may leave)
     D               publishing stops, every user reconnects and the run waits until every
                     acknowledged message was delivered (or --settle-seconds pass)
     end             checkpoint B, as A
@@ -214,6 +216,10 @@ class Soak:
         victim.killed = False
         self.event(f"{victim.node_id} restarted (pid {victim.pid}) and ready", phase="load")
 
+        self.sleep_until(0.80 * a.seconds)
+        self.cp_c = self.checkpoint("C")
+        self.resume()
+
         self.sleep_until(a.seconds)
         self.api.pause()
         self.pool.settle()
@@ -350,6 +356,7 @@ def main():
     counts = dict(soak.ledger.counts)
     names = [n.node_id for n in soak.cluster.nodes] + ["redis"]
     rows = growth(soak.cp_a, soak.cp_b, names, a.growth_limit)
+    after = growth(soak.cp_c, soak.cp_b, names, a.growth_limit)
     results = report.checks(outcome, counts, rows, a.redis_restart)
     every = max(10.0, round(a.seconds / 20 / 10) * 10)
     meta = {"command": a.command or " ".join(sys.argv), "revision": revision(),
@@ -364,7 +371,7 @@ def main():
                                else "never during the run (once at the end)",
             "Redis": "AOF appendfsync always, SIGKILL + restart with its data" if a.redis_restart == "keep"
                      else "no persistence, SIGKILL + restart empty"}
-    md = report.render(meta, outcome, counts, rows, soak.sampler.samples, names, soak.events, results, every)
+    md = report.render(meta, outcome, counts, rows, soak.sampler.samples, names, soak.events, results, every, after)
     md += "\n### Node counters at the end (from /metrics, after checkpoint B; node-3's since its restart)\n\n"
     for node, found in soak.metrics.items():
         md += f"- {node}: " + ", ".join(f"{k.replace('switchboard_', '')} {v:g}" for k, v in sorted(found.items())) + "\n"
@@ -381,7 +388,8 @@ def main():
         f.write(md)
     with open(os.path.join(a.out, "soak.json"), "w") as f:
         json.dump({"meta": meta, "events": soak.events, "outcome": outcome, "counts": counts,
-                   "growth": rows, "checkpoints": {"A": soak.cp_a, "B": soak.cp_b},
+                   "growth": rows, "checkpoints": {"A": soak.cp_a, "C": soak.cp_c, "B": soak.cp_b},
+                   "growth_after_restarts": after,
                    "checks": results, "lost": lost[:1000], "log_findings": findings,
                    "metrics_at_end": soak.metrics,
                    "samples": soak.sampler.samples}, f, indent=1)

@@ -209,6 +209,19 @@ class ChecksTest(unittest.TestCase):
         self.assertEqual(rows["other counts"], "connect_failed_ConnectionRefusedError 3")
 
 
+class RenderTest(unittest.TestCase):
+    def test_the_report_shows_the_verdict_both_spans_and_the_failed_check(self):
+        after = [dict(FLAT[0], rss_growth=0.01)]
+        results = report.checks(outcome(lost=2), {"reconnects": 5}, FLAT, "keep")
+        md = report.render({"revision": "abc"}, outcome(lost=2), {"reconnects": 5}, FLAT, [], ["node-1"],
+                           [(1.0, "Redis SIGKILLed")], results, 30, after)
+        self.assertTrue(md.startswith("## Soak: FAIL"))
+        self.assertIn("| node-1 | A → B (judged) | flat |", md)
+        self.assertIn("| node-1 | C → B (after the restarts) | — |", md)
+        self.assertIn("| node-3 | A → B (judged) | restarted |", md)
+        self.assertIn("- FAIL 0 acknowledged user-channel messages lost: 2 lost", md)
+
+
 class SeriesTest(unittest.TestCase):
     def test_named_series_other_than_zero(self):
         text = ("# TYPE switchboard_disconnects_total counter\n"
