@@ -57,9 +57,10 @@ sys.path.insert(0, os.path.join(ROOT, "deploy", "checks"))
 from cluster import DEV_API_KEY, DEV_SECRET, Cluster  # noqa: E402
 from wsclient import jwt_hs256  # noqa: E402
 
-from clients import ApiPublisher, Pool, User  # noqa: E402
+from clients import Pool, User  # noqa: E402
 from ledger import Ledger  # noqa: E402
 from procstat import Sampler, checkpoint, growth  # noqa: E402
+from publisher import ApiPublisher  # noqa: E402
 import report  # noqa: E402
 
 AOF = ["--appendonly", "yes", "--appendfsync", "always"]
