@@ -12,6 +12,7 @@ As a library (the load tests, the benchmark runner and the rolling-restart check
         c.terminate(0)   # SIGTERM, wait for the exit, return the exit code
         c.start_node(0)  # same node id, same ports; waits until ready
         c.kill(0)        # SIGKILL
+        c.kill_redis(); c.restart_redis()  # SIGKILL the single Redis, start it on its port again
 
 With `redis="cluster"` the backplane is a Redis Cluster from deploy/redis-cluster.sh (3
 primaries with 1 replica each by default, free ports, node timeout 2 s): `c.redis_url` is
@@ -69,11 +70,13 @@ def raise_nofile():
         pass
 
 
-def start_redis(directory, host="127.0.0.1", args=()):
-    """A throwaway redis-server (no persistence) on a free port: returns (process, port).
-    Retries on another port when the chosen one was taken in the meantime."""
-    for _ in range(20):
-        port = free_port(host)
+def start_redis(directory, host="127.0.0.1", args=(), port=None):
+    """A throwaway redis-server (no persistence unless `args` turn it on) on a free port:
+    returns (process, port). Retries on another port when the chosen one was taken in the
+    meantime. With `port` (a restart), that port only."""
+    fixed = port
+    for _ in range(20 if fixed is None else 1):
+        port = fixed or free_port(host)
         with open(os.path.join(directory, "redis.log"), "ab") as log:
             proc = subprocess.Popen(
                 ["redis-server", "--port", str(port), "--bind", host,
@@ -370,6 +373,18 @@ class Cluster:
     @property
     def redis_replica_pids(self):
         return self.redis_cluster.replica_pids if self.redis_cluster else []
+
+    def kill_redis(self):
+        """SIGKILLs the single redis-server; its files stay (with AOF it restarts with its data)."""
+        p = self._single_redis("redis_proc", self.redis_proc)
+        p.kill()
+        return p.wait()
+
+    def restart_redis(self):
+        """Starts the single redis-server again: same port, directory and arguments."""
+        self._single_redis("redis_proc", None)
+        self.redis_proc, _ = start_redis(self.dir, self.host, self.redis_args, port=self._redis_port)
+        return self.redis_proc.pid
 
     def log_path(self, i):
         return os.path.join(self.dir, f"{self.nodes[i].node_id}.log")
