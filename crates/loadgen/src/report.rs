@@ -39,6 +39,8 @@ pub struct Messages {
     pub sent: u64,
     pub acked: u64,
     pub send_failed: u64,
+    /// Sent again after a reconnect because the first copy got no answer (`--reconnect`).
+    pub resent: u64,
     pub unconfirmed: u64,
     pub delivered: u64,
     pub lost: u64,
@@ -157,6 +159,7 @@ pub fn merge(info: &RunInfo, parts: &[Partial], common: &Common) -> Result<Repor
         m.sent += p.sent;
         m.acked += p.acked;
         m.send_failed += p.send_failed;
+        m.resent += p.resent;
         m.unconfirmed += p.unconfirmed;
         m.delivered += p.delivered;
         m.lost += p.lost;
@@ -352,12 +355,14 @@ impl Report {
         if let Some(m) = &self.messages {
             let _ = writeln!(
                 s,
-                "messages: scheduled={} sent={} acked={} send_failed={} unconfirmed={} \
-                 delivered={} lost={} duplicated={} out_of_order={} rate={}/{} msg/s",
+                "messages: scheduled={} sent={} acked={} send_failed={} resent={} \
+                 unconfirmed={} delivered={} lost={} duplicated={} out_of_order={} \
+                 rate={}/{} msg/s",
                 m.scheduled,
                 m.sent,
                 m.acked,
                 m.send_failed,
+                m.resent,
                 m.unconfirmed,
                 m.delivered,
                 m.lost,

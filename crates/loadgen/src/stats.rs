@@ -156,6 +156,8 @@ pub struct Stats {
     pub sent: AtomicU64,
     pub acked: AtomicU64,
     pub send_failed: AtomicU64,
+    /// Unanswered publishes sent again (same idempotency key) after a reconnect.
+    pub resent: AtomicU64,
     pub delivered: AtomicU64,
     pub duplicated: AtomicU64,
     pub out_of_order: AtomicU64,
@@ -272,6 +274,7 @@ impl Stats {
             sent: self.sent.load(Relaxed),
             acked: self.acked.load(Relaxed),
             send_failed: self.send_failed.load(Relaxed),
+            resent: self.resent.load(Relaxed),
             delivered: self.delivered.load(Relaxed),
             duplicated: self.duplicated.load(Relaxed),
             out_of_order: self.out_of_order.load(Relaxed),
@@ -328,6 +331,8 @@ pub struct Partial {
     pub sent: u64,
     pub acked: u64,
     pub send_failed: u64,
+    #[serde(default)]
+    pub resent: u64,
     pub unconfirmed: u64,
     pub delivered: u64,
     pub lost: u64,

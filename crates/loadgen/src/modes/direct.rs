@@ -12,6 +12,7 @@
 //! position it saw there.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use super::bits::Bits;
 use super::session::{self, Peer, Reconnect, Spec};
 use super::{close_all, publish, Setup};
 use crate::cli::{DirectArgs, Via};
-use crate::conn::{self, new_writer, Control, Writer};
+use crate::conn::{self, new_writer, Control, SendError, Writer};
 use crate::payload::{self, now_us};
 use crate::proto::{switchboard, Established, Incoming, Pos};
 use crate::run::{Ctl, Ctx, Ready};
@@ -36,6 +37,9 @@ struct Pair {
     delivered: Bits,
     acked: Bits,
     highest: Option<u64>,
+    /// With `--reconnect`: keyed publishes written and not answered yet (sequence →
+    /// frame), sent again first on the sender's next connection.
+    unanswered: BTreeMap<u64, String>,
 }
 
 /// The subscribe request id of a recipient's room.
@@ -112,10 +116,40 @@ impl DirectState {
 
     pub fn ack(&self, g: u64, q: u64) {
         if let Some(mut p) = self.pair(g) {
+            p.unanswered.remove(&q);
             if !p.acked.set(q) {
                 self.stats.acked.fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// Message `q` of pair `g` was refused (an error reply).
+    fn refuse(&self, g: u64, q: u64) {
+        if let Some(mut p) = self.pair(g) {
+            p.unanswered.remove(&q);
+        }
+        self.stats.send_failed.fetch_add(1, Relaxed);
+    }
+
+    /// Keyed message `q` of pair `g` was written; until its answer, a reconnect sends it again.
+    fn written(&self, g: u64, q: u64, frame: &str) {
+        if let Some(mut p) = self.pair(g) {
+            p.unanswered.insert(q, frame.to_owned());
+        }
+    }
+
+    /// Message `q` of pair `g` was not written after all.
+    fn unwritten(&self, g: u64, q: u64) {
+        if let Some(mut p) = self.pair(g) {
+            p.unanswered.remove(&q);
+        }
+    }
+
+    /// Pair `g`'s unanswered keyed publishes, oldest first.
+    fn unanswered(&self, g: u64) -> Vec<String> {
+        self.pair(g)
+            .map(|p| p.unanswered.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Message `q` of pair `g`, scheduled at `t`, was read at `recv_us` (unix µs).
@@ -264,9 +298,7 @@ impl Peer for Sender {
     fn on_text(&mut self, text: &[u8], _: u64) -> Control {
         match switchboard::classify(text) {
             Incoming::Reply { id, ok: true } => self.st.ack(self.g, id),
-            Incoming::Reply { ok: false, .. } => {
-                self.st.stats.send_failed.fetch_add(1, Relaxed);
-            }
+            Incoming::Reply { id, ok: false } => self.st.refuse(self.g, id),
             Incoming::Goaway { reconnect_ms } => self.goaway = reconnect_ms,
             _ => {}
         }
@@ -274,6 +306,9 @@ impl Peer for Sender {
     }
     fn take_goaway(&mut self) -> Option<u64> {
         self.goaway.take()
+    }
+    fn resend(&mut self) -> Vec<String> {
+        self.st.unanswered(self.g)
     }
 }
 
@@ -426,22 +461,37 @@ async fn sender_loop(
             break;
         }
         ctx.stats.send_started(at);
-        let body =
-            switchboard::publish_frame(q, &channel, &payload::build(g, q, at, a.payload_bytes));
+        let payload = payload::build(g, q, at, a.payload_bytes);
+        let body = if a.reconnect {
+            switchboard::keyed_publish_frame(q, &channel, &payload)
+        } else {
+            switchboard::publish_frame(q, &channel, &payload)
+        };
         loop {
             gen.borrow_and_update();
+            if a.reconnect {
+                // Before the write: its answer may come before `send` returns.
+                st.written(g, q, &body);
+            }
             match conn::send(&writer, body.as_bytes().to_vec()).await {
                 Ok(()) => {
                     ctx.stats.sent.fetch_add(1, Relaxed);
                     last = now_us();
                     break;
                 }
-                // Disconnected: wait for the session's next connection (it drops the
-                // channel when it ends for good).
-                Err(_) => tokio::select! {
-                    r = gen.changed() => if r.is_err() { break 'messages },
-                    _ = ctx.stop.cancelled() => break 'messages,
-                },
+                Err(e) => {
+                    if matches!(e, SendError::Disconnected) {
+                        // Nothing was written: this loop sends it once connected again (a
+                        // write that broke half-way stays unanswered and goes first, keyed).
+                        st.unwritten(g, q);
+                    }
+                    // Wait for the session's next connection (it drops the channel when it
+                    // ends for good).
+                    tokio::select! {
+                        r = gen.changed() => if r.is_err() { break 'messages },
+                        _ = ctx.stop.cancelled() => break 'messages,
+                    }
+                }
             }
         }
     }

@@ -1,7 +1,8 @@
 //! One connection's life: the setup attempt (counted in `connections`), an optional
 //! subscribe, the read loop, the close (recorded by code), and — with `--reconnect` — new
 //! connections after `goaway.reconnect_ms` (capped) or a jittered 100–500 ms, resuming with
-//! the peer's `since`, rotating over the targets when one refuses. No client-side dedupe.
+//! the peer's `since`, rotating over the targets when one refuses, and sending first what
+//! the peer asks to send again (unanswered keyed publishes). No client-side dedupe.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -29,6 +30,11 @@ pub trait Peer: Send + 'static {
     /// The last `goaway.reconnect_ms` seen (taken).
     fn take_goaway(&mut self) -> Option<u64> {
         None
+    }
+    /// Frames to send first on a new connection after a reconnect (publishes the old one
+    /// left unanswered), before anything else can be written there.
+    fn resend(&mut self) -> Vec<String> {
+        Vec::new()
     }
     /// A frame to send right after setup whose answer completes the setup (subscribe).
     fn subscribe_frame(&self) -> Option<String> {
@@ -135,7 +141,17 @@ pub async fn run<P: Peer>(ctx: Arc<Ctx>, spec: Spec, mut slot: Slot, mut peer: P
         if next.est.recovered == Some(false) {
             stats.recovery_failed.fetch_add(1, Relaxed);
         }
-        *spec.writer.lock().await = Some(next.write);
+        {
+            // Under the lock: the sender's next scheduled message cannot overtake these.
+            let mut w = spec.writer.lock().await;
+            let ws = w.insert(next.write);
+            for frame in peer.resend() {
+                if ws.write_frame(conn::text_frame(frame.into_bytes())).await.is_err() {
+                    break;
+                }
+                stats.resent.fetch_add(1, Relaxed);
+            }
+        }
         read = next.read;
         if let Err(kind) = subscribe(&mut read, &spec.writer, &mut peer).await {
             stats.fail_reconnect(kind);

@@ -156,6 +156,16 @@ pub fn publish_frame(id: u64, channel: &str, payload: &str) -> String {
     )
 }
 
+/// [`publish_frame`] with `"idempotency_key":"m<id>"`: sent again after a reconnect, the
+/// same message is answered with its first offset instead of being stored twice (keys are
+/// scoped per sender, and a sender numbers its messages once per run).
+pub fn keyed_publish_frame(id: u64, channel: &str, payload: &str) -> String {
+    format!(
+        r#"{{"type":"publish","id":{id},"channel":{},"idempotency_key":"m{id}","data":{payload}}}"#,
+        json_str(channel)
+    )
+}
+
 /// `POST /v1/publish` of `payload` (JSON) to `channel`.
 pub fn publish(auth: &ApiAuth, channel: &str, payload: &str) -> ApiCall {
     ApiCall {
@@ -317,6 +327,10 @@ mod tests {
         assert_eq!(
             publish_frame(3, "user:b", r#"{"q":1}"#),
             r#"{"type":"publish","id":3,"channel":"user:b","data":{"q":1}}"#
+        );
+        assert_eq!(
+            keyed_publish_frame(3, "user:b", r#"{"q":1}"#),
+            r#"{"type":"publish","id":3,"channel":"user:b","idempotency_key":"m3","data":{"q":1}}"#
         );
         let auth = ApiAuth {
             api_key: Some("k".into()),

@@ -143,3 +143,33 @@ fn resubscribes_count_failed_recoveries_and_refusals() {
         None
     );
 }
+
+#[test]
+fn a_sender_sends_again_what_got_no_answer_oldest_first() {
+    let st = state(&["--reconnect"]);
+    let mut s = Sender {
+        g: 2,
+        st: st.clone(),
+        goaway: None,
+    };
+    for q in [3, 1, 2, 4] {
+        st.written(2, q, &format!("frame-{q}"));
+    }
+    st.written(1, 9, "another pair's");
+    st.ack(2, 2);
+    s.on_text(
+        br#"{"type":"reply","id":4,"ok":false,"error":{"code":"rate_limited","message":"x"}}"#,
+        1,
+    );
+    st.unwritten(2, 3);
+    // 2 answered, 4 refused, 3 never written: only 1 goes again, and only once answered…
+    assert_eq!(s.resend(), vec!["frame-1".to_owned()]);
+    assert_eq!(st.stats.send_failed.load(Relaxed), 1);
+    s.on_text(
+        br#"{"type":"reply","id":1,"ok":true,"epoch":"e1","offset":7}"#,
+        1,
+    );
+    // …it is acked once and not sent a third time.
+    assert!(s.resend().is_empty());
+    assert_eq!(st.stats.acked.load(Relaxed), 2);
+}
