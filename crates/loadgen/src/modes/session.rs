@@ -146,7 +146,11 @@ pub async fn run<P: Peer>(ctx: Arc<Ctx>, spec: Spec, mut slot: Slot, mut peer: P
             let mut w = spec.writer.lock().await;
             let ws = w.insert(next.write);
             for frame in peer.resend() {
-                if ws.write_frame(conn::text_frame(frame.into_bytes())).await.is_err() {
+                if ws
+                    .write_frame(conn::text_frame(frame.into_bytes()))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 stats.resent.fetch_add(1, Relaxed);
