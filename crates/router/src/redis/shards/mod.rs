@@ -51,6 +51,9 @@ struct Want {
     /// A liveness probe channel (not reported to the sink).
     probe: bool,
     waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// When it was first wanted: a new subscription Redis has not confirmed yet is in
+    /// flight, not an outage, until it is older than a probe interval.
+    since: Instant,
 }
 
 impl Want {
@@ -61,7 +64,14 @@ impl Want {
             interrupted: false,
             probe,
             waiters: Vec::new(),
+            since: Instant::now(),
         }
+    }
+
+    /// Unconfirmed and holding readiness back: it lost its subscription (live delivery
+    /// is interrupted until it is back), or Redis has not confirmed it for `grace`.
+    fn holds_back(&self, grace: Duration) -> bool {
+        self.on.is_none() && (self.interrupted || self.since.elapsed() >= grace)
     }
 }
 
@@ -330,4 +340,27 @@ fn send_subscribe(inner: &Inner, st: &mut State, live: &str) -> bool {
         w.sent_on = Some(id);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_waits_a_grace_for_new_subscriptions_only() {
+        let grace = Duration::from_secs(1);
+        let mut fresh = Want::new(false);
+        assert!(!fresh.holds_back(grace), "in flight");
+        tokio::time::advance(grace).await;
+        assert!(fresh.holds_back(grace), "stuck for an interval");
+        fresh.on = Some(1);
+        assert!(!fresh.holds_back(grace), "confirmed");
+
+        let mut lost = Want::new(false);
+        lost.interrupted = true;
+        assert!(lost.holds_back(grace), "a lost subscription counts at once");
+        lost.on = Some(2);
+        lost.interrupted = false;
+        assert!(!lost.holds_back(grace));
+    }
 }

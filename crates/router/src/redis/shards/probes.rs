@@ -57,8 +57,8 @@ pub(super) async fn probe_round(inner: &Inner) {
 }
 
 /// Judges every shard by its probes; returns (and publishes) whether the backplane is
-/// up: a subscriber per primary, every slot served, every probe back, nothing waiting
-/// to be subscribed.
+/// up: a subscriber per primary, every slot served, every probe back, no subscription
+/// lost or unconfirmed for longer than a probe interval.
 pub(super) fn judge(inner: &Inner) -> bool {
     let topology = inner.client.topology();
     let interval = inner.probe_interval;
@@ -117,7 +117,9 @@ pub(super) fn judge(inner: &Inner) -> bool {
         }
         all_up &= sub.up;
     }
-    all_up &= st.unconfirmed == 0;
+    // Subscriptions in flight for less than an interval (connection churn subscribes
+    // rooms all the time) do not count; lost or stuck ones do.
+    all_up &= st.unconfirmed == 0 || !st.wanted.values().any(|w| w.holds_back(interval));
     drop(st);
     for conn in force {
         conn.close(Error::Io("probes stopped coming back".into()));
