@@ -24,12 +24,12 @@
 //! Errors never contain the token or claim values.
 
 use std::sync::{Arc, Once};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 use switchboard_proto::channel::{any_matches, is_valid_user_id};
+use switchboard_proto::clock::now_secs;
 
 use crate::http::query::query_values;
 
@@ -57,13 +57,6 @@ pub fn install_crypto_provider() {
         // An error means a provider is already installed; that one stays.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
     });
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Why a token was refused. Every variant maps to HTTP 401 before the upgrade, with
@@ -300,7 +293,7 @@ impl Authenticator {
 
     /// Checks `token` now. See the module docs for the rules.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        self.verify_at(token, unix_now())
+        self.verify_at(token, now_secs())
     }
 
     /// Checks `token` as if the time were `now` (seconds since the Unix epoch).

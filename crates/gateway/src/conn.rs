@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use switchboard_proto::{Encoding, Message, ServerFrame, StreamPosition};
+use switchboard_proto::{clock, Encoding, Message, ServerFrame, StreamPosition};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
@@ -153,9 +153,9 @@ pub struct ConnHandle {
     pub outbound: Outbound,
     /// Token expiry (seconds since the Unix epoch); a `refresh` moves it.
     pub expires_at: AtomicU64,
-    /// When the peer last sent anything (`node::clock_ms`), for the idle close.
+    /// When the peer last sent anything (`clock::mono_ms`), for the idle close.
     pub last_seen: AtomicU64,
-    /// When the connection started (`node::clock_ms`): its phase in the heartbeat sweep.
+    /// When the connection started (`clock::mono_ms`): its phase in the heartbeat sweep.
     pub born_ms: u64,
     /// RPC calls of this connection in flight (`--rpc-max-inflight`).
     pub rpc_inflight: AtomicUsize,
@@ -175,7 +175,7 @@ impl ConnHandle {
         outbound: Outbound,
         expires_at: u64,
     ) -> ConnHandle {
-        let now = crate::node::clock_ms();
+        let now = clock::mono_ms();
         ConnHandle {
             id,
             conn_id,
@@ -203,8 +203,7 @@ impl ConnHandle {
 
     /// Notes that the peer sent something (the idle clock).
     pub fn seen(&self) {
-        self.last_seen
-            .store(crate::node::clock_ms(), Ordering::Relaxed);
+        self.last_seen.store(clock::mono_ms(), Ordering::Relaxed);
     }
 
     /// The token in-flight RPC calls watch: cancelled when the socket goes.

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use fastwebsockets::Role;
-use switchboard_proto::{close, ErrorCode, ServerFrame};
+use switchboard_proto::{clock, close, ErrorCode, ServerFrame};
 
 use super::driver::Driver;
 use super::handshake::Accepted;
@@ -20,7 +20,7 @@ use super::reader::{self, End};
 use super::socket::{Socket, SocketReader};
 use crate::conn::ConnHandle;
 use crate::metrics as m;
-use crate::node::{now_ms, Node};
+use crate::node::Node;
 use crate::session::Session;
 
 pub async fn run(
@@ -197,7 +197,7 @@ fn serve(
         }
         m::hot().connections.decrement(1.0);
         metrics::counter!(m::DISCONNECTS, "code" => m::close_code_label(code)).increment(1);
-        let lived_ms = now_ms().saturating_sub(conn.since_ms);
+        let lived_ms = clock::now_ms().saturating_sub(conn.since_ms);
         tracing::debug!(conn = %conn.conn_id, code, lived_ms, "disconnected");
     }
 }
@@ -315,7 +315,7 @@ mod tests {
             "c-1".into(),
             "alice".into(),
             switchboard_proto::Encoding::Json,
-            now_ms(),
+            clock::now_ms(),
             Outbound::new(1, 1024),
             u64::MAX,
         ));

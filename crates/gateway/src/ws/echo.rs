@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use fastwebsockets::OpCode;
 use http::{Request, Response};
-use switchboard_proto::Encoding;
+use switchboard_proto::{clock, Encoding};
 
 use super::connection::{finish, frame_reader, take_socket};
 use super::driver::Driver;
@@ -22,7 +22,7 @@ use super::outbound::{CloseRequest, Item, Kind, Outbound};
 use super::reader::{self, Handler};
 use crate::conn::ConnHandle;
 use crate::http::Body;
-use crate::node::{now_ms, Admission, Node};
+use crate::node::{Admission, Node};
 
 /// The user of every echo connection: not a valid user id, so no channel reaches it.
 const ECHO_USER: &str = "(dev echo)";
@@ -62,7 +62,7 @@ async fn serve(
         conn_id,
         ECHO_USER.to_owned(),
         Encoding::Json,
-        now_ms(),
+        clock::now_ms(),
         outbound,
         u64::MAX,
     ));

@@ -19,7 +19,9 @@ use tokio::time::Instant;
 
 use super::outbound::{CloseRequest, Item, Kind};
 use crate::conn::ConnHandle;
-use crate::node::{clock_base, clock_ms, now_ms, Node};
+use switchboard_proto::clock::{mono_base, mono_ms, now_ms};
+
+use crate::node::Node;
 
 /// Phases of the heartbeat: a tick visits 1/SLOTS of the connections.
 pub const SLOTS: u64 = 16;
@@ -129,9 +131,9 @@ pub async fn run(node: Arc<Node>) {
     let tick_ms = tick.as_millis() as u64;
     let sweeper = &node.sweeper;
     // The next tick's index on the node clock (tick k is at k × tick).
-    let mut next = clock_ms() / tick_ms + 1;
+    let mut next = mono_ms() / tick_ms + 1;
     loop {
-        let tick_at = clock_base() + Duration::from_millis(next * tick_ms);
+        let tick_at = mono_base() + Duration::from_millis(next * tick_ms);
         let mut wake = Instant::from_std(tick_at);
         if let Some(exp_ms) = sweeper.next_expiry_ms() {
             // Wake just past the second the token expires.
@@ -156,7 +158,7 @@ pub async fn run(node: Arc<Node>) {
             }
         }
         expire_tokens(&node);
-        let now = clock_ms();
+        let now = mono_ms();
         // Every tick that passed visits its phase once (at most one round of phases).
         let last = now / tick_ms;
         if last >= next {
@@ -211,7 +213,7 @@ fn heartbeat_visit(
 
 /// Ends the connections whose token expired: the `token_expired` error, then 4001.
 fn expire_tokens(node: &Node) {
-    let now = crate::node::now_secs();
+    let now = switchboard_proto::clock::now_secs();
     for id in node.sweeper.due(now) {
         let Some(conn) = node.hub.get(id) else {
             continue;
