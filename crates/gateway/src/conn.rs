@@ -267,11 +267,10 @@ impl ConnHandle {
 
     /// Closes the connection as a slow consumer (4008).
     pub fn overflow(&self) {
-        let request = crate::ws::outbound::CloseRequest {
-            code: switchboard_proto::close::SLOW_CONSUMER,
-            reason: "slow consumer".into(),
-            send_frame: true,
-        };
+        let request = crate::ws::outbound::CloseRequest::new(
+            switchboard_proto::close::SLOW_CONSUMER,
+            "slow consumer",
+        );
         if self.outbound.close(request, false) {
             m::hot().slow_consumers.increment(1);
         }

@@ -174,14 +174,8 @@ async fn repair_one(router: &dyn Router, policies: &HistoryPolicies, r: Repair) 
         reason: "resync".into(),
         reconnect_ms: 0,
     });
-    conn.outbound.close(
-        CloseRequest {
-            code: close::SERVICE_RESTART,
-            reason: "resync".into(),
-            send_frame: true,
-        },
-        true,
-    );
+    conn.outbound
+        .close(CloseRequest::new(close::SERVICE_RESTART, "resync"), true);
 }
 
 /// Where a resync puts the connection. In the epoch it was in (a gap older than what the

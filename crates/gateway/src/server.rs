@@ -26,7 +26,7 @@ use crate::http::{error, Body};
 use crate::hub::Hub;
 use crate::metrics as m;
 use crate::node::Node;
-use crate::session::close_request;
+use crate::ws::outbound::CloseRequest;
 
 /// Listen backlog of both listeners (connect storms must not overflow it).
 const BACKLOG: u32 = 4096;
@@ -241,7 +241,7 @@ async fn drain(node: &Arc<Node>, stop_public: &CancellationToken) {
             reconnect_ms,
         });
         conn.outbound
-            .close_after_message(close_request(close::SERVICE_RESTART, "draining"));
+            .close_after_message(CloseRequest::new(close::SERVICE_RESTART, "draining"));
     }
     // Wait for the sockets (hyper's graceful shutdown does not see upgraded ones).
     while node.hub.len() > 0 && tokio::time::Instant::now() < deadline {

@@ -129,7 +129,7 @@ impl Session {
         m::hot().messages_received.increment(1);
         if !self.rate.take() {
             self.error(ErrorCode::RateLimited, "message rate limit exceeded");
-            return Some(close_request(close::RATE_LIMITED, "rate limited"));
+            return Some(CloseRequest::new(close::RATE_LIMITED, "rate limited"));
         }
         let frame = match self.conn.encoding.decode(bytes) {
             Ok(f) => f,
@@ -221,7 +221,7 @@ impl Session {
         self.bad_frames.retain(|t| now.duration_since(*t) < window);
         self.bad_frames.push(now);
         if self.bad_frames.len() > self.node.config.bad_frame_limit as usize {
-            return Some(close_request(
+            return Some(CloseRequest::new(
                 close::TOO_MANY_BAD_FRAMES,
                 "too many bad frames",
             ));
@@ -495,12 +495,4 @@ fn count_recovery(recovered: bool) {
         "not_recovered"
     };
     metrics::counter!(m::RECOVERY, "result" => result).increment(1);
-}
-
-pub fn close_request(code: u16, reason: &str) -> CloseRequest {
-    CloseRequest {
-        code,
-        reason: reason.to_owned(),
-        send_frame: true,
-    }
 }

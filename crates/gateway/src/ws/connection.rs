@@ -156,11 +156,7 @@ fn serve(
                     "backplane unavailable",
                 ));
                 conn.outbound.close(
-                    CloseRequest {
-                        code: close::TRY_AGAIN_LATER,
-                        reason: "backplane unavailable".into(),
-                        send_frame: true,
-                    },
+                    CloseRequest::new(close::TRY_AGAIN_LATER, "backplane unavailable"),
                     true,
                 );
                 Box::pin(driver.wait_written()).await;
@@ -212,23 +208,12 @@ pub(super) async fn finish(
     match end {
         End::Over => {}
         End::Eof => {
-            conn.outbound.close(
-                CloseRequest {
-                    code: 1006,
-                    reason: String::new(),
-                    send_frame: false,
-                },
-                false,
-            );
+            conn.outbound.close(CloseRequest::peer_gone(1006), false);
         }
         // Our close frame answers theirs (unless ours went first).
         End::PeerClose(code) => {
             conn.outbound.close(
-                CloseRequest {
-                    code: if code == 1005 { close::NORMAL } else { code },
-                    reason: String::new(),
-                    send_frame: true,
-                },
+                CloseRequest::new(if code == 1005 { close::NORMAL } else { code }, ""),
                 false,
             );
             driver.wait_written().await;

@@ -146,11 +146,7 @@ pub async fn run(node: Arc<Node>) {
             _ = node.shutdown.cancelled() => {
                 for conn in node.hub.all() {
                     conn.outbound.close(
-                        CloseRequest {
-                            code: close::GOING_AWAY,
-                            reason: "shutting down".into(),
-                            send_frame: true,
-                        },
+                        CloseRequest::new(close::GOING_AWAY, "shutting down"),
                         false,
                     );
                 }
@@ -200,11 +196,7 @@ fn heartbeat_visit(
         }
         Visit::IdleClose => {
             conn.outbound.close(
-                CloseRequest {
-                    code: close::GOING_AWAY,
-                    reason: "heartbeat timeout".into(),
-                    send_frame: true,
-                },
+                CloseRequest::new(close::GOING_AWAY, "heartbeat timeout"),
                 false,
             );
         }
@@ -229,11 +221,7 @@ fn expire_tokens(node: &Node) {
             "token expired",
         ));
         conn.outbound.close(
-            CloseRequest {
-                code: close::TOKEN_EXPIRED,
-                reason: "token expired".into(),
-                send_frame: true,
-            },
+            CloseRequest::new(close::TOKEN_EXPIRED, "token expired"),
             true,
         );
     }

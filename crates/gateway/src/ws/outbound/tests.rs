@@ -27,11 +27,7 @@ fn text(s: &str) -> Item {
 }
 
 fn request(code: u16, reason: &str) -> CloseRequest {
-    CloseRequest {
-        code,
-        reason: reason.into(),
-        send_frame: true,
-    }
+    CloseRequest::new(code, reason)
 }
 
 #[test]
