@@ -16,10 +16,10 @@ use switchboard_proto::{Encoding, Message, ServerFrame};
 use switchboard_router::NodeSink;
 use tokio::sync::mpsc;
 
+use crate::conn::outbound::CloseRequest;
 use crate::conn::{ConnHandle, Delivery};
 use crate::metrics as m;
 use crate::repair::Repair;
-use crate::ws::outbound::CloseRequest;
 
 type ConnMap = HashMap<u64, Arc<ConnHandle>>;
 

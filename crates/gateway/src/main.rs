@@ -33,6 +33,7 @@ mod repair;
 mod rpc;
 mod server;
 mod session;
+mod sweeper;
 mod tls;
 mod token;
 mod web;

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::rpc::Rpc;
-use crate::ws::sweeper::Sweeper;
+use crate::sweeper::Sweeper;
 
 #[cfg(test)]
 pub mod testing;

@@ -26,8 +26,8 @@ use switchboard_proto::{close, Message, ServerFrame, StreamPosition};
 use switchboard_router::{HistoryPolicies, HistoryRead, Router};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::conn::outbound::CloseRequest;
 use crate::conn::{id_hash, ConnHandle, Held, Released};
-use crate::ws::outbound::CloseRequest;
 
 /// One held channel of one connection.
 pub struct Repair {

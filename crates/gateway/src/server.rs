@@ -22,11 +22,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::conn::outbound::CloseRequest;
 use crate::http::{error, Body};
 use crate::hub::Hub;
 use crate::metrics as m;
 use crate::node::Node;
-use crate::ws::outbound::CloseRequest;
 
 /// Listen backlog of both listeners (connect storms must not overflow it).
 const BACKLOG: u32 = 4096;
@@ -139,7 +139,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         Listener::Internal,
     ));
     tokio::spawn(heartbeat(node.clone()));
-    tokio::spawn(crate::ws::sweeper::run(node.clone()));
+    tokio::spawn(crate::sweeper::run(node.clone()));
 
     stop.await;
     drain(&node, &stop_public).await;

@@ -14,10 +14,10 @@ use switchboard_proto::{
 use switchboard_router::{PublishRequest, RouterError};
 
 use crate::auth::{AuthError, Claims};
+use crate::conn::outbound::CloseRequest;
 use crate::conn::{ConnHandle, Released};
 use crate::metrics as m;
 use crate::node::Node;
-use crate::ws::outbound::CloseRequest;
 
 mod rate_limit;
 use rate_limit::TokenBucket;

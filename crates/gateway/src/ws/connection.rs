@@ -15,9 +15,9 @@ use switchboard_proto::{clock, close, ErrorCode, ServerFrame};
 
 use super::driver::Driver;
 use super::handshake::Accepted;
-use super::outbound::{CloseRequest, Outbound};
 use super::reader::{self, End};
-use super::socket::{Socket, SocketReader};
+use crate::conn::outbound::{CloseRequest, Outbound};
+use crate::conn::socket::{Socket, SocketReader};
 use crate::conn::ConnHandle;
 use crate::metrics as m;
 use crate::node::Node;
@@ -293,7 +293,7 @@ mod tests {
                 .expect("no cap refusal"),
         };
         let task = run(node.clone(), upgrade, accepted);
-        let (socket, _client) = crate::ws::socket::pair().await;
+        let (socket, _client) = crate::conn::socket::pair().await;
         let admission = node.admit().expect("a slot");
         let conn = Arc::new(ConnHandle::new(
             1,

@@ -18,8 +18,8 @@ use switchboard_proto::{clock, Encoding};
 use super::connection::{finish, frame_reader, take_socket};
 use super::driver::Driver;
 use super::handshake::{admit, check_upgrade, rejected, switch};
-use super::outbound::{CloseRequest, Item, Kind, Outbound};
 use super::reader::{self, Handler};
+use crate::conn::outbound::{CloseRequest, Item, Kind, Outbound};
 use crate::conn::ConnHandle;
 use crate::http::Body;
 use crate::node::{Admission, Node};
@@ -46,7 +46,7 @@ pub fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body> {
 
 async fn serve(
     node: Arc<Node>,
-    socket: super::socket::Socket,
+    socket: crate::conn::socket::Socket,
     early: bytes::Bytes,
     admission: Admission,
 ) {

@@ -12,10 +12,7 @@ mod connection;
 mod driver;
 pub mod echo;
 mod handshake;
-pub mod outbound;
 mod reader;
 mod registration;
-pub mod socket;
-pub mod sweeper;
 
 pub use handshake::upgrade;

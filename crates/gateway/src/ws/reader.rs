@@ -10,8 +10,8 @@ use switchboard_proto::{close, Encoding, ErrorCode};
 use tokio::io::AsyncRead;
 
 use super::driver::Driver;
-use super::outbound::{CloseRequest, Item, Kind};
-use super::socket::SocketReader;
+use crate::conn::outbound::{CloseRequest, Item, Kind};
+use crate::conn::socket::SocketReader;
 use crate::conn::ConnHandle;
 use crate::session::Session;
 

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 
 use super::write::header;
 use super::*;
-use crate::ws::socket;
+use crate::conn::socket;
 
 fn item(n: usize) -> Item {
     Item {

@@ -9,8 +9,8 @@ use switchboard_proto::close;
 use tokio::time::Instant;
 
 use super::{Ended, Kind, State, Writer, MAX_SLICES, MAX_WRITE};
+use crate::conn::socket::Socket;
 use crate::metrics as m;
-use crate::ws::socket::Socket;
 use switchboard_proto::clock::now_ms;
 
 /// A frame header for `len` payload bytes (server frames are not masked).

@@ -17,7 +17,7 @@ use switchboard_proto::{close, ErrorCode, ServerFrame};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::outbound::{CloseRequest, Item, Kind};
+use crate::conn::outbound::{CloseRequest, Item, Kind};
 use crate::conn::ConnHandle;
 use switchboard_proto::clock::{mono_base, mono_ms, now_ms};
 
