@@ -32,7 +32,7 @@ pub struct Node {
     /// Cancelled when the node must stop at once (after the drain deadline).
     pub shutdown: CancellationToken,
     /// Heartbeats, idle closes and token expiry of every connection (one task).
-    pub sweeper: Sweeper,
+    pub sweeper: Arc<Sweeper>,
     /// Set at the start of a drain: `/readyz` answers 503 and upgrades are refused.
     draining: AtomicBool,
     /// WebSocket connections admitted (including handshakes in progress), for the cap.
@@ -59,7 +59,7 @@ impl Node {
             metrics,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
-            sweeper: Sweeper::new(),
+            sweeper: Arc::new(Sweeper::new()),
             draining: AtomicBool::new(false),
             admitted: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),

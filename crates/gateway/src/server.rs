@@ -139,7 +139,13 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         Listener::Internal,
     ));
     tokio::spawn(heartbeat(node.clone()));
-    tokio::spawn(crate::sweeper::run(node.clone()));
+    tokio::spawn(crate::sweeper::run(
+        node.sweeper.clone(),
+        node.hub.clone(),
+        node.shutdown.clone(),
+        node.config.heartbeat,
+        node.config.idle_timeout(),
+    ));
 
     stop.await;
     drain(&node, &stop_public).await;
