@@ -25,6 +25,7 @@ mod auth;
 mod cli;
 mod config;
 mod conn;
+mod files;
 mod http;
 mod hub;
 mod metrics;

@@ -223,10 +223,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Exports the settings that alerts compare against (`switchboard_max_connections`).
-/// Call it once at startup with the node's configuration (`server::run`).
-pub fn record_config(config: &crate::config::Config) {
-    metrics::gauge!(MAX_CONNECTIONS).set(config.max_connections as f64);
+/// Exports the setting that alerts compare against (`switchboard_max_connections`).
+/// Call it once at startup with the node's `--max-connections` (`server::run`).
+pub fn record_max_connections(max_connections: usize) {
+    metrics::gauge!(MAX_CONNECTIONS).set(max_connections as f64);
 }
 
 /// Publishes the backplane's per-shard state (called on every scrape). A shard index

@@ -68,7 +68,7 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Runs a node until it is told to stop and has drained.
 pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
-    crate::metrics::record_config(&config);
+    crate::metrics::record_max_connections(config.max_connections);
     // With --jwt-jwks-url: the first fetch of the keys (exit 1 when it fails, unless
     // allowed), then their background refresh.
     config
