@@ -15,7 +15,7 @@ use fastwebsockets::OpCode;
 use http::{Request, Response};
 use switchboard_proto::{clock, Encoding};
 
-use super::connection::{finish, frame_reader, take_socket};
+use super::task::{finish, frame_reader, take_socket};
 use super::driver::Driver;
 use super::handshake::{admit, check_upgrade, rejected, switch};
 use super::reader::{self, Handler};

@@ -78,7 +78,7 @@ pub async fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body>
     let node2 = node.clone();
     switch(&mut req, accepted.subprotocol, |upgraded| {
         node.tracker
-            .spawn(async move { super::connection::run(node2, upgraded, accepted).await });
+            .spawn(async move { super::task::run(node2, upgraded, accepted).await });
     })
 }
 

@@ -8,7 +8,7 @@
 //! `--dev-echo`) is the same connection with an echo in place of the session, for the
 //! Autobahn conformance check.
 
-mod connection;
+mod task;
 mod driver;
 pub mod echo;
 mod handshake;
