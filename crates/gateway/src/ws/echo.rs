@@ -15,10 +15,11 @@ use fastwebsockets::OpCode;
 use http::{Request, Response};
 use switchboard_proto::{clock, Encoding};
 
-use super::task::{finish, frame_reader, take_socket};
 use super::driver::Driver;
-use super::handshake::{admit, check_upgrade, rejected, switch};
+use super::handshake::{admit, check_upgrade, switch};
 use super::reader::{self, Handler};
+use super::rejection::rejected;
+use super::task::{finish, frame_reader, take_socket};
 use crate::conn::outbound::{CloseRequest, Item, Kind, Outbound};
 use crate::conn::ConnHandle;
 use crate::http::Body;

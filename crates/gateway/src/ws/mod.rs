@@ -8,11 +8,12 @@
 //! `--dev-echo`) is the same connection with an echo in place of the session, for the
 //! Autobahn conformance check.
 
-mod task;
 mod driver;
 pub mod echo;
 mod handshake;
 mod reader;
 mod registration;
+mod rejection;
+mod task;
 
 pub use handshake::upgrade;

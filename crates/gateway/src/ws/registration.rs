@@ -12,7 +12,7 @@ use http::StatusCode;
 use switchboard_proto::clock;
 use switchboard_router::ConnInfo;
 
-use super::handshake::Rejected;
+use super::rejection::Rejected;
 use crate::node::Node;
 
 /// Who a new connection is, and whether the registry holds it.

@@ -11,17 +11,29 @@
 use std::sync::Arc;
 
 use fastwebsockets::Role;
-use switchboard_proto::{clock, close, ErrorCode, ServerFrame};
+use switchboard_proto::{clock, close, Encoding, ErrorCode, ServerFrame, StreamPosition};
 
 use super::driver::Driver;
-use super::handshake::Accepted;
 use super::reader::{self, End};
+use super::registration::Registration;
+use crate::auth::Claims;
 use crate::conn::outbound::{CloseRequest, Outbound};
 use crate::conn::socket::{Socket, SocketReader};
 use crate::conn::ConnHandle;
 use crate::metrics as m;
-use crate::node::Node;
+use crate::node::{Admission, Node};
 use crate::session::Session;
+
+/// What a successful handshake hands to the connection.
+pub struct Accepted {
+    pub claims: Claims,
+    pub encoding: Encoding,
+    pub subprotocol: Option<&'static str>,
+    pub since: Option<StreamPosition>,
+    pub admission: Admission,
+    /// The connection's id and registry entry, written before the 101.
+    pub registration: Registration,
+}
 
 pub async fn run(
     node: Arc<Node>,
