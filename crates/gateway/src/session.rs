@@ -40,7 +40,9 @@ pub struct Session {
 /// `Ok(None)`: the reply was already queued (in order with a replay).
 type Outcome = Result<Option<ReplyOk>, (ErrorCode, String)>;
 
-fn unavailable(e: RouterError) -> (ErrorCode, String) {
+/// What a client is told of a router error: a request the router refused (`bad_frame`) or
+/// the backplane being unavailable.
+fn router_error(e: RouterError) -> (ErrorCode, String) {
     match e {
         RouterError::BadRequest(m) => (ErrorCode::BadFrame, m),
         RouterError::Unavailable(m) => (ErrorCode::Unavailable, m),
@@ -294,7 +296,7 @@ impl Session {
                 if let Err(e) = node.router.subscribe_room(&channel).await {
                     node.hub.leave_room(&channel, &self.conn);
                     self.conn.end(&channel);
-                    return Err(unavailable(e));
+                    return Err(router_error(e));
                 }
             }
         }
@@ -333,7 +335,7 @@ impl Session {
                 let read = router
                     .read(channel, Some(&since), REPLAY_LIMIT)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(router_error)?;
                 count_recovery(read.recovered);
                 let top = StreamPosition::new(read.epoch, read.offset);
                 if read.recovered {
@@ -343,7 +345,7 @@ impl Session {
                 }
             }
             None => {
-                let top = router.position(channel).await.map_err(unavailable)?;
+                let top = router.position(channel).await.map_err(router_error)?;
                 Ok((top.clone(), Vec::new(), Reply::ok(id, ok(top, None))))
             }
         }
@@ -398,7 +400,7 @@ impl Session {
                 idempotency: self.node.idempotency(key, Some(&self.conn.user)),
             })
             .await
-            .map_err(unavailable)?;
+            .map_err(router_error)?;
         // A retry answered from its key stored nothing (the server API counts alike).
         if !outcome.duplicate {
             m::hot().publishes.increment(1);
@@ -420,7 +422,7 @@ impl Session {
             return Err((ErrorCode::BadChannel, format!("only {own} can be acked")));
         }
         let router = &self.node.router;
-        let top = router.position(channel).await.map_err(unavailable)?;
+        let top = router.position(channel).await.map_err(router_error)?;
         if epoch.as_ref().is_some_and(|e| *e != top.epoch) || offset > top.offset {
             return Err((
                 ErrorCode::BadFrame,
@@ -430,7 +432,7 @@ impl Session {
         router
             .ack(&self.conn.user, &StreamPosition::new(top.epoch, offset))
             .await
-            .map_err(unavailable)
+            .map_err(router_error)
     }
 
     async fn refresh(&mut self, token: &str) -> Outcome {

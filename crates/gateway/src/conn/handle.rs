@@ -98,7 +98,7 @@ struct Cursors {
 
 /// What the offset bookkeeping made of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Admit {
+enum Sequence {
     Accept,
     /// At or before what was delivered (a replay overlapping live delivery).
     Duplicate,
@@ -440,39 +440,39 @@ impl ConnHandle {
             {
                 return Released::Live;
             }
-            let admitted = self.with_cursor(channel, |cursor| {
-                let admit = self.admit(cursor, msg, id_hash(&msg.id));
-                match admit {
-                    Admit::Accept => {
+            let checked = self.with_cursor(channel, |cursor| {
+                let seq = self.check_sequence(cursor, msg, id_hash(&msg.id));
+                match seq {
+                    Sequence::Accept => {
                         let data = self.encoding.encode(&ServerFrame::Message(msg.clone()));
                         self.push(data, Some(msg.ts));
                     }
-                    Admit::Diverged => cursor.diverged = true,
-                    Admit::Duplicate | Admit::Epoch => {}
+                    Sequence::Diverged => cursor.diverged = true,
+                    Sequence::Duplicate | Sequence::Epoch => {}
                 }
-                admit
+                seq
             });
-            match admitted {
+            match checked {
                 None => return Released::Live,
-                Some(Admit::Diverged) => return Released::Diverged,
-                Some(Admit::Epoch) => return Released::Epoch,
+                Some(Sequence::Diverged) => return Released::Diverged,
+                Some(Sequence::Epoch) => return Released::Epoch,
                 Some(_) => {}
             }
         }
         self.with_cursor(channel, |cursor| {
             let pending = cursor.pending.take().unwrap_or_default();
             for (i, delivery) in pending.iter().enumerate() {
-                match self.admit(cursor, &delivery.message, delivery.id_hash) {
-                    Admit::Accept => {
+                match self.check_sequence(cursor, &delivery.message, delivery.id_hash) {
+                    Sequence::Accept => {
                         self.push(delivery.encoded(self.encoding), Some(delivery.message.ts));
                     }
-                    Admit::Duplicate => {}
-                    Admit::Diverged => {
+                    Sequence::Duplicate => {}
+                    Sequence::Diverged => {
                         cursor.pending = Some(pending[i..].to_vec());
                         cursor.diverged = true;
                         return Released::Diverged;
                     }
-                    Admit::Epoch => {
+                    Sequence::Epoch => {
                         cursor.pending = Some(pending[i..].to_vec());
                         return Released::Epoch;
                     }
@@ -521,10 +521,10 @@ impl ConnHandle {
                 flush: false,
             };
         }
-        match self.admit(cursor, msg, delivery.id_hash) {
-            Admit::Accept => {}
-            Admit::Duplicate => return Delivered::default(),
-            Admit::Diverged | Admit::Epoch => {
+        match self.check_sequence(cursor, msg, delivery.id_hash) {
+            Sequence::Accept => {}
+            Sequence::Duplicate => return Delivered::default(),
+            Sequence::Diverged | Sequence::Epoch => {
                 // Held like a gap; the repair resyncs the client (after a divergence it
                 // starts a new epoch first).
                 cursor.pending = Some(vec![delivery.clone()]);
@@ -536,7 +536,7 @@ impl ConnHandle {
             }
         }
         // Pushed under the cursors' lock: two deliveries to this connection reach its
-        // queue in the order they were admitted.
+        // queue in the order they were accepted.
         let item = self.item(delivery.encoded(self.encoding), Some(msg.ts));
         let (_, flush) = self.push_item(item, deferred);
         Delivered { gap: false, flush }
@@ -544,14 +544,14 @@ impl ConnHandle {
 
     /// Offset bookkeeping: drops duplicates, notes gaps, stops at another epoch, and
     /// tells another message at the offset delivered last from a duplicate of it.
-    fn admit(&self, cursor: &mut Cursor, msg: &Message, id: u64) -> Admit {
+    fn check_sequence(&self, cursor: &mut Cursor, msg: &Message, id: u64) -> Sequence {
         if msg.epoch != cursor.epoch {
             tracing::debug!(
                 conn = %self.conn_id,
                 channel = %msg.channel,
                 "a message of another epoch: the channel restarted"
             );
-            return Admit::Epoch;
+            return Sequence::Epoch;
         }
         if msg.offset == cursor.offset && cursor.last_id != 0 && id != cursor.last_id {
             tracing::warn!(
@@ -560,10 +560,10 @@ impl ConnHandle {
                 offset = msg.offset,
                 "another message at an offset already delivered: history diverged"
             );
-            return Admit::Diverged;
+            return Sequence::Diverged;
         }
         if msg.offset <= cursor.offset {
-            return Admit::Duplicate;
+            return Sequence::Duplicate;
         }
         if msg.offset > cursor.offset + 1 {
             tracing::debug!(
@@ -575,7 +575,7 @@ impl ConnHandle {
         }
         cursor.offset = msg.offset;
         cursor.last_id = id;
-        Admit::Accept
+        Sequence::Accept
     }
 }
 
