@@ -3,8 +3,12 @@
 //! Nothing here knows the node: the hub, the session and the sweeper drive a connection
 //! through its [`ConnHandle`].
 
+mod cursor;
+mod delivery;
 mod handle;
 pub mod outbound;
 pub mod socket;
 
-pub use handle::{id_hash, ConnHandle, Delivery, Held, Released};
+pub use cursor::{Held, Released};
+pub use delivery::{id_hash, Delivery};
+pub use handle::ConnHandle;

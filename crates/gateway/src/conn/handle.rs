@@ -10,135 +10,16 @@ use bytes::Bytes;
 use switchboard_proto::{clock, Encoding, Message, ServerFrame, StreamPosition};
 use tokio_util::sync::CancellationToken;
 
+use super::cursor::{drop_older_epochs, Cursor, Cursors, Delivered, Held, Released, Sequence};
+use super::delivery::{id_hash, Delivery};
 use crate::conn::outbound::{Item, Kind, Outbound, Pushed};
 use crate::metrics as m;
-
-/// A message on its way to many connections, encoded at most once per encoding (live
-/// delivery, and again when a held channel releases it).
-pub struct Delivery {
-    pub message: Arc<Message>,
-    /// [`id_hash`] of the message id, computed once for every recipient.
-    id_hash: u64,
-    json: OnceLock<Bytes>,
-    proto: OnceLock<Bytes>,
-}
-
-/// A message id as a non-zero 64-bit hash (FNV-1a): what a cursor remembers of the last
-/// message it delivered, to tell a duplicate from another message at the same offset.
-pub fn id_hash(id: &str) -> u64 {
-    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    h.max(1)
-}
-
-impl Delivery {
-    pub fn new(message: Arc<Message>) -> Arc<Delivery> {
-        Arc::new(Delivery {
-            id_hash: id_hash(&message.id),
-            message,
-            json: OnceLock::new(),
-            proto: OnceLock::new(),
-        })
-    }
-
-    pub fn encoded(&self, encoding: Encoding) -> Bytes {
-        let cell = match encoding {
-            Encoding::Json => &self.json,
-            Encoding::Proto => &self.proto,
-        };
-        cell.get_or_init(|| encoding.encode(&ServerFrame::Message(self.message.clone())))
-            .clone()
-    }
-}
-
-/// Drops the held live messages of epochs older than `epoch`: the ones that arrived
-/// before its last message, or all of another epoch when none of `epoch` arrived. (Live
-/// messages arrive in order; one of another epoch after `epoch`'s is newer: it stays,
-/// and holds the channel again for the next repair.)
-fn drop_older_epochs(pending: &mut Vec<Arc<Delivery>>, epoch: &str) {
-    let last = pending.iter().rposition(|d| d.message.epoch == epoch);
-    let mut i = 0;
-    pending.retain(|d| {
-        let keep = d.message.epoch == epoch || last.is_some_and(|l| i > l);
-        i += 1;
-        keep
-    });
-}
 
 /// Room for a message's envelope when pacing a replay.
 const REPLAY_OVERHEAD: usize = 512;
 
 /// Live messages held per channel while a subscription is being set up.
 const MAX_PENDING: usize = 4096;
-
-/// Where a connection stands in one channel.
-#[derive(Default)]
-struct Cursor {
-    epoch: String,
-    offset: u64,
-    /// [`id_hash`] of the message delivered at `offset` (0: not known, e.g. a subscription
-    /// that started at the top).
-    last_id: u64,
-    /// Another message arrived at `offset` than the one delivered there: history
-    /// diverged (a failover lost a delivered write); the repair starts a new epoch.
-    diverged: bool,
-    /// While a subscription is being set up (or repaired), live messages wait here so
-    /// that they come after the replayed history.
-    pending: Option<Vec<Arc<Delivery>>>,
-}
-
-/// Every channel a connection tracks. The personal channel (every connection has it) sits
-/// in a field of its own; rooms go in a map that is only allocated by the first one.
-#[derive(Default)]
-struct Cursors {
-    personal: Option<Cursor>,
-    rooms: HashMap<Box<str>, Cursor>,
-}
-
-/// What the offset bookkeeping made of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sequence {
-    Accept,
-    /// At or before what was delivered (a replay overlapping live delivery).
-    Duplicate,
-    /// At the offset delivered last, but another message: history diverged.
-    Diverged,
-    /// In another epoch than the connection's: the channel restarted (history was lost
-    /// or reset). Never followed silently: the repair tells the client to resync.
-    Epoch,
-}
-
-/// How releasing a held channel ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Released {
-    /// Delivering live again (or the channel is no longer tracked).
-    Live,
-    /// A message at the offset delivered last is another one than was delivered:
-    /// history diverged; the channel stays held.
-    Diverged,
-    /// A message of another epoch came: the channel stays held until a repair resyncs it.
-    Epoch,
-}
-
-/// Where a held channel stands, for its repair.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    pub position: StreamPosition,
-    /// [`id_hash`] of the message delivered at `position` (0: unknown).
-    pub last_id: u64,
-    /// Live delivery already showed that history diverged.
-    pub diverged: bool,
-}
-
-/// How a live message was taken by a connection.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
-    /// It came after a gap in offsets: the channel is held and must be repaired.
-    pub gap: bool,
-    /// (Deferred delivery) the caller must `flush` the connection's outbound queue.
-    pub flush: bool,
-}
 
 pub struct ConnHandle {
     /// Node-local numeric id (index keys).
