@@ -4,7 +4,7 @@
 //! A change that does not load (a half-written file, a key of another certificate) keeps
 //! the old certificate, with a warning and `switchboard_tls_reloads_total{result="error"}`.
 //!
-//! The encrypted WebSocket itself is `ws::socket` (the session is taken back from
+//! The encrypted WebSocket itself is `conn::socket` (the session is taken back from
 //! hyper after the upgrade, like the plain `TcpStream`).
 
 use std::fmt;
