@@ -3,9 +3,8 @@
 //! # Layout
 //! Dependencies run one way: a module names only modules below it in this list (the
 //! clocks are `switchboard_proto::clock`).
-//! - `cli`, `config`, `files`: the command line, env and TOML settings, validated before
-//!   binding; files read under a size limit.
-//! - `server`: listeners, the internal endpoints, the SIGTERM drain.
+//! - `cli`: the command line. `server`: listeners, the internal endpoints, the SIGTERM
+//!   drain.
 //! - `api`: the server API (`/v1/*`). `web`: with `--demo`, the browser client, the demo
 //!   app and its development endpoints on the public port.
 //! - `ws`: the WebSocket upgrade (`handshake`, `registration`, `rejection`) and one task
@@ -15,16 +14,18 @@
 //! - `node`: what the listeners, connections and API share (config, router, hub, RPC,
 //!   the connection slots, the drain flag).
 //! - `sweeper`: heartbeats, idle closes and token expiry of every connection (one task).
-//! - `rpc`: RPC forwarding to backends (routes, HTTP client, retries, circuit breakers).
+//!   `rpc`: RPC forwarding to backends (routes, HTTP client, retries, circuit breakers).
 //! - `hub`: the node's index of connections, the sink the router delivers into; `repair`:
 //!   channels re-read from history after a gap or an outage.
+//! - `token`: development tokens. `config`: env and TOML settings, validated before
+//!   binding.
+//! - `auth`: JWT verification (PROTOCOL.md §3). `tls`: `--tls-cert`/`--tls-key` on the
+//!   listeners, and their reload.
 //! - `conn`: one connection below its task: the handle the node holds (`handle`), its
 //!   delivery cursors (`cursor`), a message encoded once for many (`delivery`), the
 //!   outbound queue (`outbound`) and the socket (`socket`).
-//! - `auth`, `token`: JWT verification (PROTOCOL.md §3) and development tokens.
-//! - `tls`: `--tls-cert`/`--tls-key` on the listeners, and their reload.
 //! - `http`: response helpers and query-string decoding. `metrics`: metric names and the
-//!   Prometheus recorder.
+//!   Prometheus recorder. `files`: files read under a size limit.
 //!
 //! A message from user A to user B on another node: `session::Session::publish` → the
 //! router (`switchboard_router::Backplane::publish`; with Redis, the publish script, then
