@@ -15,7 +15,9 @@
 //!   `kid` is unknown first triggers one (rate-limited) refresh of the key set.
 //!
 //! # Layout
-//! - this file: the checks, static keys (`--jwt-secret`, `--jwt-public-key`).
+//! - this file: the checks, and where the token is found in a request.
+//! - `auth/claims.rs`: [`Claims`], and the claims as the token spells them.
+//! - `auth/key.rs`: static keys (`--jwt-secret`, `--jwt-public-key`), checked at startup.
 //! - `auth/jwk.rs`: a JWKS document → verification keys by `kid`, each key checked once.
 //! - `auth/jwks.rs`: the cached set of `--jwt-jwks-url`: startup, background refresh,
 //!   refresh on unknown `kid`, last good set kept on failure.
@@ -24,24 +26,29 @@
 //! Errors never contain the token or claim values.
 
 use std::sync::{Arc, Once};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
-use serde::Deserialize;
-use switchboard_proto::channel::{any_matches, is_valid_user_id};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use switchboard_proto::channel::is_valid_user_id;
+use switchboard_proto::clock::now_secs;
 
 use crate::http::query::query_values;
 
+mod claims;
 mod fetch;
 mod jwk;
 mod jwks;
+mod key;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
 
+pub use claims::Claims;
+use claims::{numeric_date, RawClaims};
 pub use jwks::{Jwks, Policy as JwksPolicy};
+use key::decoding_key;
+pub use key::{KeyError, VerifyKey};
 
 /// Clock skew tolerated for `nbf` and `iat`, in seconds. `exp` gets none.
 pub const LEEWAY_SECS: u64 = 30;
@@ -57,13 +64,6 @@ pub fn install_crypto_provider() {
         // An error means a provider is already installed; that one stays.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
     });
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Why a token was refused. Every variant maps to HTTP 401 before the upgrade, with
@@ -95,79 +95,6 @@ impl AuthError {
 fn invalid(reason: &str) -> AuthError {
     AuthError::Invalid(reason.to_owned())
 }
-
-/// What a valid token allows.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Claims {
-    /// The user id (a valid `user:<id>` suffix).
-    pub sub: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
-    /// Patterns of channels the user may subscribe to (exact name or prefix ending in `*`).
-    pub channels: Vec<String>,
-    /// Patterns of channels the user may publish to (`user:*` allows direct messages).
-    pub publish: Vec<String>,
-    /// Patterns of RPC methods the user may call; `None` (no claim) = any method.
-    pub rpc: Option<Vec<String>>,
-}
-
-impl Claims {
-    /// Whether the user may subscribe to `channel`.
-    pub fn can_subscribe(&self, channel: &str) -> bool {
-        any_matches(&self.channels, channel)
-    }
-
-    /// Whether the user may publish to `channel`.
-    pub fn can_publish(&self, channel: &str) -> bool {
-        any_matches(&self.publish, channel)
-    }
-
-    /// Whether the user may call RPC `method` (any method when the token has no `rpc` claim).
-    pub fn can_call(&self, method: &str) -> bool {
-        self.rpc.as_ref().is_none_or(|rpc| any_matches(rpc, method))
-    }
-}
-
-/// The claims as found in the token, before our checks.
-#[derive(Deserialize)]
-struct RawClaims {
-    sub: Option<String>,
-    exp: Option<serde_json::Number>,
-    nbf: Option<serde_json::Number>,
-    iat: Option<serde_json::Number>,
-    channels: Option<Vec<String>>,
-    publish: Option<Vec<String>>,
-    rpc: Option<Vec<String>>,
-}
-
-/// A NumericDate (seconds, possibly fractional) as whole seconds.
-fn numeric_date(n: Option<serde_json::Number>, claim: &str) -> Result<Option<u64>, AuthError> {
-    let Some(n) = n else { return Ok(None) };
-    if let Some(secs) = n.as_u64() {
-        return Ok(Some(secs));
-    }
-    match n.as_f64() {
-        // `as` saturates; the value is finite and non-negative here.
-        Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.floor() as u64)),
-        _ => Err(AuthError::Invalid(format!(
-            "{claim} claim must be a non-negative number"
-        ))),
-    }
-}
-
-/// The key an [`Authenticator`] verifies signatures with.
-#[derive(Clone, Copy, Debug)]
-pub enum VerifyKey<'a> {
-    /// HMAC secret (HS256/384/512).
-    Secret(&'a [u8]),
-    /// PEM public key (RS*, ES256/ES384, EdDSA): SPKI `PUBLIC KEY`, or PKCS#1 for RSA.
-    PublicKeyPem(&'a [u8]),
-}
-
-/// A key that cannot verify tokens of the configured algorithm.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct KeyError(pub String);
 
 /// Verifies client tokens against one key and algorithm, or the keys of a JWKS. Cheap to
 /// share (`Arc`).
@@ -300,7 +227,7 @@ impl Authenticator {
 
     /// Checks `token` now. See the module docs for the rules.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        self.verify_at(token, unix_now())
+        self.verify_at(token, now_secs())
     }
 
     /// Checks `token` as if the time were `now` (seconds since the Unix epoch).
@@ -419,72 +346,6 @@ fn map_error(kind: &ErrorKind) -> AuthError {
         _ => "token cannot be verified with the configured key",
     };
     invalid(reason)
-}
-
-/// Builds and checks the decoding key, so a bad key fails at startup, not per token.
-fn decoding_key(algorithm: Algorithm, key: VerifyKey<'_>) -> Result<DecodingKey, KeyError> {
-    let fail = |what: &str| Err(KeyError(what.to_owned()));
-    let pem = match (algorithm.family(), key) {
-        (AlgorithmFamily::Hmac, VerifyKey::Secret([])) => return fail("the HMAC secret is empty"),
-        (AlgorithmFamily::Hmac, VerifyKey::Secret(secret)) => {
-            return Ok(DecodingKey::from_secret(secret))
-        }
-        (AlgorithmFamily::Hmac, VerifyKey::PublicKeyPem(_)) => {
-            return Err(KeyError(format!(
-                "{algorithm:?} needs a secret, not a public key"
-            )))
-        }
-        (_, VerifyKey::Secret(_)) => {
-            return Err(KeyError(format!(
-                "{algorithm:?} needs a PEM public key, not a secret"
-            )))
-        }
-        (_, VerifyKey::PublicKeyPem(pem)) => pem,
-    };
-    let utils = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.key_utils;
-    let key = match algorithm {
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => {
-            let key = DecodingKey::from_rsa_pem(pem)
-                .map_err(|_| KeyError("not a PEM RSA public key".into()))?;
-            let der = key
-                .try_get_as_bytes()
-                .map_err(|_| KeyError("not a PEM RSA public key".into()))?;
-            // Parse once here (the verifier would parse the DER on every token).
-            let (n, e) = (utils.rsa_pub_components_from_public_key)(der)
-                .map_err(|_| KeyError("not a valid RSA public key".into()))?;
-            if n.len() < 256 {
-                return fail("the RSA key is shorter than 2048 bits");
-            }
-            DecodingKey::from_rsa_raw_components(&n, &e)
-        }
-        Algorithm::ES256 | Algorithm::ES384 => {
-            let key = DecodingKey::from_ec_pem(pem)
-                .map_err(|_| KeyError("not a PEM EC public key".into()))?;
-            let len = key.try_get_as_bytes().map_or(0, <[u8]>::len);
-            match (algorithm, len) {
-                (Algorithm::ES256, 65) | (Algorithm::ES384, 97) => key,
-                (Algorithm::ES256, _) => return fail("ES256 needs a P-256 public key"),
-                _ => return fail("ES384 needs a P-384 public key"),
-            }
-        }
-        Algorithm::EdDSA => {
-            let key = DecodingKey::from_ed_pem(pem)
-                .map_err(|_| KeyError("not a PEM Ed25519 public key".into()))?;
-            if key.try_get_as_bytes().map_or(0, <[u8]>::len) != 32 {
-                return fail("EdDSA needs an Ed25519 public key");
-            }
-            key
-        }
-        _ => {
-            return Err(KeyError(format!(
-                "{algorithm:?} is not supported (use RS256, RS384, RS512, ES256, ES384 or EdDSA)"
-            )))
-        }
-    };
-    // Building a verifier parses EC/Ed points: a key off its curve fails here.
-    jsonwebtoken::crypto::verify("AA", b"probe", &key, algorithm)
-        .map_err(|_| KeyError(format!("the key cannot verify {algorithm:?} signatures")))?;
-    Ok(key)
 }
 
 /// The request's token: `Authorization: Bearer <jwt>` (scheme case-insensitive) first, else

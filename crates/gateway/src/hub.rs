@@ -16,10 +16,10 @@ use switchboard_proto::{Encoding, Message, ServerFrame};
 use switchboard_router::NodeSink;
 use tokio::sync::mpsc;
 
+use crate::conn::outbound::CloseRequest;
 use crate::conn::{ConnHandle, Delivery};
 use crate::metrics as m;
 use crate::repair::Repair;
-use crate::ws::outbound::CloseRequest;
 
 type ConnMap = HashMap<u64, Arc<ConnHandle>>;
 
@@ -238,14 +238,7 @@ impl NodeSink for Hub {
     fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> usize {
         let conns = read(&self.users).get(user).cloned().unwrap_or_default();
         for conn in &conns {
-            conn.outbound.close(
-                CloseRequest {
-                    code,
-                    reason: reason.to_owned(),
-                    send_frame: true,
-                },
-                false,
-            );
+            conn.outbound.close(CloseRequest::new(code, reason), false);
         }
         conns.len()
     }

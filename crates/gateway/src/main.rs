@@ -1,30 +1,44 @@
 //! `switchboard`: a horizontally scaled WebSocket gateway node.
 //!
 //! # Layout
-//! - `cli`, `config`: the command line, env and TOML settings, validated before binding.
-//! - `auth`, `token`: JWT verification (PROTOCOL.md §3) and development tokens.
-//! - `server`: listeners, the internal endpoints, the SIGTERM drain.
-//! - `tls`: `--tls-cert`/`--tls-key` on the listeners, and their reload.
-//! - `ws`: the WebSocket handshake, one task per connection, the outbound queue (written
-//!   straight to the socket), the node-wide heartbeat/expiry sweeper.
+//! Dependencies run one way: a module names only modules below it in this list (the
+//! clocks are `switchboard_proto::clock`).
+//! - `cli`: the command line. `server`: listeners, the internal endpoints, the SIGTERM
+//!   drain.
+//! - `api`: the server API (`/v1/*`). `web`: with `--demo`, the browser client, the demo
+//!   app and its development endpoints on the public port.
+//! - `ws`: the WebSocket upgrade (`handshake`, `registration`, `rejection`) and one task
+//!   per socket (`task`, reading with `reader`, writing any backlog with `driver`);
+//!   `echo` is the development echo (`--dev-echo`).
 //! - `session`: what a client's frames mean (subscribe, publish, ack, refresh, …).
-//! - `conn`, `hub`: a connection's delivery cursors; the node's index of connections,
-//!   which is the sink the router delivers into.
-//! - `api`: the server API (`/v1/*`).
-//! - `rpc`: RPC forwarding to backends (routes, HTTP client, retries, circuit breakers).
-//! - `metrics`: metric names and the Prometheus recorder.
-//! - `web`: with `--demo`, the browser client, the demo app and its development endpoints
-//!   on the public port.
+//! - `node`: what the listeners, connections and API share (config, router, hub, RPC,
+//!   the connection slots, the drain flag).
+//! - `sweeper`: heartbeats, idle closes and token expiry of every connection (one task).
+//!   `rpc`: RPC forwarding to backends (routes, HTTP client, retries, circuit breakers).
+//! - `hub`: the node's index of connections, the sink the router delivers into; `repair`:
+//!   channels re-read from history after a gap or an outage.
+//! - `token`: development tokens. `config`: env and TOML settings, validated before
+//!   binding.
+//! - `auth`: JWT verification (PROTOCOL.md §3). `tls`: `--tls-cert`/`--tls-key` on the
+//!   listeners, and their reload.
+//! - `conn`: one connection below its task: the handle the node holds (`handle`), its
+//!   delivery cursors (`cursor`), a message encoded once for many (`delivery`), the
+//!   outbound queue (`outbound`) and the socket (`socket`).
+//! - `http`: response helpers and query-string decoding. `metrics`: metric names and the
+//!   Prometheus recorder. `files`: files read under a size limit.
 //!
-//! A message from user A to user B: `session::Session::publish` → the router
-//! (`switchboard_router::Backplane::publish`) → `hub::Hub::deliver` on B's node →
-//! `conn::ConnHandle::deliver` → `ws::outbound::Outbound::push` (written to B's socket).
+//! A message from user A to user B on another node: `session::Session::publish` → the
+//! router (`switchboard_router::Backplane::publish`; with Redis, the publish script, then
+//! the subscriber's dispatch on B's node) → `hub::Hub::deliver` →
+//! `conn::ConnHandle::deliver_as` → `conn::outbound::Outbound::push` (written to B's
+//! socket, or queued when it is full).
 
 mod api;
 mod auth;
 mod cli;
 mod config;
 mod conn;
+mod files;
 mod http;
 mod hub;
 mod metrics;
@@ -33,6 +47,7 @@ mod repair;
 mod rpc;
 mod server;
 mod session;
+mod sweeper;
 mod tls;
 mod token;
 mod web;

@@ -66,7 +66,7 @@ pub const RPC_UPSTREAM_LATENCY: &str = "switchboard_rpc_upstream_latency_seconds
 pub const RPC_CIRCUIT_STATE: &str = "switchboard_rpc_circuit_state";
 /// Counter `{route}`: extra attempts of idempotent calls.
 pub const RPC_RETRIES: &str = "switchboard_rpc_retries_total";
-/// Gauge: the node's `--max-connections` (set by `record_config`), for "near the cap" alerts.
+/// Gauge: the node's `--max-connections` (set by `record_max_connections`), for "near the cap" alerts.
 pub const MAX_CONNECTIONS: &str = "switchboard_max_connections";
 /// Counter `{result}`: certificate reloads after the TLS files changed (`ok`, `error`:
 /// the previous certificate stays).
@@ -223,10 +223,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Exports the settings that alerts compare against (`switchboard_max_connections`).
-/// Call it once at startup with the node's configuration (`server::run`).
-pub fn record_config(config: &crate::config::Config) {
-    metrics::gauge!(MAX_CONNECTIONS).set(config.max_connections as f64);
+/// Exports the setting that alerts compare against (`switchboard_max_connections`).
+/// Call it once at startup with the node's `--max-connections` (`server::run`).
+pub fn record_max_connections(max_connections: usize) {
+    metrics::gauge!(MAX_CONNECTIONS).set(max_connections as f64);
 }
 
 /// Publishes the backplane's per-shard state (called on every scrape). A shard index

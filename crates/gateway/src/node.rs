@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_router::{Idempotency, Router};
@@ -12,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::rpc::Rpc;
-use crate::ws::sweeper::Sweeper;
+use crate::sweeper::Sweeper;
 
 #[cfg(test)]
 pub mod testing;
@@ -33,7 +32,7 @@ pub struct Node {
     /// Cancelled when the node must stop at once (after the drain deadline).
     pub shutdown: CancellationToken,
     /// Heartbeats, idle closes and token expiry of every connection (one task).
-    pub sweeper: Sweeper,
+    pub sweeper: Arc<Sweeper>,
     /// Set at the start of a drain: `/readyz` answers 503 and upgrades are refused.
     draining: AtomicBool,
     /// WebSocket connections admitted (including handshakes in progress), for the cap.
@@ -43,29 +42,6 @@ pub struct Node {
     /// same id (its previous life's ids may still be in the registry or events stream).
     conn_tag: String,
     room_locks: Vec<tokio::sync::Mutex<()>>,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub fn now_secs() -> u64 {
-    now_ms() / 1000
-}
-
-/// The node's monotonic clock: milliseconds since the first call (idle and heartbeat
-/// bookkeeping; one `Instant` for the whole process instead of one per connection).
-pub fn clock_ms() -> u64 {
-    clock_base().elapsed().as_millis() as u64
-}
-
-/// The `Instant` at which [`clock_ms`] is 0 (real time, also under a paused tokio clock).
-pub fn clock_base() -> std::time::Instant {
-    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *BASE.get_or_init(std::time::Instant::now)
 }
 
 impl Node {
@@ -83,7 +59,7 @@ impl Node {
             metrics,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
-            sweeper: Sweeper::new(),
+            sweeper: Arc::new(Sweeper::new()),
             draining: AtomicBool::new(false),
             admitted: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),

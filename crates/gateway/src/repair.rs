@@ -26,8 +26,8 @@ use switchboard_proto::{close, Message, ServerFrame, StreamPosition};
 use switchboard_router::{HistoryPolicies, HistoryRead, Router};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::conn::outbound::CloseRequest;
 use crate::conn::{id_hash, ConnHandle, Held, Released};
-use crate::ws::outbound::CloseRequest;
 
 /// One held channel of one connection.
 pub struct Repair {
@@ -174,14 +174,8 @@ async fn repair_one(router: &dyn Router, policies: &HistoryPolicies, r: Repair) 
         reason: "resync".into(),
         reconnect_ms: 0,
     });
-    conn.outbound.close(
-        CloseRequest {
-            code: close::SERVICE_RESTART,
-            reason: "resync".into(),
-            send_frame: true,
-        },
-        true,
-    );
+    conn.outbound
+        .close(CloseRequest::new(close::SERVICE_RESTART, "resync"), true);
 }
 
 /// Where a resync puts the connection. In the epoch it was in (a gap older than what the

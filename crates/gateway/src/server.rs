@@ -22,11 +22,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::conn::outbound::CloseRequest;
 use crate::http::{error, Body};
 use crate::hub::Hub;
 use crate::metrics as m;
 use crate::node::Node;
-use crate::session::close_request;
 
 /// Listen backlog of both listeners (connect storms must not overflow it).
 const BACKLOG: u32 = 4096;
@@ -68,7 +68,7 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Runs a node until it is told to stop and has drained.
 pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
-    crate::metrics::record_config(&config);
+    crate::metrics::record_max_connections(config.max_connections);
     // With --jwt-jwks-url: the first fetch of the keys (exit 1 when it fails, unless
     // allowed), then their background refresh.
     config
@@ -139,7 +139,13 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         Listener::Internal,
     ));
     tokio::spawn(heartbeat(node.clone()));
-    tokio::spawn(crate::ws::sweeper::run(node.clone()));
+    tokio::spawn(crate::sweeper::run(
+        node.sweeper.clone(),
+        node.hub.clone(),
+        node.shutdown.clone(),
+        node.config.heartbeat,
+        node.config.idle_timeout(),
+    ));
 
     stop.await;
     drain(&node, &stop_public).await;
@@ -241,7 +247,7 @@ async fn drain(node: &Arc<Node>, stop_public: &CancellationToken) {
             reconnect_ms,
         });
         conn.outbound
-            .close_after_message(close_request(close::SERVICE_RESTART, "draining"));
+            .close_after_message(CloseRequest::new(close::SERVICE_RESTART, "draining"));
     }
     // Wait for the sockets (hyper's graceful shutdown does not see upgraded ones).
     while node.hub.len() > 0 && tokio::time::Instant::now() < deadline {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use switchboard_proto::channel::{user_channel, Channel};
+use switchboard_proto::channel::user_channel;
 use switchboard_proto::frames::ReplyOk;
 use switchboard_proto::{
     close, ClientFrame, Encoding, ErrorCode, Payload, Reply, ServerFrame, StreamPosition, Welcome,
@@ -14,13 +14,15 @@ use switchboard_proto::{
 use switchboard_router::{PublishRequest, RouterError};
 
 use crate::auth::{AuthError, Claims};
-use crate::conn::{ConnHandle, Released};
+use crate::conn::outbound::CloseRequest;
+use crate::conn::ConnHandle;
 use crate::metrics as m;
 use crate::node::Node;
-use crate::ws::outbound::CloseRequest;
 
 mod rate_limit;
+mod subscriptions;
 use rate_limit::TokenBucket;
+use subscriptions::count_recovery;
 
 /// Most messages one replay returns (history is bounded well below this).
 const REPLAY_LIMIT: usize = 100_000;
@@ -40,7 +42,9 @@ pub struct Session {
 /// `Ok(None)`: the reply was already queued (in order with a replay).
 type Outcome = Result<Option<ReplyOk>, (ErrorCode, String)>;
 
-fn unavailable(e: RouterError) -> (ErrorCode, String) {
+/// What a client is told of a router error: a request the router refused (`bad_frame`) or
+/// the backplane being unavailable.
+fn router_error(e: RouterError) -> (ErrorCode, String) {
     match e {
         RouterError::BadRequest(m) => (ErrorCode::BadFrame, m),
         RouterError::Unavailable(m) => (ErrorCode::Unavailable, m),
@@ -129,7 +133,7 @@ impl Session {
         m::hot().messages_received.increment(1);
         if !self.rate.take() {
             self.error(ErrorCode::RateLimited, "message rate limit exceeded");
-            return Some(close_request(close::RATE_LIMITED, "rate limited"));
+            return Some(CloseRequest::new(close::RATE_LIMITED, "rate limited"));
         }
         let frame = match self.conn.encoding.decode(bytes) {
             Ok(f) => f,
@@ -189,20 +193,6 @@ impl Session {
         None
     }
 
-    /// Completes a subscription (see `ConnHandle::open`); a channel that restarted
-    /// meanwhile (live messages of a newer epoch came) is repaired, i.e. resynced.
-    async fn open_channel(
-        &self,
-        channel: &str,
-        start: &StreamPosition,
-        first: &ServerFrame,
-        replay: &[Arc<switchboard_proto::Message>],
-    ) {
-        if self.conn.open(channel, start, first, replay).await != Released::Live {
-            self.node.hub.repair(self.conn.clone(), channel.to_owned());
-        }
-    }
-
     /// The subprotocol's encoding (JSON in text frames, protobuf in binary ones).
     pub fn encoding(&self) -> Encoding {
         self.conn.encoding
@@ -221,160 +211,12 @@ impl Session {
         self.bad_frames.retain(|t| now.duration_since(*t) < window);
         self.bad_frames.push(now);
         if self.bad_frames.len() > self.node.config.bad_frame_limit as usize {
-            return Some(close_request(
+            return Some(CloseRequest::new(
                 close::TOO_MANY_BAD_FRAMES,
                 "too many bad frames",
             ));
         }
         None
-    }
-
-    /// Joins or leaves `channel`'s presence, for namespaces that have presence (rooms and
-    /// --presence-namespaces).
-    async fn announce(&self, channel: &str, join: bool) {
-        if !Channel::parse(channel).is_ok_and(|ch| self.node.config.has_presence(ch.namespace)) {
-            return;
-        }
-        let (router, user, conn) = (&self.node.router, &self.conn.user, &self.conn.conn_id);
-        let result = if join {
-            router.join(channel, user, conn).await
-        } else {
-            router.leave(channel, user, conn).await
-        };
-        if let Err(e) = result {
-            tracing::warn!(conn = %conn, error = %e, join, "presence change failed");
-        }
-    }
-
-    /// Validates a channel name for this node's namespaces.
-    fn channel<'a>(&self, name: &'a str) -> Result<Channel<'a>, (ErrorCode, String)> {
-        let ch = Channel::parse(name).map_err(|e| (ErrorCode::BadChannel, e.to_string()))?;
-        if !self.node.config.knows_namespace(ch.namespace) {
-            return Err((
-                ErrorCode::BadChannel,
-                format!("unknown namespace `{}`", ch.namespace),
-            ));
-        }
-        Ok(ch)
-    }
-
-    async fn subscribe(
-        &mut self,
-        id: Option<u64>,
-        channel: String,
-        since: Option<StreamPosition>,
-    ) -> Outcome {
-        let ch = self.channel(&channel)?;
-        if ch.user().is_some() {
-            return Err((
-                ErrorCode::BadChannel,
-                "personal channels are delivered without subscribing".into(),
-            ));
-        }
-        if !self.claims.can_subscribe(&channel) {
-            return Err((
-                ErrorCode::Forbidden,
-                format!("not allowed to subscribe to {channel}"),
-            ));
-        }
-        if self.rooms.contains(&channel) {
-            return Err((
-                ErrorCode::AlreadySubscribed,
-                format!("already subscribed to {channel}"),
-            ));
-        }
-        if self.rooms.len() >= self.node.config.max_subscriptions {
-            return Err((ErrorCode::LimitExceeded, "too many subscriptions".into()));
-        }
-        let node = self.node.clone();
-        {
-            let _guard = node.lock_room(&channel).await;
-            self.conn.begin(&channel);
-            if node.hub.join_room(&channel, &self.conn) {
-                if let Err(e) = node.router.subscribe_room(&channel).await {
-                    node.hub.leave_room(&channel, &self.conn);
-                    self.conn.end(&channel);
-                    return Err(unavailable(e));
-                }
-            }
-        }
-        self.rooms.insert(channel.clone());
-        let result = self.replay(id, &channel, since).await;
-        let (start, replay, reply) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.drop_room(&channel).await;
-                return Err(e);
-            }
-        };
-        self.open_channel(&channel, &start, &ServerFrame::Reply(reply), &replay)
-            .await;
-        self.announce(&channel, true).await;
-        // The reply was queued by `open`, in order with the replay.
-        Ok(None)
-    }
-
-    /// Reads what a subscription must replay, and builds its reply.
-    async fn replay(
-        &self,
-        id: Option<u64>,
-        channel: &str,
-        since: Option<StreamPosition>,
-    ) -> Result<(StreamPosition, Vec<Arc<switchboard_proto::Message>>, Reply), (ErrorCode, String)>
-    {
-        let router = &self.node.router;
-        let ok = |top: StreamPosition, recovered| ReplyOk {
-            position: Some(top),
-            recovered,
-            data: None,
-        };
-        match since {
-            Some(since) => {
-                let read = router
-                    .read(channel, Some(&since), REPLAY_LIMIT)
-                    .await
-                    .map_err(unavailable)?;
-                count_recovery(read.recovered);
-                let top = StreamPosition::new(read.epoch, read.offset);
-                if read.recovered {
-                    Ok((since, read.messages, Reply::ok(id, ok(top, Some(true)))))
-                } else {
-                    Ok((top.clone(), Vec::new(), Reply::ok(id, ok(top, Some(false)))))
-                }
-            }
-            None => {
-                let top = router.position(channel).await.map_err(unavailable)?;
-                Ok((top.clone(), Vec::new(), Reply::ok(id, ok(top, None))))
-            }
-        }
-    }
-
-    async fn unsubscribe(&mut self, channel: &str) -> Outcome {
-        self.channel(channel)?;
-        if !self.rooms.contains(channel) {
-            return Err((
-                ErrorCode::NotSubscribed,
-                format!("not subscribed to {channel}"),
-            ));
-        }
-        self.drop_room(channel).await;
-        Ok(Some(ReplyOk::default()))
-    }
-
-    /// Leaves a room locally, on the backplane when last, and in presence.
-    async fn drop_room(&mut self, channel: &str) {
-        let node = self.node.clone();
-        self.rooms.remove(channel);
-        self.conn.end(channel);
-        {
-            let _guard = node.lock_room(channel).await;
-            if node.hub.leave_room(channel, &self.conn) {
-                if let Err(e) = node.router.unsubscribe_room(channel).await {
-                    tracing::warn!(error = %e, "backplane unsubscribe failed");
-                }
-            }
-        }
-        self.announce(channel, false).await;
     }
 
     async fn publish(&mut self, channel: String, data: Payload, key: Option<String>) -> Outcome {
@@ -398,7 +240,7 @@ impl Session {
                 idempotency: self.node.idempotency(key, Some(&self.conn.user)),
             })
             .await
-            .map_err(unavailable)?;
+            .map_err(router_error)?;
         // A retry answered from its key stored nothing (the server API counts alike).
         if !outcome.duplicate {
             m::hot().publishes.increment(1);
@@ -420,7 +262,7 @@ impl Session {
             return Err((ErrorCode::BadChannel, format!("only {own} can be acked")));
         }
         let router = &self.node.router;
-        let top = router.position(channel).await.map_err(unavailable)?;
+        let top = router.position(channel).await.map_err(router_error)?;
         if epoch.as_ref().is_some_and(|e| *e != top.epoch) || offset > top.offset {
             return Err((
                 ErrorCode::BadFrame,
@@ -430,7 +272,7 @@ impl Session {
         router
             .ack(&self.conn.user, &StreamPosition::new(top.epoch, offset))
             .await
-            .map_err(unavailable)
+            .map_err(router_error)
     }
 
     async fn refresh(&mut self, token: &str) -> Outcome {
@@ -485,22 +327,5 @@ impl Session {
                 tracing::warn!(conn = %self.conn.conn_id, error = %e, "unregister failed");
             }
         }
-    }
-}
-
-fn count_recovery(recovered: bool) {
-    let result = if recovered {
-        "recovered"
-    } else {
-        "not_recovered"
-    };
-    metrics::counter!(m::RECOVERY, "result" => result).increment(1);
-}
-
-pub fn close_request(code: u16, reason: &str) -> CloseRequest {
-    CloseRequest {
-        code,
-        reason: reason.to_owned(),
-        send_frame: true,
     }
 }

@@ -4,7 +4,7 @@
 //! A change that does not load (a half-written file, a key of another certificate) keeps
 //! the old certificate, with a warning and `switchboard_tls_reloads_total{result="error"}`.
 //!
-//! The encrypted WebSocket itself is `ws::socket` (the session is taken back from
+//! The encrypted WebSocket itself is `conn::socket` (the session is taken back from
 //! hyper after the upgrade, like the plain `TcpStream`).
 
 use std::fmt;
@@ -74,7 +74,7 @@ pub struct Loaded {
 /// sentence for the configuration report or the reload warning.
 pub fn load(cert: &Path, key: &Path) -> Result<Loaded, String> {
     let read = |path: &Path| {
-        crate::config::read_limited(path, MAX_PEM_BYTES)
+        crate::files::read_limited(path, MAX_PEM_BYTES)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     let contents = (read(cert)?, read(key)?);
@@ -165,7 +165,7 @@ pub async fn watch(files: TlsFiles, certs: Arc<Certs>, stop: CancellationToken) 
         }
         let (cert, key) = (files.cert.clone(), files.key.clone());
         let read = tokio::task::spawn_blocking(move || {
-            let read = |p: &Path| crate::config::read_limited(p, MAX_PEM_BYTES);
+            let read = |p: &Path| crate::files::read_limited(p, MAX_PEM_BYTES);
             match (read(&cert), read(&key)) {
                 (Ok(c), Ok(k)) => Seen::Contents((c, k)),
                 (Err(e), _) => Seen::Unreadable(format!("cannot read {}: {e}", cert.display())),

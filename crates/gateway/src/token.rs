@@ -13,7 +13,9 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde::Serialize;
 use switchboard_proto::channel::is_valid_user_id;
 
-use crate::auth::{install_crypto_provider, unix_now};
+use switchboard_proto::clock::now_secs;
+
+use crate::auth::install_crypto_provider;
 use crate::config::{channel_pattern, Config, ServeArgs};
 
 /// Longest `--ttl`: ten years.
@@ -149,7 +151,7 @@ pub fn mint(
     }
 
     install_crypto_provider();
-    let now = unix_now();
+    let now = now_secs();
     let claims = MintClaims {
         sub,
         iat: now,
@@ -226,10 +228,10 @@ mod tests {
     #[test]
     fn ttl_is_honoured() {
         let config = config(&[]);
-        let before = unix_now();
+        let before = now_secs();
         let token = mint(&config, "bob", &[], &[], None, Duration::from_secs(90)).expect("minted");
         let claims = config.auth.verify(&token).expect("verifies");
-        assert!(claims.exp >= before + 90 && claims.exp <= unix_now() + 90);
+        assert!(claims.exp >= before + 90 && claims.exp <= now_secs() + 90);
         assert!(claims.rpc.is_none() && claims.channels.is_empty());
         assert_eq!(
             config.auth.verify_at(&token, claims.exp),

@@ -8,9 +8,11 @@
 //! - [`binary`]: the `switchboard.v1.proto` codec and conversions to/from [`pb`].
 //! - [`channel`]: channel-name validation and authorization patterns (PROTOCOL.md §2).
 //! - [`codes`]: error codes and WebSocket close codes (PROTOCOL.md §4, §7).
+//! - [`clock`]: wall time since the Unix epoch and the process's monotonic clock.
 
 pub mod binary;
 pub mod channel;
+pub mod clock;
 pub mod codes;
 pub mod frames;
 pub mod json;

@@ -259,12 +259,7 @@ pub fn conn(user: &str, conn_id: &str, node: &str) -> ConnInfo {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use switchboard_proto::clock::now_ms;
 
 /// Publishes `data` on `channel` through `node`, panicking on error.
 pub async fn publish(

@@ -260,7 +260,8 @@ impl Jwks {
                     "JWT keys fetched"
                 );
                 metrics::gauge!(m::JWKS_KEYS).set(count as f64);
-                metrics::gauge!(m::JWKS_LAST_SUCCESS).set(crate::auth::unix_now() as f64);
+                metrics::gauge!(m::JWKS_LAST_SUCCESS)
+                    .set(switchboard_proto::clock::now_secs() as f64);
                 self.state().failures = 0;
                 Ok(self.policy.refresh_after(lifetime))
             }

@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use super::*;
+use crate::http::query::query_param;
 
 const NOW: u64 = 1_763_800_000;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -225,5 +226,41 @@ proptest! {
             let e = verify(&rs, &signed(&h, &claims, RSA_PUB.as_bytes())).unwrap_err();
             prop_assert_eq!(e.code(), "invalid_token");
         }
+    }
+}
+
+// `?token=` and `?since=` are read by one query decoder (`http::query`).
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// Any raw text, however broken its escapes, decodes (no panic) the same way for
+    /// `token` and for `since`.
+    #[test]
+    fn token_and_since_agree(raw in "[^&#]{0,40}") {
+        let token = token_from_request(&http::HeaderMap::new(), Some(&format!("token={raw}")));
+        let since = query_param(Some(&format!("since={raw}")), "since");
+        prop_assert_eq!(token, since.filter(|s| !s.is_empty()));
+    }
+}
+
+/// Regression (issue 13): `auth::percent_decode` (for `?token=`) and
+/// `ws::handshake::percent_decode` (for `?since=` and the API) decoded these
+/// differently: the first kept `+`, the second made it a space; the second read escapes
+/// through `u8::from_str_radix`, which accepts a sign, so `%+1x` was "\u{1}x" as a
+/// `since` but "%+1x" as a `token`. Now one rule decodes both: `+` is a space, and `%`
+/// not followed by two hex digits is a literal `%`, so both read "% 1x".
+#[test]
+fn token_and_since_decode_one_way() {
+    let headers = http::HeaderMap::new();
+    for (raw, want) in [
+        ("a+b", "a b"),
+        ("%+1x", "% 1x"),
+        ("%2B%2b", "++"),
+        ("e1%3A+5", "e1: 5"),
+    ] {
+        let token = token_from_request(&headers, Some(&format!("token={raw}")));
+        let since = query_param(Some(&format!("since={raw}")), "since");
+        assert_eq!(token.as_deref(), Some(want), "token={raw}");
+        assert_eq!(since.as_deref(), Some(want), "since={raw}");
     }
 }

@@ -22,8 +22,8 @@ use tokio_util::task::TaskTracker;
 use super::{Request, Rpc};
 use crate::auth::Claims;
 use crate::config::{Config, ServeArgs};
+use crate::conn::outbound::Outbound;
 use crate::conn::ConnHandle;
-use crate::ws::outbound::Outbound;
 
 /// What the upstream answers to its `n`th request (0-based): status, body, delay.
 type Behaviour = dyn Fn(usize) -> (u16, &'static str, Duration) + Send + Sync;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use super::socket::Socket;
+use crate::conn::socket::Socket;
 use crate::conn::ConnHandle;
 
 /// How long the peer may take to answer our close frame (RFC 6455 §7.1.1) before the

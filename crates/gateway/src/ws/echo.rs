@@ -13,16 +13,17 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use fastwebsockets::OpCode;
 use http::{Request, Response};
-use switchboard_proto::Encoding;
+use switchboard_proto::{clock, Encoding};
 
-use super::connection::{finish, frame_reader, take_socket};
 use super::driver::Driver;
-use super::handshake::{admit, check_upgrade, rejected, switch};
-use super::outbound::{CloseRequest, Item, Kind, Outbound};
+use super::handshake::{admit, check_upgrade, switch};
 use super::reader::{self, Handler};
+use super::rejection::rejected;
+use super::task::{finish, frame_reader, take_socket};
+use crate::conn::outbound::{CloseRequest, Item, Kind, Outbound};
 use crate::conn::ConnHandle;
 use crate::http::Body;
-use crate::node::{now_ms, Admission, Node};
+use crate::node::{Admission, Node};
 
 /// The user of every echo connection: not a valid user id, so no channel reaches it.
 const ECHO_USER: &str = "(dev echo)";
@@ -46,7 +47,7 @@ pub fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body> {
 
 async fn serve(
     node: Arc<Node>,
-    socket: super::socket::Socket,
+    socket: crate::conn::socket::Socket,
     early: bytes::Bytes,
     admission: Admission,
 ) {
@@ -62,7 +63,7 @@ async fn serve(
         conn_id,
         ECHO_USER.to_owned(),
         Encoding::Json,
-        now_ms(),
+        clock::now_ms(),
         outbound,
         u64::MAX,
     ));

@@ -7,39 +7,14 @@ use std::sync::Arc;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use switchboard_proto::{Encoding, StreamPosition, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTO};
 
-use super::registration::{self, Registration};
+use super::registration;
+use super::rejection::{reject, rejected, Rejected};
+use super::task::Accepted;
 use crate::auth::{self, Claims};
 use crate::http::query::query_param;
 use crate::http::{error, Body};
 use crate::metrics as m;
 use crate::node::{Admission, Node};
-
-/// Why an upgrade was refused: status, `error` code and message.
-#[derive(Debug)]
-pub struct Rejected {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-fn reject(status: StatusCode, code: &'static str, message: impl Into<String>) -> Rejected {
-    Rejected {
-        status,
-        code,
-        message: message.into(),
-    }
-}
-
-/// What a successful handshake hands to the connection.
-pub struct Accepted {
-    pub claims: Claims,
-    pub encoding: Encoding,
-    pub subprotocol: Option<&'static str>,
-    pub since: Option<StreamPosition>,
-    pub admission: Admission,
-    /// The connection's id and registry entry, written before the 101.
-    pub registration: Registration,
-}
 
 /// What the checks before the registration found.
 struct Checked {
@@ -78,15 +53,8 @@ pub async fn upgrade<B>(node: &Arc<Node>, mut req: Request<B>) -> Response<Body>
     let node2 = node.clone();
     switch(&mut req, accepted.subprotocol, |upgraded| {
         node.tracker
-            .spawn(async move { super::connection::run(node2, upgraded, accepted).await });
+            .spawn(async move { super::task::run(node2, upgraded, accepted).await });
     })
-}
-
-/// Counts and answers a refused upgrade.
-pub(super) fn rejected(r: Rejected) -> Response<Body> {
-    metrics::counter!(m::HANDSHAKE_REJECTED, "reason" => r.code).increment(1);
-    tracing::debug!(reason = r.code, "upgrade rejected");
-    error(r.status, r.code, &r.message)
 }
 
 /// The 101 (naming `subprotocol`), with the upgrade handed to `spawn`; or 400 when the

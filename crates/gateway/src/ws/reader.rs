@@ -10,10 +10,10 @@ use switchboard_proto::{close, Encoding, ErrorCode};
 use tokio::io::AsyncRead;
 
 use super::driver::Driver;
-use super::outbound::{CloseRequest, Item, Kind};
-use super::socket::SocketReader;
+use crate::conn::outbound::{CloseRequest, Item, Kind};
+use crate::conn::socket::SocketReader;
 use crate::conn::ConnHandle;
-use crate::session::{close_request, Session};
+use crate::session::Session;
 
 /// What a connection does with each complete message. The reader has checked everything
 /// WebSocket (framing, the message size limit, UTF-8 of text) before it calls this.
@@ -98,7 +98,7 @@ impl Partial {
 }
 
 fn invalid_utf8() -> End {
-    End::Close(close_request(close::INVALID_PAYLOAD, "invalid UTF-8"))
+    End::Close(CloseRequest::new(close::INVALID_PAYLOAD, "invalid UTF-8"))
 }
 
 /// A frame's payload as an owned buffer (without a copy when it is one already).
@@ -160,7 +160,10 @@ pub async fn run(
                     return protocol("continuation without a message");
                 };
                 if message.buf.len() + frame.payload.len() > max_bytes {
-                    return End::Close(close_request(close::MESSAGE_TOO_BIG, "message too big"));
+                    return End::Close(CloseRequest::new(
+                        close::MESSAGE_TOO_BIG,
+                        "message too big",
+                    ));
                 }
                 message.buf.extend_from_slice(&frame.payload);
                 if !frame.fin {
@@ -223,14 +226,14 @@ pub async fn discard_until_close<S: AsyncRead + Unpin>(rd: &mut WebSocketRead<S>
 }
 
 fn protocol(reason: &str) -> End {
-    End::Close(close_request(close::PROTOCOL_ERROR, reason))
+    End::Close(CloseRequest::new(close::PROTOCOL_ERROR, reason))
 }
 
 fn from_error(e: WebSocketError) -> End {
     match e {
         WebSocketError::InvalidUTF8 => invalid_utf8(),
         WebSocketError::FrameTooLarge => {
-            End::Close(close_request(close::MESSAGE_TOO_BIG, "message too big"))
+            End::Close(CloseRequest::new(close::MESSAGE_TOO_BIG, "message too big"))
         }
         WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => End::Eof,
         WebSocketError::ConnectionClosed => End::Eof,

@@ -9,10 +9,11 @@
 use std::sync::Arc;
 
 use http::StatusCode;
+use switchboard_proto::clock;
 use switchboard_router::ConnInfo;
 
-use super::handshake::Rejected;
-use crate::node::{now_ms, Node};
+use super::rejection::Rejected;
+use crate::node::Node;
 
 /// Who a new connection is, and whether the registry holds it.
 pub struct NewConn {
@@ -71,7 +72,7 @@ pub async fn register(node: &Arc<Node>, user: &str) -> Result<Registration, Reje
         id,
         conn_id,
         user: user.to_owned(),
-        since_ms: now_ms(),
+        since_ms: clock::now_ms(),
         registered: false,
     };
     let task = node.tracker.spawn(write(node.clone(), conn));

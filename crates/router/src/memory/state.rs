@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use super::idempotency::{First, Keys};
 use super::stream::{Stored, Stream};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::distr::Alphanumeric;
 use rand::Rng;
@@ -22,12 +22,7 @@ use crate::{
     PublishOutcome, PublishRequest,
 };
 
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use switchboard_proto::clock::now_ms;
 
 /// A random `[A-Za-z0-9]` string: epochs and the cluster's message-id tag.
 pub(super) fn random_token(len: usize) -> String {

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 
 use super::write::header;
 use super::*;
-use crate::ws::socket;
+use crate::conn::socket;
 
 fn item(n: usize) -> Item {
     Item {
@@ -27,11 +27,7 @@ fn text(s: &str) -> Item {
 }
 
 fn request(code: u16, reason: &str) -> CloseRequest {
-    CloseRequest {
-        code,
-        reason: reason.into(),
-        send_frame: true,
-    }
+    CloseRequest::new(code, reason)
 }
 
 #[test]

@@ -11,17 +11,29 @@
 use std::sync::Arc;
 
 use fastwebsockets::Role;
-use switchboard_proto::{close, ErrorCode, ServerFrame};
+use switchboard_proto::{clock, close, Encoding, ErrorCode, ServerFrame, StreamPosition};
 
 use super::driver::Driver;
-use super::handshake::Accepted;
-use super::outbound::{CloseRequest, Outbound};
 use super::reader::{self, End};
-use super::socket::{Socket, SocketReader};
+use super::registration::Registration;
+use crate::auth::Claims;
+use crate::conn::outbound::{CloseRequest, Outbound};
+use crate::conn::socket::{Socket, SocketReader};
 use crate::conn::ConnHandle;
 use crate::metrics as m;
-use crate::node::{now_ms, Node};
+use crate::node::{Admission, Node};
 use crate::session::Session;
+
+/// What a successful handshake hands to the connection.
+pub struct Accepted {
+    pub claims: Claims,
+    pub encoding: Encoding,
+    pub subprotocol: Option<&'static str>,
+    pub since: Option<StreamPosition>,
+    pub admission: Admission,
+    /// The connection's id and registry entry, written before the 101.
+    pub registration: Registration,
+}
 
 pub async fn run(
     node: Arc<Node>,
@@ -156,11 +168,7 @@ fn serve(
                     "backplane unavailable",
                 ));
                 conn.outbound.close(
-                    CloseRequest {
-                        code: close::TRY_AGAIN_LATER,
-                        reason: "backplane unavailable".into(),
-                        send_frame: true,
-                    },
+                    CloseRequest::new(close::TRY_AGAIN_LATER, "backplane unavailable"),
                     true,
                 );
                 Box::pin(driver.wait_written()).await;
@@ -197,7 +205,7 @@ fn serve(
         }
         m::hot().connections.decrement(1.0);
         metrics::counter!(m::DISCONNECTS, "code" => m::close_code_label(code)).increment(1);
-        let lived_ms = now_ms().saturating_sub(conn.since_ms);
+        let lived_ms = clock::now_ms().saturating_sub(conn.since_ms);
         tracing::debug!(conn = %conn.conn_id, code, lived_ms, "disconnected");
     }
 }
@@ -212,23 +220,12 @@ pub(super) async fn finish(
     match end {
         End::Over => {}
         End::Eof => {
-            conn.outbound.close(
-                CloseRequest {
-                    code: 1006,
-                    reason: String::new(),
-                    send_frame: false,
-                },
-                false,
-            );
+            conn.outbound.close(CloseRequest::peer_gone(1006), false);
         }
         // Our close frame answers theirs (unless ours went first).
         End::PeerClose(code) => {
             conn.outbound.close(
-                CloseRequest {
-                    code: if code == 1005 { close::NORMAL } else { code },
-                    reason: String::new(),
-                    send_frame: true,
-                },
+                CloseRequest::new(if code == 1005 { close::NORMAL } else { code }, ""),
                 false,
             );
             driver.wait_written().await;
@@ -308,14 +305,14 @@ mod tests {
                 .expect("no cap refusal"),
         };
         let task = run(node.clone(), upgrade, accepted);
-        let (socket, _client) = crate::ws::socket::pair().await;
+        let (socket, _client) = crate::conn::socket::pair().await;
         let admission = node.admit().expect("a slot");
         let conn = Arc::new(ConnHandle::new(
             1,
             "c-1".into(),
             "alice".into(),
             switchboard_proto::Encoding::Json,
-            now_ms(),
+            clock::now_ms(),
             Outbound::new(1, 1024),
             u64::MAX,
         ));

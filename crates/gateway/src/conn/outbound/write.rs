@@ -9,9 +9,9 @@ use switchboard_proto::close;
 use tokio::time::Instant;
 
 use super::{Ended, Kind, State, Writer, MAX_SLICES, MAX_WRITE};
+use crate::conn::socket::Socket;
 use crate::metrics as m;
-use crate::node::now_ms;
-use crate::ws::socket::Socket;
+use switchboard_proto::clock::now_ms;
 
 /// A frame header for `len` payload bytes (server frames are not masked).
 pub(super) fn header(kind: Kind, len: usize) -> ([u8; 10], usize) {

@@ -16,10 +16,13 @@ use std::time::Duration;
 use switchboard_proto::{close, ErrorCode, ServerFrame};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::outbound::{CloseRequest, Item, Kind};
+use crate::conn::outbound::{CloseRequest, Item, Kind};
 use crate::conn::ConnHandle;
-use crate::node::{clock_base, clock_ms, now_ms, Node};
+use switchboard_proto::clock::{mono_base, mono_ms, now_ms};
+
+use crate::hub::Hub;
 
 /// Phases of the heartbeat: a tick visits 1/SLOTS of the connections.
 pub const SLOTS: u64 = 16;
@@ -120,18 +123,22 @@ impl Sweeper {
     }
 }
 
-/// Runs the node's connection timers until the node stops hard.
-pub async fn run(node: Arc<Node>) {
-    let heartbeat = node.config.heartbeat;
-    let idle = node.config.idle_timeout();
+/// Runs the timers of `hub`'s connections (`--heartbeat-ms`, `idle`: the idle timeout)
+/// until `shutdown` (the node stops hard).
+pub async fn run(
+    sweeper: Arc<Sweeper>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    heartbeat: Duration,
+    idle: Duration,
+) {
     let write_timeout = idle.max(Duration::from_secs(5));
     let tick = (heartbeat / SLOTS as u32).max(Duration::from_millis(1));
     let tick_ms = tick.as_millis() as u64;
-    let sweeper = &node.sweeper;
     // The next tick's index on the node clock (tick k is at k × tick).
-    let mut next = clock_ms() / tick_ms + 1;
+    let mut next = mono_ms() / tick_ms + 1;
     loop {
-        let tick_at = clock_base() + Duration::from_millis(next * tick_ms);
+        let tick_at = mono_base() + Duration::from_millis(next * tick_ms);
         let mut wake = Instant::from_std(tick_at);
         if let Some(exp_ms) = sweeper.next_expiry_ms() {
             // Wake just past the second the token expires.
@@ -141,29 +148,25 @@ pub async fn run(node: Arc<Node>) {
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             _ = sweeper.changed.notified() => continue,
-            _ = node.shutdown.cancelled() => {
-                for conn in node.hub.all() {
+            _ = shutdown.cancelled() => {
+                for conn in hub.all() {
                     conn.outbound.close(
-                        CloseRequest {
-                            code: close::GOING_AWAY,
-                            reason: "shutting down".into(),
-                            send_frame: true,
-                        },
+                        CloseRequest::new(close::GOING_AWAY, "shutting down"),
                         false,
                     );
                 }
                 return;
             }
         }
-        expire_tokens(&node);
-        let now = clock_ms();
+        expire_tokens(&sweeper, &hub);
+        let now = mono_ms();
         // Every tick that passed visits its phase once (at most one round of phases).
         let last = now / tick_ms;
         if last >= next {
             let first = next.max(last.saturating_sub(SLOTS - 1));
             for k in first..=last {
                 let phase = k % SLOTS;
-                for conn in node.hub.matching(|c| slot(c.born_ms, tick_ms) == phase) {
+                for conn in hub.matching(|c| slot(c.born_ms, tick_ms) == phase) {
                     heartbeat_visit(&conn, now, heartbeat, idle, write_timeout);
                 }
             }
@@ -198,11 +201,7 @@ fn heartbeat_visit(
         }
         Visit::IdleClose => {
             conn.outbound.close(
-                CloseRequest {
-                    code: close::GOING_AWAY,
-                    reason: "heartbeat timeout".into(),
-                    send_frame: true,
-                },
+                CloseRequest::new(close::GOING_AWAY, "heartbeat timeout"),
                 false,
             );
         }
@@ -210,16 +209,16 @@ fn heartbeat_visit(
 }
 
 /// Ends the connections whose token expired: the `token_expired` error, then 4001.
-fn expire_tokens(node: &Node) {
-    let now = crate::node::now_secs();
-    for id in node.sweeper.due(now) {
-        let Some(conn) = node.hub.get(id) else {
+fn expire_tokens(sweeper: &Sweeper, hub: &Hub) {
+    let now = switchboard_proto::clock::now_secs();
+    for id in sweeper.due(now) {
+        let Some(conn) = hub.get(id) else {
             continue;
         };
         let exp = conn.expires_at();
         if exp > now {
             // Refreshed meanwhile.
-            node.sweeper.watch(id, exp);
+            sweeper.watch(id, exp);
             continue;
         }
         conn.send(&ServerFrame::error(
@@ -227,11 +226,7 @@ fn expire_tokens(node: &Node) {
             "token expired",
         ));
         conn.outbound.close(
-            CloseRequest {
-                code: close::TOKEN_EXPIRED,
-                reason: "token expired".into(),
-                send_frame: true,
-            },
+            CloseRequest::new(close::TOKEN_EXPIRED, "token expired"),
             true,
         );
     }

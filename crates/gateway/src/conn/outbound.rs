@@ -54,6 +54,26 @@ pub struct CloseRequest {
     pub send_frame: bool,
 }
 
+impl CloseRequest {
+    /// A close with a close frame carrying `code` and `reason`.
+    pub fn new(code: u16, reason: impl Into<String>) -> CloseRequest {
+        CloseRequest {
+            code,
+            reason: reason.into(),
+            send_frame: true,
+        }
+    }
+
+    /// A close after the peer went (`code` is only recorded): no close frame is sent.
+    pub fn peer_gone(code: u16) -> CloseRequest {
+        CloseRequest {
+            code,
+            reason: String::new(),
+            send_frame: false,
+        }
+    }
+}
+
 /// Outcome of a push.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum Pushed {
@@ -249,14 +269,7 @@ impl Outbound {
             && (st.items.len() >= self.max_frames || st.bytes + item.data.len() > self.max_bytes)
         {
             st.drop_queue();
-            self.close_locked(
-                st,
-                CloseRequest {
-                    code: close::SLOW_CONSUMER,
-                    reason: "slow consumer".into(),
-                    send_frame: true,
-                },
-            );
+            self.close_locked(st, CloseRequest::new(close::SLOW_CONSUMER, "slow consumer"));
             return Pushed::Overflow;
         }
         st.bytes += item.data.len();
@@ -424,11 +437,7 @@ impl Outbound {
             None => st.close.as_ref().map_or(1006, |c| c.code),
         };
         if st.close.is_none() {
-            st.close = Some(CloseRequest {
-                code,
-                reason: String::new(),
-                send_frame: false,
-            });
+            st.close = Some(CloseRequest::peer_gone(code));
         }
         if st.ended.is_none() {
             st.end(Ended {
