@@ -116,11 +116,9 @@ fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
             "the server API is disabled: no --api-key is configured",
         ));
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    // The first Bearer credentials, as for a WebSocket's token (scheme in any case).
+    let given = crate::http::bearer(headers)
+        .next()
         .ok_or_else(|| unauthorized("pass `Authorization: Bearer <api-key>`"))?;
     if node
         .config

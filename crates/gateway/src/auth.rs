@@ -352,14 +352,8 @@ fn map_error(kind: &ErrorKind) -> AuthError {
 /// the first non-empty `token` query parameter, decoded like every query parameter
 /// ([`crate::http::query`]). `query` is the part after `?`, without it.
 pub fn token_from_request(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
-    let bearer = headers
-        .get_all(http::header::AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            let token = token.trim();
-            (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
-        });
-    bearer.or_else(|| query_values(query, "token").find(|t| !t.is_empty()))
+    crate::http::bearer(headers)
+        .next()
+        .map(str::to_owned)
+        .or_else(|| query_values(query, "token").find(|t| !t.is_empty()))
 }

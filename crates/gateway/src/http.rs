@@ -1,5 +1,5 @@
-//! Small HTTP helpers shared by both listeners: JSON answers and errors; `query`: query
-//! strings and percent-decoding.
+//! Small HTTP helpers shared by both listeners: JSON answers and errors, bearer
+//! credentials; `query`: query strings and percent-decoding.
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
@@ -42,6 +42,21 @@ fn json_value_plain(status: StatusCode, code: &str, message: &str) -> Response<B
     json(status, body.to_string())
 }
 
+/// The credentials of every `Authorization: Bearer <credentials>` header, in order. The
+/// scheme is case-insensitive (RFC 9110 §11.1); empty credentials are skipped.
+pub fn bearer(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| {
+            let (scheme, credentials) = v.trim().split_once(' ')?;
+            let credentials = credentials.trim();
+            (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty())
+                .then_some(credentials)
+        })
+}
+
 /// A protobuf answer.
 pub fn protobuf(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::from(body)));
@@ -51,4 +66,25 @@ pub fn protobuf(status: StatusCode, body: Vec<u8>) -> Response<Body> {
         header::HeaderValue::from_static("application/x-protobuf"),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_credentials_with_any_case_of_the_scheme() {
+        let mut h = http::HeaderMap::new();
+        for v in [
+            "Basic abc",
+            "bearer   ",
+            "BEARER  one ",
+            "Bearer two",
+            "Bearertoken",
+        ] {
+            h.append(header::AUTHORIZATION, v.parse().unwrap());
+        }
+        assert_eq!(bearer(&h).collect::<Vec<_>>(), ["one", "two"]);
+        assert_eq!(bearer(&http::HeaderMap::new()).next(), None);
+    }
 }
