@@ -6,7 +6,7 @@ addresses from its `listening public=… internal=…` line and waits for /ready
 
 As a library (the load tests, the benchmark runner and the rolling-restart check use it):
 
-    import sys; sys.path.insert(0, "deploy"); from cluster import Cluster
+    from tools.cluster import Cluster
     with Cluster(binary="target/debug/switchboard", nodes=3, args=["--drain-seconds", "4"]) as c:
         c.nodes[0].public, c.nodes[0].internal, c.nodes[0].pid, c.nodes[0].node_id
         c.terminate(0)   # SIGTERM, wait for the exit, return the exit code
@@ -24,7 +24,7 @@ its `redis-cluster://…` URL, `c.redis_ports` / `c.redis_pids` list every redis
 
 As a command (one JSON line with the addresses, then runs until SIGINT/SIGTERM):
 
-    python3 deploy/cluster.py --nodes 3 --binary target/release/switchboard [--state FILE] \
+    python3 -m tools.cluster --nodes 3 --binary target/release/switchboard [--state FILE] \
         [--redis single|cluster|none] [-- serve args…]
 
 The development JWT secret and API key are set unless the environment already has
@@ -96,7 +96,8 @@ def start_redis(directory, host="127.0.0.1", args=(), port=None):
     raise RuntimeError("redis-server did not start")
 
 
-REDIS_CLUSTER_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "redis-cluster.sh")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REDIS_CLUSTER_SH = os.path.join(ROOT, "deploy", "redis-cluster.sh")
 PORT_TAKEN = 3  # redis-cluster.sh's exit status when a port was taken meanwhile
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start a 3-node cluster of one PEER server for the side-by-side benchmark (stdlib only).
 
-Peers (see loadtest/peers/README.md; install them first with `make peers`):
+Peers (the servers are in loadtest/peers/, see its README.md; install them first with `make peers`):
   socketio  Socket.IO 4 + @socket.io/redis-adapter   (loadgen --protocol socketio)
   socketio-sharded  the same with createShardedAdapter (Redis 7 SPUBLISH, per-room channels)
   ws        plain `ws` + `ioredis`                   (loadgen --protocol plain)
@@ -16,11 +16,11 @@ it a private redis-server is started on a free port), prints ONE JSON line
 
 then runs until SIGTERM/SIGINT (exit 1 if a node dies meanwhile):
 
-    python3 loadtest/peers/run-peer.py socketio|socketio-sharded|ws|sockudo --nodes 3 --redis-port P [--state FILE]
+    python3 -m tools.peers socketio|socketio-sharded|ws|sockudo --nodes 3 --redis-port P [--state FILE]
 
 As a library (the bench runner):
 
-    sys.path.insert(0, "loadtest/peers"); from run_peer import Peer   # run_peer.py links to this file
+    from tools.peers import Peer
     with Peer("ws", nodes=3, redis_port=P) as p:
         p.targets, p.api, p.pids, p.info()   # info() is the JSON line's object
 """
@@ -37,15 +37,15 @@ import tempfile
 import time
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# The peer servers (Node scripts, their node_modules, Sockudo's config template).
+HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "loadtest", "peers")
 LISTENING = re.compile(r"listening port=(\d+)")
 PEERS = ("socketio", "socketio-sharded", "ws", "sockudo")
 SCRIPTS = {"socketio": "socketio-server.mjs", "socketio-sharded": "socketio-server.mjs", "ws": "ws-server.mjs"}
 SOCKUDO_CONFIG = os.path.join(HERE, "sockudo.config.json")
 
 # One way to start a throwaway Redis and to find free ports: the local cluster's.
-sys.path.insert(0, os.path.join(HERE, "..", "..", "deploy"))
-from cluster import free_port, raise_nofile, start_redis  # noqa: E402
+from .cluster import free_port, raise_nofile, start_redis
 
 
 def sockudo_bin():

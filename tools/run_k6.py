@@ -26,8 +26,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "deploy"))
-from cluster import DEV_API_KEY, DEV_SECRET, Cluster  # noqa: E402
+from .cluster import DEV_API_KEY, DEV_SECRET, Cluster
 
 SCRIPTS = ["connect-storm", "chat-rooms", "direct-messages", "api-fanout", "reconnect-churn"]
 

@@ -25,24 +25,22 @@ import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import baseline  # noqa: E402
-import direct  # noqa: E402
-import floor  # noqa: E402
-import hotpath  # noqa: E402
-import idle  # noqa: E402
-import peers  # noqa: E402
-import perfprof  # noqa: E402
-import procs  # noqa: E402
-import procstat  # noqa: E402
-import report  # noqa: E402
-import room  # noqa: E402
-import w6  # noqa: E402
-import workloads  # noqa: E402
-from common import Ctx  # noqa: E402
-from config import BASELINE_WORKLOADS, FULL, QUICK  # noqa: E402
-from sut import ROOT, Ours  # noqa: E402
+from . import baseline
+from . import direct
+from . import floor
+from . import hotpath
+from . import idle
+from . import peers
+from . import perfprof
+from . import procs
+from . import procstat
+from . import report
+from . import room
+from . import w6
+from . import workloads
+from .common import Ctx
+from .config import BASELINE_WORKLOADS, FULL, QUICK
+from .sut import ROOT, Ours
 
 WORKLOADS = ["floor", "W1", "W2", "W3", "W4", "W5", "W6", "profile", "peers"]
 # --only W1 / W2 stand for these; each can also be named on its own.

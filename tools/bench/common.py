@@ -8,8 +8,8 @@ import os
 import sys
 import time
 
-import procs
-import procstat
+from . import procs
+from . import procstat
 
 
 class Ctx:

@@ -13,7 +13,7 @@ too; the saturation rate is the highest passing rate. Used by bench.py.
 
 import time
 
-from common import ms, q, run_loadgen
+from .common import ms, q, run_loadgen
 
 DRAIN_S = 1.0
 SETTLE_S = 3

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 
-from common import q
+from .common import q
 
 
 def run(ctx):

@@ -5,7 +5,7 @@ they ran it. FIGURES defines each one (what, which run, which processes, which w
 section() renders the table with the definitions, rows() the target rows. Used by report.py.
 """
 
-from fmt import kib, met, msf, num, us
+from .fmt import kib, met, msf, num, us
 
 
 def fixed(w, rate):

@@ -14,9 +14,9 @@ memory of one end, the server's socket. The same per-socket slope is taken of th
 import signal
 import time
 
-import procs
-import procstat
-from common import lg_common
+from . import procs
+from . import procstat
+from .common import lg_common
 
 
 def _measure(sut, connections):

@@ -8,15 +8,15 @@ not start is skipped with the reason. Used by bench.py.
 import os
 import traceback
 
-import direct
-import idle
-from sut import Peer, RUN_PEER
+from . import direct
+from . import idle
+from .sut import Peer, RUN_PEER
 
 
 def run(ctx, peer, cfg):
     out = {"peer": peer, "label": None, "w1": None, "w2": None, "skipped": None, "errors": []}
     if not os.path.exists(RUN_PEER):
-        out["skipped"] = "loadtest/peers/run_peer.py does not exist"
+        out["skipped"] = "tools/peers.py does not exist"
         return out
     # W1 in its own peer cluster; a failure to start the peer at all = skipped.
     try:

@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 
-import direct
+from . import direct
 
 EVENTS_RE = re.compile(r"^# Event count \(approx\.\): (\d+)")
 LINE_RE = re.compile(r"^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*?)\s*$")

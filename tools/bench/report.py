@@ -10,13 +10,13 @@ saved run.
 import json
 import sys
 
-import direct
-import floor
-import hotpath
-import perfprof
-import w6
+from . import direct
+from . import floor
+from . import hotpath
+from . import perfprof
+from . import w6
 
-from fmt import KIB, kib, met, mib, msf, num  # noqa: F401  (report_details imports them)
+from .fmt import KIB, kib, met, mib, msf, num  # noqa: F401  (report_details imports them)
 
 
 def _fail(w):
@@ -149,7 +149,7 @@ def summary_table(res, with_hotpath=False):
 
 
 def render(res):
-    import report_details as d
+    from . import report_details as d
     m = res["meta"]
     mc = m["machine"]
     out = ["# Switchboard benchmarks", ""]

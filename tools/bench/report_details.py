@@ -1,9 +1,9 @@
 """The detail sections of BENCHMARKS.md (per workload for the current build and the
 baseline, side by side, method). Used by report.py."""
 
-from fmt import kib, mib, msf, num
-from hotpath import server_us
-from report import _fixed
+from .fmt import kib, mib, msf, num
+from .hotpath import server_us
+from .report import _fixed
 
 W2_HEAD = ["| rate | achieved | delivered | lost | p50 | p99 | p99.9 | max | gw CPU-s | "
            "Redis CPU-s | msgs/server CPU-s | server µs/msg | gw µs/msg | Redis µs/msg | pass |",

@@ -22,8 +22,8 @@ saturated, so not comparable to W2); fan-out to several nodes is W3's job. Used 
 
 import time
 
-import direct
-import procstat
+from . import direct
+from . import procstat
 
 
 def idle_redis(sut, seconds):

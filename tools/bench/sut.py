@@ -4,10 +4,10 @@
     server_pids (gateway / peer server processes), redis_pids, redis_ports (every
     redis-server), redis_roles ([{role: single|primary|replica, port, pid}]), auth_args
 
-Ours: deploy/cluster.py (one Redis or a Redis Cluster on free ports + N `switchboard serve`
+Ours: tools/cluster.py (one Redis or a Redis Cluster on free ports + N `switchboard serve`
 nodes on port 0) with the benchmark settings; the same class runs the baseline binary.
-Peers: loadtest/peers/run_peer.py's Peer (the library form of run-peer.py <peer> --nodes N
---redis-port P) on a Redis the runner starts. Imported by the
+Peers: tools/peers.py's Peer (the library form of `python3 -m tools.peers <peer> --nodes N
+--redis-port P`) on a Redis the runner starts. Imported by the
 workload modules.
 """
 
@@ -15,24 +15,22 @@ import os
 import sys
 import urllib.request
 
-import procs
+from .. import peers as peer_servers
+from ..cluster import DEV_API_KEY, DEV_SECRET, Cluster
+from . import procs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "deploy"))
-
-DEV_SECRET = "dev-secret-change-me-0123456789abcdef"
-DEV_API_KEY = "dev-api-key"
 GATEWAY_ARGS = ["--rate-limit", "0", "--max-connections", "200000", "--namespaces", "feed",
                 "--heartbeat-ms", "25000"]
 # loadgen --protocol of each peer of loadtest/peers.
 PEER_PROTOCOL = {"socketio": "socketio", "ws": "plain", "sockudo": "pusher"}
 PEER_LABEL = {"socketio": "Socket.IO 4 + redis-adapter", "ws": "ws + ioredis",
               "sockudo": "Sockudo"}
-RUN_PEER = os.path.join(ROOT, "loadtest", "peers", "run_peer.py")
+RUN_PEER = os.path.join(ROOT, "tools", "peers.py")
 
 
 class Ours:
-    """Switchboard nodes from deploy/cluster.py. redis: "single" (one redis-server) or
+    """Switchboard nodes from tools/cluster.py. redis: "single" (one redis-server) or
     "cluster" (a Redis Cluster of 3 primaries × `redis_replicas`). `name` / `label` tell the
     current build from the baseline binary in file names and the report."""
 
@@ -50,7 +48,6 @@ class Ours:
         self.cluster = None
 
     def __enter__(self):
-        from cluster import Cluster
         self.cluster = Cluster(binary=self.binary, nodes=self.nodes,
                                args=GATEWAY_ARGS + self.extra_args,
                                env={"SWITCHBOARD_JWT_SECRET": DEV_SECRET,
@@ -100,7 +97,7 @@ class Ours:
 
 
 class Peer:
-    """A peer cluster from loadtest/peers/run_peer.py (its Peer context manager) on a Redis
+    """A peer cluster from tools/peers.py (its Peer context manager) on a Redis
     started here (so Redis CPU is measured the same way as for ours)."""
 
     def __init__(self, peer, workdir, nodes=3):
@@ -115,13 +112,11 @@ class Peer:
         self.info = {}
 
     def __enter__(self):
-        sys.path.insert(0, os.path.join(ROOT, "loadtest", "peers"))
-        from run_peer import Peer as PeerCluster
         self.redis = procs.Redis(self.workdir).__enter__()
         for attempt in (1, 2):
             try:
-                self.cluster = PeerCluster(self.peer, nodes=self.nodes,
-                                           redis_port=self.redis.port)
+                self.cluster = peer_servers.Peer(self.peer, nodes=self.nodes,
+                                                 redis_port=self.redis.port)
                 self.cluster.start()
                 break
             except (RuntimeError, TimeoutError) as e:

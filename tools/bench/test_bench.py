@@ -3,28 +3,23 @@
 /proc readers on this process, the W1 slope and per-socket kernel division, the W2
 pass/fail verdict and efficiency pick, the W2 room run (its loadgen command, sizes and
 figures), and BENCHMARKS.md rendering of a synthetic run (met / not met / failed / skipped
-peer), plus test_hotpath.py's tests.  Run: python3 loadtest/bench/test_bench.py
-(make bench-selftest).
+peer). Run with test_hotpath.py's tests: python3 -m unittest discover -s tools/bench -t .
+(make bench-selftest; make test-tools runs every test of tools/).
 """
 
 import os
-import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import config  # noqa: E402
-import direct  # noqa: E402
-import hotpath  # noqa: E402
-import idle  # noqa: E402
-import procstat  # noqa: E402
-import report  # noqa: E402
-import report_details  # noqa: E402
-import room  # noqa: E402
-# The newer modules' tests (hot path, W6, perf, baseline) run with these.
-from test_hotpath import Baseline, HotPath, Perf, Render as RenderAll, W6  # noqa: E402,F401
-from test_hotpath import room_run, synthetic_run  # noqa: E402
+from . import config
+from . import direct
+from . import hotpath
+from . import idle
+from . import procstat
+from . import report
+from . import report_details
+from . import room
+from .test_hotpath import room_run, synthetic_run
 
 KIB = 1024
 

@@ -2,25 +2,22 @@
 """Unit tests of the newer analysis and report code (no cluster, no load): the hot-path
 figures before → after with peers (hotpath.py), W6's per-shard analysis (w6.py), the perf
 report parser (perfprof.py), the baseline resolution (baseline.py), the batch linger and the
-rendering of a synthetic run with every new section. Run by test_bench.py (make
-bench-selftest) or alone: python3 loadtest/bench/test_hotpath.py
+rendering of a synthetic run with every new section. Run by make bench-selftest or alone:
+python3 -m unittest tools.bench.test_hotpath
 """
 
 import os
-import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import baseline  # noqa: E402
-import direct  # noqa: E402
-import floor  # noqa: E402
-import hotpath  # noqa: E402
-import idle  # noqa: E402
-import perfprof  # noqa: E402
-import report  # noqa: E402
-import w6  # noqa: E402
+from . import baseline
+from . import direct
+from . import floor
+from . import hotpath
+from . import idle
+from . import perfprof
+from . import report
+from . import w6
 
 
 def w2r(rate, p99, delivered, gw, redis, lost=0):

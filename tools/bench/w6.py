@@ -20,9 +20,9 @@ section() and rows().
 import time
 import traceback
 
-import direct
-import procstat
-from fmt import met, msf, num
+from . import direct
+from . import procstat
+from .fmt import met, msf, num
 
 RUN_ID = "w6"
 RUNS = (("single", "single", 0, "one Redis"),

@@ -40,8 +40,7 @@ import urllib.request
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.dirname(HERE))
-from cluster import Cluster  # noqa: E402
+from ..cluster import Cluster  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "openapi.json")
 
@@ -49,8 +48,8 @@ DOC = os.path.join(ROOT, "docs", "openapi.json")
 def schemathesis(args, location, url, key, report_dir):
     """One schemathesis run; returns (exit code, the JSON run report)."""
     env = dict(os.environ)
-    env["SCHEMATHESIS_HOOKS"] = "api_fuzz_hooks"
-    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
+    env["SCHEMATHESIS_HOOKS"] = "tools.checks.api_fuzz_hooks"
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     cmd = [args.schemathesis, "--config-file", os.path.join(HERE, "schemathesis.toml"),
            "run", location, "--url", url,

@@ -39,8 +39,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "deploy"))
-from cluster import Cluster  # noqa: E402
+from ..cluster import Cluster  # noqa: E402
 
 # The largest message of the 9.* cases (9.1.6, 9.2.6: 16 MiB in one frame).
 LARGE_MESSAGE = 16 << 20

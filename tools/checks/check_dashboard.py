@@ -29,8 +29,7 @@ import re
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import promql  # noqa: E402
+from . import promql  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DASHBOARD = os.path.join(ROOT, "grafana", "dashboards", "switchboard.json")

@@ -30,9 +30,8 @@ import yaml
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "deploy", "validate"))
-import check_deploy  # noqa: E402
-import settings_check  # noqa: E402
+from ..validate import check_deploy  # noqa: E402
+from ..validate import settings_check  # noqa: E402
 
 README = os.path.join(ROOT, "k8s", "README.md")
 EXAMPLE_ENV = os.path.join(ROOT, "k8s", "overlays", "prod", "secrets.example.env")

@@ -18,10 +18,8 @@ import urllib.request
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(ROOT, "deploy"))
-import promql  # noqa: E402
-from cluster import DEV_API_KEY  # noqa: E402
+from . import promql  # noqa: E402
+from ..cluster import DEV_API_KEY  # noqa: E402
 
 ALERTS = os.path.join(ROOT, "deploy", "prometheus", "alerts.yml")
 DASHBOARD = os.path.join(ROOT, "grafana", "dashboards", "switchboard.json")

@@ -31,11 +31,10 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from promharness import (  # noqa: E402
+from .promharness import (  # noqa: E402
     Prometheus, check, check_dashboard_queries, check_metrics_exist, check_rules_healthy,
     dashboard_queries, firing, http)
-from cluster import Cluster  # noqa: E402  (promharness put deploy/ on the path)
+from ..cluster import Cluster  # noqa: E402
 
 SHARDS = ["0", "1", "2"]
 # cluster-node-timeout: the shard is down on the nodes within a second or two of the kill and

@@ -36,13 +36,11 @@ import tempfile
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from promharness import (  # noqa: E402
+from .promharness import (  # noqa: E402
     RESULTS, ROOT, Prometheus, check, check_dashboard_queries, check_metrics_exist,
     check_rules_healthy, dashboard_queries, firing, http)
-from cluster import DEV_SECRET, Cluster  # noqa: E402  (promharness put deploy/ on the path)
-from wsclient import Refused, WebSocket, jwt_hs256, pump  # noqa: E402
+from ..cluster import DEV_SECRET, Cluster  # noqa: E402
+from .wsclient import Refused, WebSocket, jwt_hs256, pump  # noqa: E402
 
 MARK = "sbobs"  # in every user id and channel name the test uses, never in a metric label
 ROOMS_PER_PHASE_SOCKETS = 10
@@ -219,7 +217,7 @@ def main():
             if name == "single":
                 single_pass(args, workdir)
             elif name == "cluster":
-                import scrape_cluster
+                from . import scrape_cluster
                 scrape_cluster.run(args, workdir, drive)
             else:
                 check(False, f"pass {name!r} exists (single, cluster)")

@@ -27,7 +27,7 @@ noise (an even spread of 2/s makes a second with 5 likely by chance alone).
 
 import math
 
-import sampler
+from . import sampler
 
 SPREAD_SHARE = 0.6  # the share of --drain-seconds over which a node spreads its closes
 

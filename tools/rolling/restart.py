@@ -40,15 +40,10 @@ import threading
 import time
 import urllib.request
 
-sys.dont_write_bytecode = True  # no __pycache__ in deploy/
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "rolling"))
-from cluster import DEV_API_KEY, DEV_SECRET, Cluster  # noqa: E402
-import analyse  # noqa: E402
-import report  # noqa: E402
-from sampler import Sampler, around, redis_cmd, slowlog  # noqa: E402
-from streams import stored_order  # noqa: E402
+from ..cluster import DEV_API_KEY, DEV_SECRET, Cluster
+from . import analyse, report
+from .sampler import Sampler, around, redis_cmd, slowlog
+from .streams import stored_order
 
 
 def log(msg):

@@ -1,18 +1,15 @@
 """Unit tests of the rolling-restart analysis on synthetic load-generator results.
 
-    python3 -m unittest discover -s deploy/rolling -p 'test_*.py'
+    python3 -m unittest discover -s tools/rolling -t .
 
 They pin what makes the check pass or fail (a burst of reconnects, a 1006, a loss, a
 duplicate, an exit code, no recovery) without starting a cluster.
 """
 
 import copy
-import os
-import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import analyse  # noqa: E402
+from . import analyse
 
 T0 = 1_700_000_000
 CONNS = 400

