@@ -1,10 +1,11 @@
-"""Readings from /proc for the benchmark runner (stdlib only, Linux).
+"""Readings from /proc (stdlib only, Linux), for the benchmark runner, the soak and the
+hot-path measurements.
 
 CPU: utime+stime of /proc/<pid>/stat (clock ticks / SC_CLK_TCK), summed over a process and its
 descendants (threads are already inside the process's counters). Memory: VmRSS of
-/proc/<pid>/status. Kernel: /proc/net/sockstat (TCP sockets and their buffer pages),
-/proc/net/netstat (TcpExt counters), /proc/slabinfo (socket slab caches, root only).
-Used by bench.py; `python3 loadtest/bench/procstat.py <pid…>` prints the readings once.
+/proc/<pid>/status. Open files: the entries of /proc/<pid>/fd. Kernel: /proc/net/sockstat
+(TCP sockets and their buffer pages), /proc/net/netstat (TcpExt counters), /proc/slabinfo
+(socket slab caches, root only). `python3 -m tools.procstat <pid…>` prints the readings once.
 """
 
 import os
@@ -73,16 +74,29 @@ def cpu_delta(before, after):
                for pid in set(before) | set(after))
 
 
-def rss_bytes(pid):
-    """VmRSS of one process in bytes (0 when it is gone)."""
+def rss_kb(pid):
+    """VmRSS of the process in kB, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_bytes(pid):
+    """VmRSS of one process in bytes (0 when it is gone)."""
+    return (rss_kb(pid) or 0) * 1024
+
+
+def fd_count(pid):
+    """Open file descriptors of the process, or None when it is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def rss_of(pids):

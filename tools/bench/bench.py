@@ -33,7 +33,7 @@ from . import idle
 from . import peers
 from . import perfprof
 from . import procs
-from . import procstat
+from .. import procstat
 from . import report
 from . import room
 from . import w6

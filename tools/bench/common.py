@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import procs
-from . import procstat
+from .. import procstat
 
 
 class Ctx:

@@ -15,7 +15,7 @@ import signal
 import time
 
 from . import procs
-from . import procstat
+from .. import procstat
 from .common import lg_common
 
 

@@ -23,7 +23,7 @@ saturated, so not comparable to W2); fan-out to several nodes is W3's job. Used 
 import time
 
 from . import direct
-from . import procstat
+from .. import procstat
 
 
 def idle_redis(sut, seconds):

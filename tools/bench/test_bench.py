@@ -15,7 +15,7 @@ from . import config
 from . import direct
 from . import hotpath
 from . import idle
-from . import procstat
+from .. import procstat
 from . import report
 from . import report_details
 from . import room

@@ -21,7 +21,7 @@ import time
 import traceback
 
 from . import direct
-from . import procstat
+from .. import procstat
 from .fmt import met, msf, num
 
 RUN_ID = "w6"

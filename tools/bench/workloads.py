@@ -15,7 +15,7 @@ W5: the same fan-out twice, without and with `--slow K` subscribers that never r
 import threading
 import time
 
-from . import procstat
+from .. import procstat
 from .common import cpu_snapshot, cpu_window, ms, q, run_loadgen
 
 OUTBOUND_QUEUE_BYTES = 4194304  # the gateway default (--outbound-queue-bytes)

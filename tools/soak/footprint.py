@@ -1,34 +1,15 @@
 """RSS and open file descriptors of the soak's processes, sampled from /proc, and the
 flatness verdict over them.
 
-`Sampler` reads /proc/<pid>/status (VmRSS) and counts /proc/<pid>/fd of every process the
+`Sampler` reads the VmRSS and counts the open fds (tools/procstat.py) of every process the
 runner names (gateway nodes and Redis; pids change across restarts, so it asks each time)
 about once a second. `growth` and `table` are pure functions (tested in test_soak.py).
 """
 
-import os
 import threading
 import time
 
-
-def rss_kb(pid):
-    """VmRSS of the process in kB, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def fd_count(pid):
-    """Open file descriptors of the process, or None when it is gone."""
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
+from ..procstat import fd_count, rss_kb
 
 
 class Sampler:

@@ -1,7 +1,7 @@
 """The soak's verdict and its report (markdown), from the ledger's outcome, the pool's counts
 and the RSS/fd checkpoints. Pure functions: test_soak.py pins what passes and what fails."""
 
-from .procstat import table
+from .footprint import table
 
 
 def checks(outcome, counts, growth_rows, redis_restart):

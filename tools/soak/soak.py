@@ -55,7 +55,7 @@ from ..checks.wsclient import jwt_hs256
 from ..cluster import DEV_API_KEY, DEV_SECRET, Cluster
 from .clients import Pool, User
 from .ledger import Ledger
-from .procstat import Sampler, checkpoint, growth
+from .footprint import Sampler, checkpoint, growth
 from .publisher import ApiPublisher
 from . import report
 

@@ -15,7 +15,7 @@ import unittest
 sys.dont_write_bytecode = True
 from .clients import Pool, User
 from .ledger import Ledger, Stream
-from .procstat import checkpoint, growth, table
+from .footprint import checkpoint, growth, table
 from . import report
 from .soak import series
 
