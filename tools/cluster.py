@@ -39,80 +39,21 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from .proc import (free_ports, http_ok, kill as kill_process, raise_nofile, start_redis,
+                   wait_http_ok, wait_listening)
 
 DEV_SECRET = "dev-secret-change-me-0123456789abcdef"
 DEV_API_KEY = "dev-api-key"
 LISTENING = re.compile(r"listening public=(\S+) internal=(\S+)")
 
-
-def free_port(host="127.0.0.1"):
-    """A TCP port that was free a moment ago (for servers that cannot take port 0)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def raise_nofile():
-    """Children inherit the soft limit: lift it to the hard limit for 10k+ sockets a node."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass
-
-
-def start_redis(directory, host="127.0.0.1", args=(), port=None):
-    """A throwaway redis-server (no persistence unless `args` turn it on) on a free port:
-    returns (process, port). Retries on another port when the chosen one was taken in the
-    meantime. With `port` (a restart), that port only."""
-    fixed = port
-    for _ in range(20 if fixed is None else 1):
-        port = fixed or free_port(host)
-        with open(os.path.join(directory, "redis.log"), "ab") as log:
-            proc = subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", host,
-                 "--save", "", "--appendonly", "no", "--dir", directory, *args],
-                stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection((host, port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return proc, port
-            except OSError:
-                time.sleep(0.05)
-        proc.kill()
-        proc.wait()
-    raise RuntimeError("redis-server did not start")
-
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDIS_CLUSTER_SH = os.path.join(ROOT, "deploy", "redis-cluster.sh")
 PORT_TAKEN = 3  # redis-cluster.sh's exit status when a port was taken meanwhile
-
-
-def free_ports(n, host="127.0.0.1"):
-    """n distinct TCP ports that were free a moment ago (all bound at once, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class RedisCluster:
@@ -309,13 +250,9 @@ class Cluster:
         return self
 
     def stop(self, keep_logs=False):
-        for n in self.nodes:
-            if n.proc and n.proc.poll() is None:
-                n.proc.kill()
-                n.proc.wait()
-        if self.redis_proc and self.redis_proc.poll() is None:
-            self.redis_proc.kill()
-            self.redis_proc.wait()
+        for p in [n.proc for n in self.nodes] + [self.redis_proc]:
+            if p:
+                kill_process(p)
         if self.redis_cluster:
             self.redis_cluster.stop()
         if keep_logs:
@@ -377,9 +314,7 @@ class Cluster:
 
     def kill_redis(self):
         """SIGKILLs the single redis-server; its files stay (with AOF it restarts with its data)."""
-        p = self._single_redis("redis_proc", self.redis_proc)
-        p.kill()
-        return p.wait()
+        return kill_process(self._single_redis("redis_proc", self.redis_proc))
 
     def restart_redis(self):
         """Starts the single redis-server again: same port, directory and arguments."""
@@ -416,39 +351,19 @@ class Cluster:
         offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
         with open(log_path, "ab") as log:
             n.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            with open(log_path, "rb") as f:
-                f.seek(offset)
-                m = LISTENING.search(f.read().decode("utf-8", "replace"))
-            if m:
-                n.public, n.internal = m.group(1), m.group(2)
-                break
-            if n.proc.poll() is not None:
-                raise RuntimeError(f"{n.node_id} exited with {n.proc.returncode}; see {log_path}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{n.node_id} printed no listening line; see {log_path}")
-            time.sleep(0.02)
+        m = wait_listening(n.proc, log_path, LISTENING, n.node_id, self.start_timeout, offset)
+        n.public, n.internal = m.group(1), m.group(2)
         if wait:
             self.wait_ready(i)
         return n
 
     def ready(self, i):
-        try:
-            with urllib.request.urlopen(f"http://{self.nodes[i].internal}/readyz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return http_ok(f"http://{self.nodes[i].internal}/readyz", timeout=2)
 
     def wait_ready(self, i, timeout=None):
-        deadline = time.monotonic() + (timeout or self.start_timeout)
         n = self.nodes[i]
-        while not self.ready(i):
-            if n.proc.poll() is not None:
-                raise RuntimeError(f"{n.node_id} exited with {n.proc.returncode}; see {self.log_path(i)}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{n.node_id} not ready; see {self.log_path(i)}")
-            time.sleep(0.05)
+        wait_http_ok(n.proc, f"http://{n.internal}/readyz", n.node_id, self.log_path(i),
+                     timeout or self.start_timeout, request_timeout=2)
 
     def terminate(self, i, timeout=120):
         """SIGTERM (a drain) and wait for the exit; returns the exit code."""
@@ -457,9 +372,7 @@ class Cluster:
         return p.wait(timeout=timeout)
 
     def kill(self, i):
-        p = self.nodes[i].proc
-        p.kill()
-        return p.wait()
+        return kill_process(self.nodes[i].proc)
 
     def as_dict(self):
         d = {"redis": self.redis_mode, "redis_url": self.redis_url, "redis_ports": self.redis_ports,

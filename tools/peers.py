@@ -35,7 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from .proc import free_port, kill, raise_nofile, start_redis, stop_all, wait_http_ok, wait_listening
 
 # The peer servers (Node scripts, their node_modules, Sockudo's config template).
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "loadtest", "peers")
@@ -43,9 +44,6 @@ LISTENING = re.compile(r"listening port=(\d+)")
 PEERS = ("socketio", "socketio-sharded", "ws", "sockudo")
 SCRIPTS = {"socketio": "socketio-server.mjs", "socketio-sharded": "socketio-server.mjs", "ws": "ws-server.mjs"}
 SOCKUDO_CONFIG = os.path.join(HERE, "sockudo.config.json")
-
-# One way to start a throwaway Redis and to find free ports: the local cluster's.
-from .cluster import free_port, raise_nofile, start_redis
 
 
 def sockudo_bin():
@@ -62,14 +60,6 @@ def sockudo_app():
     with open(SOCKUDO_CONFIG) as f:
         app = json.load(f)["app_manager"]["array"]["apps"][0]
     return {"app_id": app["id"], "key": app["key"], "secret": app["secret"]}
-
-
-def http_ok(url, timeout=1.0):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 class Peer:
@@ -138,19 +128,9 @@ class Peer:
         if self._stopped:
             return
         self._stopped = True
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if self.redis_proc and self.redis_proc.poll() is None:
-            self.redis_proc.kill()
-            self.redis_proc.wait()
+        stop_all(self.procs, signal.SIGTERM, grace=5)
+        if self.redis_proc:
+            kill(self.redis_proc)
         if keep_logs:
             print(f"run-peer: logs kept in {self.dir}", file=sys.stderr)
         else:
@@ -211,30 +191,14 @@ class Peer:
                                                cwd=cwd, stdin=subprocess.DEVNULL))
         if self.peer == "sockudo":
             return
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            with open(self.log_path(i), "rb") as f:
-                m = LISTENING.search(f.read().decode("utf-8", "replace"))
-            if m:
-                self.ports.append(int(m.group(1)))
-                return
-            self._check_alive(i, deadline, "printed no listening line")
-            time.sleep(0.02)
+        m = wait_listening(self.procs[i], self.log_path(i), LISTENING, f"{self.peer} node {i + 1}",
+                           self.start_timeout)
+        self.ports.append(int(m.group(1)))
 
     def _wait_ready(self, i):
         path = "/up/" + sockudo_app()["app_id"] if self.peer == "sockudo" else "/healthz"
         url = f"http://{self.host}:{self.ports[i]}{path}"
-        deadline = time.monotonic() + self.start_timeout
-        while not http_ok(url):
-            self._check_alive(i, deadline, "not ready")
-            time.sleep(0.05)
-
-    def _check_alive(self, i, deadline, what):
-        p = self.procs[i]
-        if p.poll() is not None:
-            raise RuntimeError(f"{self.peer} node {i + 1} exited with {p.returncode}; see {self.log_path(i)}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{self.peer} node {i + 1} {what}; see {self.log_path(i)}")
+        wait_http_ok(self.procs[i], url, f"{self.peer} node {i + 1}", self.log_path(i), self.start_timeout)
 
 
 def main():

@@ -1,6 +1,7 @@
 """Processes the benchmark runner starts: a registry that kills them all at the end (also on
-Ctrl-C, SIGTERM and errors), a throwaway redis-server on a free port, and the load generator
-(`switchboard-loadgen`) run with its stdout line protocol (`ready connections=<n> failed=<m>`).
+Ctrl-C, SIGTERM and errors), a throwaway redis-server on a free port (tools/proc.py's, in
+the registry), and the load generator (`switchboard-loadgen`) run with its stdout line
+protocol (`ready connections=<n> failed=<m>`).
 Imported by bench.py and the workload modules; not run on its own.
 """
 
@@ -11,6 +12,8 @@ import socket
 import subprocess
 import threading
 import time
+
+from ..proc import start_redis
 
 _LIVE = []  # Popen objects started by this runner (each in its own session / process group)
 _LOCK = threading.Lock()
@@ -58,12 +61,6 @@ def stop_all():
         stop(proc, grace=3.0)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Redis:
     """redis-server on a free loopback port (never 6379), no persistence. Context manager."""
 
@@ -73,23 +70,11 @@ class Redis:
         self.proc = None
 
     def __enter__(self):
-        for _ in range(5):
-            self.port = free_port()
-            self.proc = spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no", "--dir", self.workdir,
-                               "--maxclients", "10000"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.time() + 5
-            while time.time() < deadline and self.proc.poll() is None:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            return self
-                except OSError:
-                    time.sleep(0.05)
-            stop(self.proc)
-        raise RuntimeError("redis-server did not start")
+        # In this runner's registry (its own process group), output discarded.
+        self.proc, self.port = start_redis(self.workdir, args=["--maxclients", "10000"],
+                                           spawn=spawn, attempts=5, timeout=5.0, log=False,
+                                           discard=stop)
+        return self
 
     @property
     def pid(self):

@@ -7,7 +7,6 @@ scrape_cluster.py.
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 from . import promql  # noqa: E402
 from ..cluster import DEV_API_KEY  # noqa: E402
+from ..proc import free_port  # noqa: E402
 
 ALERTS = os.path.join(ROOT, "deploy", "prometheus", "alerts.yml")
 DASHBOARD = os.path.join(ROOT, "grafana", "dashboards", "switchboard.json")
@@ -43,12 +43,6 @@ def known_issue(ok, what, issue, detail=""):
         RESULTS["known"] += 1
         print(f"XFAIL {what}: {detail}\n      known issue: {issue}", flush=True)
     return ok
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(method, url, body=None, key=DEV_API_KEY, timeout=30):
