@@ -8,11 +8,11 @@ Imported by bench.py and the workload modules; not run on its own.
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
 
+from .. import resp
 from ..proc import start_redis
 
 _LIVE = []  # Popen objects started by this runner (each in its own session / process group)
@@ -86,24 +86,7 @@ class Redis:
 
 def redis_command(port, *args, timeout=5.0):
     """One command to a local Redis over RESP; returns the reply as text (bulk/simple)."""
-    req = f"*{len(args)}\r\n" + "".join(f"${len(str(a).encode())}\r\n{a}\r\n" for a in args)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(req.encode())
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-            if buf[:1] in (b"+", b"-", b":") and buf.endswith(b"\r\n"):
-                break
-            if buf[:1] == b"$":
-                head, _, rest = buf.partition(b"\r\n")
-                if len(rest) >= int(head[1:]) + 2:
-                    break
-    if buf[:1] == b"$":
-        return buf.partition(b"\r\n")[2][:-2].decode()
-    return buf[1:].decode().strip()
+    return resp.command(port, *args, timeout=timeout)
 
 
 def redis_commandstats(port):

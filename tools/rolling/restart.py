@@ -42,7 +42,8 @@ import urllib.request
 
 from ..cluster import DEV_API_KEY, DEV_SECRET, Cluster
 from . import analyse, report
-from .sampler import Sampler, around, redis_cmd, slowlog
+from ..resp import command as redis_cmd
+from .sampler import Sampler, around, slowlog
 from .streams import stored_order
 
 

@@ -6,10 +6,11 @@ lost its backplane (backplane_up 0) or the machine was saturated (load1).
 """
 
 import re
-import socket
 import threading
 import time
 import urllib.request
+
+from ..resp import command as redis_cmd
 
 SERIES = {
     "switchboard_connections": "connections",
@@ -54,33 +55,6 @@ def load1():
             return float(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _resp(f):
-    """One RESP reply from a binary file object (enough for PING, CONFIG, SLOWLOG)."""
-    line = f.readline().rstrip(b"\r\n")
-    kind, rest = line[:1], line[1:]
-    if kind in (b"+", b"-"):
-        return rest.decode("utf-8", "replace")
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2].decode("utf-8", "replace")
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_resp(f) for _ in range(n)]
-    raise ValueError(f"bad RESP line {line!r}")
-
-
-def redis_cmd(port, *args, host="127.0.0.1", timeout=2.0):
-    """Sends one command to redis-server and returns its reply (raises OSError)."""
-    req = b"*%d\r\n" % len(args) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(a), a) for a in (str(x).encode() for x in args))
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(req)
-        with s.makefile("rb") as f:
-            return _resp(f)
 
 
 def slowlog(port):

@@ -13,44 +13,10 @@ data holds the loadgen's JSON payload `{"s":…,"q":…,…}` verbatim) and `t` 
 """
 
 import re
-import socket
+
+from ..resp import Redis
 
 Q = re.compile(rb'"q":(\d+)')  # key order may change if the gateway re-encodes the JSON
-
-
-class Redis:
-    """A minimal RESP client on one connection (bytes in, bytes out)."""
-
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.f = self.sock.makefile("rb")
-
-    def close(self):
-        self.f.close()
-        self.sock.close()
-
-    def cmd(self, *args):
-        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-        self.sock.sendall(b"*%d\r\n" % len(parts)
-                          + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
-        return self._read()
-
-    def _read(self):
-        line = self.f.readline().rstrip(b"\r\n")
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            raise RuntimeError(rest.decode("utf-8", "replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self.f.read(n + 2)[:-2]
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise ValueError(f"bad RESP line {line!r}")
 
 
 def stored_order(port, prefix="sb:", examples=10):
