@@ -132,7 +132,7 @@ class Peer:
         if self.redis_proc:
             kill(self.redis_proc)
         if keep_logs:
-            print(f"run-peer: logs kept in {self.dir}", file=sys.stderr)
+            print(f"peers: logs kept in {self.dir}", file=sys.stderr)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -221,7 +221,7 @@ def main():
             while not stop:
                 d = p.dead()
                 if d:
-                    print(f"run-peer: {a.peer} node {d[0] + 1} exited with {d[1]}; see {p.log_path(d[0])}",
+                    print(f"peers: {a.peer} node {d[0] + 1} exited with {d[1]}; see {p.log_path(d[0])}",
                           file=sys.stderr)
                     p.stop(keep_logs=True)
                     return 1

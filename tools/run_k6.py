@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Run the k6 load-test scripts against a throwaway local cluster (standard library only).
 
-Starts Redis and NODES gateway nodes with deploy/cluster.py (room history on, so rooms have
+Starts Redis and NODES gateway nodes with tools/cluster.py (room history on, so rooms have
 offsets to check; the per-connection rate limit stays at its default of 100 msg/s — every
 script keeps each connection far below it), runs each script with the sizes of a profile,
 stops everything and exits 1 when any script failed (k6 exits 99 when a threshold failed),
 0 when all passed.
 
-    python3 loadtest/run-k6.py --profile smoke --binary target/debug/switchboard   # make loadtest-smoke
-    python3 loadtest/run-k6.py --profile brief --binary target/release/switchboard # make loadtest
-    python3 loadtest/run-k6.py --profile brief chat-rooms direct-messages          # some scripts only
-    python3 loadtest/run-k6.py --env API_KEY=wrong api-fanout                      # must fail
+    python3 -m tools.run_k6 --profile smoke --binary target/debug/switchboard   # make loadtest-smoke
+    python3 -m tools.run_k6 --profile brief --binary target/release/switchboard # make loadtest
+    python3 -m tools.run_k6 --profile brief chat-rooms direct-messages          # some scripts only
+    python3 -m tools.run_k6 --env API_KEY=wrong api-fanout                      # must fail
 
 Sizes: the profile's values, unless the environment sets the same variable (`ROOMS=50 make
 loadtest`) or --env does. Summaries (k6 --summary-export JSON) go to --out

@@ -4,10 +4,10 @@ ports), the same workloads behind the hot-path figures against a baseline binary
 "before" column), perf profiles of both, W1/W2 against the peers of loadtest/peers side by
 side, then BENCHMARKS.md.
 
-    make bench                      # full run (≈ 20–30 min), or: python3 loadtest/bench/bench.py
+    make bench                      # full run (≈ 20–30 min), or: python3 -m tools.bench
     make bench BENCH_QUICK=1        # ≈ 6 min with smaller sizes, for development
     make bench BENCH_BASELINE=/path/to/switchboard   # or a git revision, or none
-    python3 loadtest/bench/bench.py --only W2,W6 --peers none --baseline none --out /tmp/B.md
+    python3 -m tools.bench --only W2,W6 --peers none --baseline none --out /tmp/B.md
 
 Needs target/release/switchboard and target/release/switchboard-loadgen (make bench builds
 them). Every workload gets fresh processes; every process started is killed at the end (also

@@ -3,7 +3,7 @@
 # without a git worktree: `git archive REV` is unpacked into target/bench-baseline/REV/src and
 # built there with its own target directory (cached: a second call only prints the path).
 #
-#   loadtest/bench/build-baseline.sh 5fa1693         # prints the binary's path on stdout
+#   tools/bench/build-baseline.sh 5fa1693         # prints the binary's path on stdout
 #   make bench BENCH_BASELINE=5fa1693                # the same, called by bench.py
 #
 # By hand, anywhere: git archive 5fa1693 | tar -x -C /tmp/base && \

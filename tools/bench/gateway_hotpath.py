@@ -2,7 +2,7 @@
 """The measurements of crates/gateway/HOTPATH.md: one gateway node on the embedded backplane,
 the load generator on the same box, both at `nice -n $PRIO` (default -5).
 
-usage: hotpath.py GATEWAY LOADGEN OUTDIR MODE [extra gateway args...]
+usage: python3 -m tools.bench.gateway_hotpath GATEWAY LOADGEN OUTDIR MODE [extra gateway args...]
   MODE idle           RSS at 0, then after 5,000 idle connections and STEPS (default 2) × 2,500
                       more (WARMUP=n connects and closes n first; CONC = connect concurrency)
   MODE fanout         10,000 subscribers of feed:bench, 30 messages at 2/s via the API:

@@ -3,7 +3,7 @@ machine, command, baseline), the hot-path figures before → after (hotpath.py),
 figure | target | measured | met? rows (with W6's), the measurement floor (floor.py),
 W6 (w6.py), the profiles (perfprof.py), per-workload details of both builds, the
 side-by-side table with the peers, and how each figure is measured. Used by bench.py;
-`python3 loadtest/bench/report.py target/bench/latest/results.json [BENCHMARKS.md]` re-renders a
+`python3 -m tools.bench.report target/bench/latest/results.json [BENCHMARKS.md]` re-renders a
 saved run.
 """
 
@@ -203,7 +203,7 @@ def with_history(text):
 
 
 if __name__ == "__main__":
-    # report.py RESULTS.json [OUT.md]: re-render a saved run (to stdout without OUT.md).
+    # python3 -m tools.bench.report RESULTS.json [OUT.md]: re-render a saved run (to stdout without OUT.md).
     with open(sys.argv[1]) as f:
         text = with_history(render(json.load(f)))
     if len(sys.argv) > 2:

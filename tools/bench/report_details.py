@@ -273,7 +273,7 @@ def details(res, baseline=False):
 
 METHOD = ["", "## How the figures are measured", "",
           "- Gateways run with `--rate-limit 0 --max-connections 200000 --namespaces feed "
-          "--heartbeat-ms 25000` (deploy/cluster.py: 3 nodes, Redis on a free port with "
+          "--heartbeat-ms 25000` (tools/cluster.py: 3 nodes, Redis on a free port with "
           "`--save \"\" --appendonly no`); every workload starts a fresh cluster; every "
           "measurement uses fresh loadgen connections.",
           "- CPU: utime+stime of /proc/<pid>/stat (÷ SC_CLK_TCK) of each gateway (or peer "
@@ -307,7 +307,7 @@ METHOD = ["", "## How the figures are measured", "",
           "- W6: see its section; each backplane (one Redis, Cluster, Cluster with replicas) "
           "in fresh processes, the same `--run-id`, rate and pairs.",
           "- Before → after: `--baseline SPEC` (`make bench BENCH_BASELINE=…`: a binary, a git "
-          "revision built by `loadtest/bench/build-baseline.sh`, or none) runs W1, W1 fresh, "
+          "revision built by `tools/bench/build-baseline.sh`, or none) runs W1, W1 fresh, "
           "W2 API (with its saturation search), W2 batch, W2 room, W3, W4 and the profile on "
           "the baseline too, each right after the same workload on the current build; the "
           "current load generator drives both.", ""]

@@ -2,13 +2,13 @@
 """Schemathesis against the server API: generated valid and invalid requests for every
 operation of docs/openapi.json, on live nodes (standard library + the schemathesis CLI).
 
-    python3 deploy/checks/api_fuzz.py [--binary target/debug/switchboard]
+    python3 -m tools.checks.api_fuzz [--binary target/debug/switchboard]
         [--schemathesis .venv/bin/schemathesis] [--max-examples 25] [--seed N]
         [--backplanes memory,redis]
-    python3 deploy/checks/api_fuzz.py --url http://host:9090 --api-key KEY [--max-examples N]
+    python3 -m tools.checks.api_fuzz --url http://host:9090 --api-key KEY [--max-examples N]
 
 Local (default): for each backplane, one node on free ports — on the embedded backplane,
-then on a redis-server of its own (deploy/cluster.py) — with a fresh random API key. The
+then on a redis-server of its own (tools/cluster.py) — with a fresh random API key. The
 document the node serves at GET /v1/openapi.json must be docs/openapi.json byte for byte;
 then `schemathesis run docs/openapi.json` with every check (no 5xx, status codes, content
 types and bodies as documented, invalid data rejected with 4xx and the JSON error body,
@@ -18,7 +18,7 @@ node must still be alive afterwards with no panic in its log.
 Deployment (--url, or API_FUZZ_URL / API_FUZZ_API_KEY): the same run against a running node,
 with the document it serves. It PUBLISHES to and DISCONNECTS random users and rooms: point it
 at a staging deployment, never production. API_FUZZ_NAMESPACES (default `user,room`) names
-the namespaces it may use (deploy/checks/api_fuzz_hooks.py).
+the namespaces it may use (tools/checks/api_fuzz_hooks.py).
 
 Prints one line per run with the totals (operations, test cases, failures) and a total line;
 exit status 1 when any run found a failure or an error. The seed is printed for replay

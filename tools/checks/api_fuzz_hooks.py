@@ -1,4 +1,4 @@
-"""Schemathesis hooks of `make api-fuzz` (deploy/checks/api_fuzz.py loads them through
+"""Schemathesis hooks of `make api-fuzz` (tools/checks/api_fuzz.py loads them through
 SCHEMATHESIS_HOOKS).
 
 A channel's namespace must be one the node knows (`user`, `room` and its `--namespaces`);

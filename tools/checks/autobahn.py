@@ -2,11 +2,11 @@
 """WebSocket conformance: the Autobahn TestSuite cases against the gateway's own WebSocket
 stack (`make check-autobahn`; standard library only, plus the `kosoku` command).
 
-    python3 deploy/checks/autobahn.py --binary target/debug/switchboard \
+    python3 -m tools.checks.autobahn --binary target/debug/switchboard \
         --kosoku .venv/bin/kosoku [--out target/autobahn]
 
 Each run starts one node (embedded backplane, port 0, its `listening …` line read by
-deploy/cluster.py) with the development-only echo: `--dev-echo` mounts GET /echo, a
+tools/cluster.py) with the development-only echo: `--dev-echo` mounts GET /echo, a
 connection of the production stack (handshake checks, frame reader, message size limit,
 UTF-8 checks, outbound queue, closing handshake) with an echo in place of the session. kosoku
 (PyPI, pinned in requirements-dev.txt) runs the Autobahn TestSuite's fuzzingclient cases

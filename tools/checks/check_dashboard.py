@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Structural checks of the Grafana dashboard and its provisioning (standard library only).
 
-    python3 deploy/checks/check_dashboard.py [grafana/dashboards/switchboard.json]
+    python3 -m tools.checks.check_dashboard [grafana/dashboards/switchboard.json]
 
 No JSON Schema of Grafana dashboards is published on npm or PyPI (Grafana's schema is CUE;
 @grafana/schema ships TypeScript types, grafana-foundation-sdk Python builders), so this

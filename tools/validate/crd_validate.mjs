@@ -3,7 +3,7 @@
 // ajv validators generated from prometheus-operator's API types, the source of its CRDs.
 // Checks types, enums, patterns (durations…) and required fields; like the CRDs' structural
 // schemas it does not reject unknown fields (check_deploy.py checks the fields that matter).
-// Usage: node deploy/validate/crd_validate.mjs objects.json   (a JSON array of objects)
+// Usage: node tools/validate/crd_validate.mjs objects.json   (a JSON array of objects)
 // Exit 0 all valid, 1 otherwise (an object of any other kind counts as invalid: no schema).
 import { readFileSync } from "node:fs";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";

@@ -2,7 +2,7 @@
 # `nginx -t` on deploy/nginx/nginx.conf, offline. The compose service names (gw1..gw3) do not
 # resolve here, so a copy of the file with them mapped to 127.0.0.1 is tested; everything else
 # is the file as shipped. Needs Debian's nginx (make validate-deploy installs it).
-# Usage: deploy/validate/nginx_check.sh [deploy/nginx/nginx.conf]
+# Usage: tools/validate/nginx_check.sh [deploy/nginx/nginx.conf]
 set -euo pipefail
 CONF=${1:-deploy/nginx/nginx.conf}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)

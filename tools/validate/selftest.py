@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Shows that every check of check_deploy.py can fail (make validate-deploy-selftest).
 
-    .venv/bin/python deploy/validate/selftest.py
+    .venv/bin/python -m tools.validate.selftest
 
 Copies the deployment files to a temp dir, checks that the copy passes, then breaks one field at
 a time (MUTATIONS) and checks that check_deploy.py exits 1 with a FAIL line naming the expected
