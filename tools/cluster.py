@@ -33,7 +33,6 @@ SWITCHBOARD_JWT_SECRET / SWITCHBOARD_API_KEY. Node output goes to files in a tem
 """
 
 import argparse
-import json
 import os
 import re
 import select
@@ -42,10 +41,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
-from .proc import (free_ports, http_ok, kill as kill_process, raise_nofile, start_redis,
-                   wait_http_ok, wait_listening)
+from .proc import (Service, free_ports, http_ok, kill as kill_process, raise_nofile, serve,
+                   start_redis, stop_flag, wait_http_ok, wait_listening)
 
 DEV_SECRET = "dev-secret-change-me-0123456789abcdef"
 DEV_API_KEY = "dev-api-key"
@@ -191,7 +189,7 @@ class Node:
         return {"node_id": self.node_id, "public": self.public, "internal": self.internal, "pid": self.pid}
 
 
-class Cluster:
+class Cluster(Service):
     REDIS_MODES = {True: "single", "single": "single", False: "none", None: "none",
                    "none": "none", "cluster": "cluster"}
 
@@ -223,14 +221,6 @@ class Cluster:
         self._ok = False
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def start(self):
         raise_nofile()
@@ -399,29 +389,23 @@ def main():
     ap.add_argument("--state", help="also write the JSON line to this file")
     ap.add_argument("serve_args", nargs="*", help="extra `switchboard serve` arguments (after --)")
     a = ap.parse_args()
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    stop = stop_flag()
     with Cluster(binary=a.binary, nodes=a.nodes, args=a.serve_args,
                  redis="none" if a.no_redis else a.redis, redis_primaries=a.redis_primaries,
                  redis_replicas=a.redis_replicas,
                  redis_node_timeout_ms=a.redis_node_timeout_ms) as c:
-        line = json.dumps(c.as_dict())
-        print(line, flush=True)
-        if a.state:
-            with open(a.state, "w") as f:
-                f.write(line + "\n")
-        try:
-            while not stop:
-                for n in c.nodes:
-                    if n.proc.poll() is not None:
-                        print(f"cluster: {n.node_id} exited with {n.proc.returncode}", file=sys.stderr)
-                        return 1
-                if c.redis_cluster and not c.redis_cluster.running():
-                    print("cluster: the Redis Cluster launcher exited", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            pass
+        def failure():
+            for n in c.nodes:
+                if n.proc.poll() is not None:
+                    return f"{n.node_id} exited with {n.proc.returncode}"
+            if c.redis_cluster and not c.redis_cluster.running():
+                return "the Redis Cluster launcher exited"
+            return None
+
+        why = serve(c.as_dict(), a.state, stop, failure)
+        if why:
+            print(f"cluster: {why}", file=sys.stderr)
+            return 1
     return 0
 
 

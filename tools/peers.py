@@ -34,9 +34,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
-from .proc import free_port, kill, raise_nofile, start_redis, stop_all, wait_http_ok, wait_listening
+from .proc import (Service, free_port, kill, raise_nofile, serve, start_redis, stop_all, stop_flag,
+                   wait_http_ok, wait_listening)
 
 # The peer servers (Node scripts, their node_modules, Sockudo's config template).
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "loadtest", "peers")
@@ -62,7 +62,7 @@ def sockudo_app():
     return {"app_id": app["id"], "key": app["key"], "secret": app["secret"]}
 
 
-class Peer:
+class Peer(Service):
     def __init__(self, peer, nodes=3, redis_port=None, host="127.0.0.1", start_timeout=60.0, env=None):
         if peer not in PEERS:
             raise ValueError(f"unknown peer {peer!r} (one of {', '.join(PEERS)})")
@@ -79,14 +79,6 @@ class Peer:
         self._stopped = False
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     @property
     def targets(self):
@@ -209,25 +201,17 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--state", help="also write the JSON line to this file")
     a = ap.parse_args()
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    stop = stop_flag()
     with Peer(a.peer, nodes=a.nodes, redis_port=a.redis_port, host=a.host) as p:
-        line = json.dumps(p.info())
-        print(line, flush=True)
-        if a.state:
-            with open(a.state, "w") as f:
-                f.write(line + "\n")
-        try:
-            while not stop:
-                d = p.dead()
-                if d:
-                    print(f"peers: {a.peer} node {d[0] + 1} exited with {d[1]}; see {p.log_path(d[0])}",
-                          file=sys.stderr)
-                    p.stop(keep_logs=True)
-                    return 1
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            pass
+        def failure():
+            d = p.dead()
+            return d and f"{a.peer} node {d[0] + 1} exited with {d[1]}; see {p.log_path(d[0])}"
+
+        why = serve(p.info(), a.state, stop, failure)
+        if why:
+            print(f"peers: {why}", file=sys.stderr)
+            p.stop(keep_logs=True)
+            return 1
     return 0
 
 

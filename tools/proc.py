@@ -2,9 +2,11 @@
 (tools/peers.py), the benchmark runner (tools/bench/procs.py) and the observability checks
 (stdlib only): free ports, the open-files limit, a throwaway redis-server, and the lifecycle
 of a server process — wait for its `listening …` line in its log and for an HTTP 200, fail
-early when it exits, stop it (signal, wait, SIGKILL).
+early when it exits, stop it (signal, wait, SIGKILL) — and the command form of a launcher
+(one JSON line, then run until SIGTERM or a process dies).
 """
 
+import json
 import os
 import signal
 import socket
@@ -143,3 +145,42 @@ def stop_all(procs, sig=signal.SIGTERM, grace=5.0):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+class Service:
+    """A context manager around start() / stop() (the local cluster, a peer cluster)."""
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def stop_flag():
+    """A list that becomes non-empty on SIGTERM (install it before starting anything)."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    return stop
+
+
+def serve(info, state, stop, failure, poll=0.2):
+    """The command form of a launcher: prints `info` as one JSON line (also to the file
+    `state`, if given), then waits until `stop` (see stop_flag) or Ctrl-C — returns None —
+    or until failure() returns a message — returns it (the caller reports it)."""
+    line = json.dumps(info)
+    print(line, flush=True)
+    if state:
+        with open(state, "w") as f:
+            f.write(line + "\n")
+    try:
+        while not stop:
+            why = failure()
+            if why:
+                return why
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        pass
+    return None

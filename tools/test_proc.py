@@ -124,6 +124,51 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(proc.kill(p), -signal.SIGKILL)  # already gone: same code
 
 
+class Serve(unittest.TestCase):
+    def run_serve(self, stop, failure):
+        import contextlib
+        import io
+        import json
+
+        out = io.StringIO()
+        with tempfile.NamedTemporaryFile("r", suffix=".json") as state, contextlib.redirect_stdout(out):
+            why = proc.serve({"a": 1}, state.name, stop, failure, poll=0.01)
+            self.assertEqual(json.loads(state.read()), {"a": 1})
+        self.assertEqual(json.loads(out.getvalue()), {"a": 1})
+        return why
+
+    def test_stops_on_the_flag(self):
+        calls = []
+        stop = []
+
+        def failure():
+            calls.append(1)
+            if len(calls) == 3:
+                stop.append(1)
+            return None
+
+        self.assertIsNone(self.run_serve(stop, failure))
+        self.assertEqual(len(calls), 3)
+
+    def test_returns_the_failure(self):
+        self.assertEqual(self.run_serve([], lambda: "node-1 exited with -9"), "node-1 exited with -9")
+
+    def test_service_context_manager(self):
+        class S(proc.Service):
+            events = []
+
+            def start(self):
+                self.events.append("start")
+
+            def stop(self):
+                self.events.append("stop")
+
+        with self.assertRaises(ZeroDivisionError):
+            with S():
+                1 / 0
+        self.assertEqual(S.events, ["start", "stop"])
+
+
 @unittest.skipUnless(shutil.which("redis-server"), "redis-server not installed")
 class Redis(unittest.TestCase):
     def test_start_and_restart_on_the_same_port(self):
