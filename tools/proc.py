@@ -2,8 +2,9 @@
 (tools/peers.py), the benchmark runner (tools/bench/procs.py) and the observability checks
 (stdlib only): free ports, the open-files limit, a throwaway redis-server, and the lifecycle
 of a server process — wait for its `listening …` line in its log and for an HTTP 200, fail
-early when it exits, stop it (signal, wait, SIGKILL) — and the command form of a launcher
-(one JSON line, then run until SIGTERM or a process dies).
+early when it exits, stop it (signal, wait, SIGKILL), watch its stdout for a `ready …` line
+— and the command form of a launcher (one JSON line, then run until SIGTERM or a process
+dies).
 """
 
 import json
@@ -11,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -184,3 +186,31 @@ def serve(info, state, stop, failure, poll=0.2):
     except KeyboardInterrupt:
         pass
     return None
+
+
+class ReadyLine:
+    """Reads a process's stdout (text or bytes) on a thread, keeping every line in `lines`,
+    and notes the first line that `pattern` (a compiled regex, matched at the start) matches —
+    a server's or the load generator's `ready …` line: `match`, `line`, `at`
+    (time.monotonic()) and `unix` (time.time()). `event` is set then, and also when stdout
+    closes without such a line (the process exited: `line` stays None)."""
+
+    def __init__(self, stream, pattern):
+        self.stream = stream
+        self.pattern = pattern
+        self.lines = []
+        self.match = self.line = self.at = self.unix = None
+        self.event = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for raw in self.stream:
+            line = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw).rstrip("\n")
+            self.lines.append(line)
+            m = self.pattern.match(line) if self.line is None else None
+            if m:
+                self.match, self.at, self.unix = m, time.monotonic(), time.time()
+                self.line = line
+                self.event.set()
+        self.event.set()

@@ -124,6 +124,34 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(proc.kill(p), -signal.SIGKILL)  # already gone: same code
 
 
+class ReadyLines(unittest.TestCase):
+    READY = re.compile(r"ready connections=(\d+) failed=(\d+)")
+
+    def watch(self, code, text):
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=text)
+        self.addCleanup(proc.kill, p)
+        self.addCleanup(p.stdout.close)
+        return p, proc.ReadyLine(p.stdout, self.READY)
+
+    def test_first_ready_line(self):
+        for text in (True, False):
+            p, r = self.watch("import time; print('hello'); print('ready connections=3 failed=1', flush=True);"
+                              "print('ready connections=9 failed=9', flush=True); time.sleep(0.2); print('bye')", text)
+            self.assertTrue(r.event.wait(10))
+            self.assertEqual(r.match.groups(), ("3", "1"))
+            self.assertEqual(r.line, "ready connections=3 failed=1")
+            self.assertIsNotNone(r.at)
+            p.wait()
+            r.thread.join(5)
+            self.assertEqual(r.lines, ["hello", "ready connections=3 failed=1", "ready connections=9 failed=9", "bye"])
+
+    def test_exit_without_ready_line_wakes_the_waiter(self):
+        p, r = self.watch("print('ready soon?')", True)
+        self.assertTrue(r.event.wait(10))
+        self.assertIsNone(r.line)
+        self.assertIsNone(r.match)
+
+
 class Serve(unittest.TestCase):
     def run_serve(self, stop, failure):
         import contextlib

@@ -13,7 +13,7 @@ import threading
 import time
 
 from .. import resp
-from ..proc import start_redis
+from ..proc import ReadyLine, start_redis
 
 _LIVE = []  # Popen objects started by this runner (each in its own session / process group)
 _LOCK = threading.Lock()
@@ -112,10 +112,7 @@ class Loadgen:
         self.json_path = json_path
         self.log_path = log_path
         self.proc = None
-        self.ready = None          # (connections, failed) once seen
-        self.ready_at = None       # time.monotonic() when the ready line arrived
-        self.stdout_lines = []
-        self._ready_evt = threading.Event()
+        self._out = None           # the ReadyLine reading its stdout
 
     def start(self):
         if os.path.exists(self.json_path):
@@ -125,23 +122,27 @@ class Loadgen:
         self._log.flush()
         self.started_at = time.monotonic()
         self.proc = spawn(self.cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._out = ReadyLine(self.proc.stdout, READY_RE)
         return self
 
-    def _read(self):
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            self.stdout_lines.append(line)
-            m = READY_RE.match(line)
-            if m and self.ready is None:
-                self.ready_at = time.monotonic()
-                self.ready = (int(m.group(1)), int(m.group(2)))
-                self._ready_evt.set()
-        self._ready_evt.set()  # exited without a ready line: wake the waiter
+    @property
+    def ready(self):
+        """(connections, failed) once the ready line was seen, else None."""
+        m = self._out.match if self._out else None
+        return (int(m.group(1)), int(m.group(2))) if m else None
+
+    @property
+    def ready_at(self):
+        """time.monotonic() when the ready line arrived."""
+        return self._out.at if self._out else None
+
+    @property
+    def stdout_lines(self):
+        return self._out.lines if self._out else []
 
     def wait_ready(self, timeout):
         """(connections, failed); raises when the loadgen exits or times out before `ready`."""
-        if not self._ready_evt.wait(timeout):
+        if not self._out.event.wait(timeout):
             raise RuntimeError(f"loadgen not ready after {timeout:.0f}s ({self.log_path})")
         if self.ready is None:
             self.proc.wait()

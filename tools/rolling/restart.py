@@ -36,12 +36,12 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
 from ..cluster import DEV_API_KEY, DEV_SECRET, Cluster
 from . import analyse, report
+from ..proc import ReadyLine
 from ..resp import command as redis_cmd
 from .sampler import Sampler, around, slowlog
 from .streams import stored_order
@@ -51,32 +51,33 @@ def log(msg):
     print(f"[rolling {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+READY = re.compile(r"ready ")
+
+
 class Loadgen:
     """The load generator process: stdout read on a thread (the `ready` line, the summary)."""
 
     def __init__(self, cmd, stderr_path):
-        self.lines = []
-        self.ready = threading.Event()
-        self.ready_line = None
-        self.ready_unix = None
         self.err = open(stderr_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.out = ReadyLine(self.proc.stdout, READY)
+        self.lines = self.out.lines
 
-    def _read(self):
-        for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            if line.startswith("ready ") and not self.ready.is_set():
-                self.ready_line, self.ready_unix = line, time.time()
-                self.ready.set()
+    @property
+    def ready_line(self):
+        return self.out.line
+
+    @property
+    def ready_unix(self):
+        return self.out.unix
 
     def wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.2):
+        while not self.out.event.wait(0.2):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 return None
+        if self.ready_line is None:  # stdout closed without it: the loadgen exited
+            return None
         fields = dict(kv.split("=", 1) for kv in self.ready_line.split()[1:] if "=" in kv)
         return {k: int(v) for k, v in fields.items()}
 
@@ -85,7 +86,7 @@ class Loadgen:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
-        self.reader.join(5)
+        self.out.thread.join(5)
         return code
 
     def stop(self):
