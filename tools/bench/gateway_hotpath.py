@@ -12,11 +12,12 @@ usage: python3 -m tools.bench.gateway_hotpath GATEWAY LOADGEN OUTDIR MODE [extra
 Writes OUTDIR/result.json (and the loadgen's JSON and logs)."""
 import json, os, re, signal, subprocess, sys, time
 
+from ..procstat import cpu_seconds as cpu, rss_bytes as rss
+
 GW, LG, OUT, MODE = sys.argv[1:5]
 EXTRA = sys.argv[5:]
 os.makedirs(OUT, exist_ok=True)
 SECRET = "dev-secret-change-me-0123456789abcdef"
-TCK = os.sysconf("SC_CLK_TCK")
 
 def start_gw():
     env = dict(os.environ, SWITCHBOARD_JWT_SECRET=SECRET, SWITCHBOARD_API_KEY="dev-api-key",
@@ -28,15 +29,6 @@ def start_gw():
     line = p.stdout.readline()
     m = re.search(r"public=(\S+) internal=(\S+)", line)
     return p, m.group(1), m.group(2)
-
-def rss(pid):
-    for l in open(f"/proc/{pid}/status"):
-        if l.startswith("VmRSS:"):
-            return int(l.split()[1]) * 1024
-
-def cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / TCK
 
 def lg(args, pub, api, name):
     cmd = ["nice", "-n", os.environ.get("PRIO", "-5"), LG, "--targets", pub, "--api", "http://" + api, "--api-key", "dev-api-key",
