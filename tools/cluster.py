@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A local Switchboard cluster for tests, load tests and benchmarks (standard library only).
 
 Starts one redis-server on a free port and N gateway nodes on port 0, reads each node's

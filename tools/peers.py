@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Start a 3-node cluster of one PEER server for the side-by-side benchmark (stdlib only).
 
 Peers (the servers are in loadtest/peers/, see its README.md; install them first with `make peers`):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run the k6 load-test scripts against a throwaway local cluster (standard library only).
 
 Starts Redis and NODES gateway nodes with tools/cluster.py (room history on, so rooms have

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Switchboard benchmark runner: workloads W1–W6 against local 3-node clusters (Redis on free
 ports), the same workloads behind the hot-path figures against a baseline binary (the
 "before" column), perf profiles of both, W1/W2 against the peers of loadtest/peers side by

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The measurements of crates/gateway/HOTPATH.md: one gateway node on the embedded backplane,
 the load generator on the same box, both at `nice -n $PRIO` (default -5).
 

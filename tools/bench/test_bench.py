@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Unit tests of the benchmark runner's analysis and report (no cluster, no load):
 /proc readers on this process, the W1 slope and per-socket kernel division, the W2
 pass/fail verdict and efficiency pick, the W2 room run (its loadgen command, sizes and

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Unit tests of the newer analysis and report code (no cluster, no load): the hot-path
 figures before → after with peers (hotpath.py), W6's per-shard analysis (w6.py), the perf
 report parser (perfprof.py), the baseline resolution (baseline.py), the batch linger and the

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Schemathesis against the server API: generated valid and invalid requests for every
 operation of docs/openapi.json, on live nodes (standard library + the schemathesis CLI).
 

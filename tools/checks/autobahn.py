@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """WebSocket conformance: the Autobahn TestSuite cases against the gateway's own WebSocket
 stack (`make check-autobahn`; standard library only, plus the `kosoku` command).
 

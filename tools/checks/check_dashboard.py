@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Structural checks of the Grafana dashboard and its provisioning (standard library only).
 
     python3 -m tools.checks.check_dashboard [grafana/dashboards/switchboard.json]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Generates k8s/base/prometheusrule.yaml from deploy/prometheus/alerts.yml, or checks it is current.
 
 The PrometheusRule (Prometheus Operator CRD) carries exactly the groups of the plain rules file:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The Redis examples of the Kubernetes docs work (make validate-deploy runs it).
 
     .venv/bin/python -m tools.checks.k8s_redis_examples

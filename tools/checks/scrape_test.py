@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A real Prometheus scrapes local 3-node clusters; the dashboard and the alerts are checked
 against what it stores (standard library only; needs `prometheus` and `redis-server`).
 

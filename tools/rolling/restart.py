@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Rolling-restart check: every node of a local cluster is drained (SIGTERM) and restarted in
 turn under load, and nothing may be lost.
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Soak: a 3-node cluster on one Redis under churning connections for ~10 minutes, with one
 Redis restart and one node SIGKILL in the middle; nothing acknowledged may be lost and the
 nodes' RSS and open fds must stay flat.

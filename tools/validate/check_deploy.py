@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Offline validation of the deployment artifacts (make validate-deploy runs it).
 
     .venv/bin/python -m tools.validate.check_deploy [--root DIR] [--only k8s,compose,...]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Shows that every check of check_deploy.py can fail (make validate-deploy-selftest).
 
     .venv/bin/python -m tools.validate.selftest
