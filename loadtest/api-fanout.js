@@ -24,8 +24,10 @@ import {
   apiUrl,
   envFloat,
   envInt,
-  newRunId,
+  maxDuration,
+  oncePerVu,
   slot,
+  startRun,
   target,
 } from './lib/config.js';
 import { mintToken } from './lib/jwt.js';
@@ -43,12 +45,12 @@ const PUBLISH_MS = (MESSAGES / PUBLISH_RATE) * 1000;
 if (SUBSCRIBERS < 1 || ROOMS < 1 || MESSAGES < 1 || PUBLISH_RATE <= 0 || PUBLISHERS < 1) {
   throw new Error('SUBSCRIBERS, ROOMS, MESSAGES, PUBLISH_RATE and PUBLISHERS must be positive');
 }
-const MAX_DURATION = `${Math.ceil((SETTLE_MS + PUBLISH_MS + DRAIN_MS) / 1000) + 30}s`;
+const MAX_DURATION = maxDuration(PUBLISH_MS);
 
 export const options = {
   scenarios: {
-    subscribers: { executor: 'per-vu-iterations', vus: SUBSCRIBERS, iterations: 1, maxDuration: MAX_DURATION, exec: 'subscriber' },
-    publishers: { executor: 'per-vu-iterations', vus: PUBLISHERS, iterations: 1, maxDuration: MAX_DURATION, exec: 'publisher' },
+    subscribers: oncePerVu(SUBSCRIBERS, MAX_DURATION, 'subscriber'),
+    publishers: oncePerVu(PUBLISHERS, MAX_DURATION, 'publisher'),
   },
   thresholds: Object.assign(deliveryThresholds(SUBSCRIBERS), {
     api_ok: ['rate==1'],
@@ -80,17 +82,17 @@ function plan(run, k) {
 }
 
 export function setup() {
-  const run = newRunId();
-  let expected = 0;
-  for (let k = 0; k < MESSAGES; k++) {
-    const p = plan(run, k);
-    for (let j = 0; j < SUBSCRIBERS; j++) if (p.to(j)) expected++;
-  }
-  console.log(
-    `api-fanout run ${run}: ${SUBSCRIBERS} subscribers in ${ROOMS} rooms over ${TARGETS.length} nodes, ` +
-      `${MESSAGES} API calls at ${PUBLISH_RATE}/s through ${API_URLS.length} APIs → ${expected} deliveries expected`,
-  );
-  return { run, t0: Date.now() + SETTLE_MS };
+  return startRun((run) => {
+    let expected = 0;
+    for (let k = 0; k < MESSAGES; k++) {
+      const p = plan(run, k);
+      for (let j = 0; j < SUBSCRIBERS; j++) if (p.to(j)) expected++;
+    }
+    return (
+      `api-fanout run ${run}: ${SUBSCRIBERS} subscribers in ${ROOMS} rooms over ${TARGETS.length} nodes, ` +
+      `${MESSAGES} API calls at ${PUBLISH_RATE}/s through ${API_URLS.length} APIs → ${expected} deliveries expected`
+    );
+  });
 }
 
 export async function subscriber(data) {

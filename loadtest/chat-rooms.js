@@ -21,8 +21,10 @@ import {
   TREND_STATS,
   envFloat,
   envInt,
-  newRunId,
+  maxDuration,
+  oncePerVu,
   slot,
+  startRun,
   target,
 } from './lib/config.js';
 import { mintToken } from './lib/jwt.js';
@@ -47,12 +49,7 @@ const lateSubscribes = new Counter('late_subscribes');
 
 export const options = {
   scenarios: {
-    chat: {
-      executor: 'per-vu-iterations',
-      vus: USERS,
-      iterations: 1,
-      maxDuration: `${Math.ceil((SETTLE_MS + PUBLISH_MS + DRAIN_MS) / 1000) + 30}s`,
-    },
+    chat: oncePerVu(USERS, maxDuration(PUBLISH_MS)),
   },
   thresholds: Object.assign(deliveryThresholds(USERS), {
     publish_ok: ['rate==1'],
@@ -63,12 +60,11 @@ export const options = {
 };
 
 export function setup() {
-  const run = newRunId();
-  console.log(
-    `chat-rooms run ${run}: ${ROOMS} rooms × ${ROOM_SIZE} users over ${TARGETS.length} nodes, ` +
+  return startRun(
+    (run) =>
+      `chat-rooms run ${run}: ${ROOMS} rooms × ${ROOM_SIZE} users over ${TARGETS.length} nodes, ` +
       `${MESSAGES} messages each at ${MSG_RATE}/s → ${USERS * ROOM_SIZE * MESSAGES} deliveries expected`,
   );
-  return { run, t0: Date.now() + SETTLE_MS };
 }
 
 const userId = (run, i) => `chat-${run}-${i}`;

@@ -24,8 +24,10 @@ import {
   envBool,
   envFloat,
   envInt,
-  newRunId,
+  maxDuration,
+  oncePerVu,
   slot,
+  startRun,
   target,
 } from './lib/config.js';
 import { mintToken } from './lib/jwt.js';
@@ -47,12 +49,7 @@ const crossNode = new Rate('dm_cross_node');
 
 export const options = {
   scenarios: {
-    dm: {
-      executor: 'per-vu-iterations',
-      vus: USERS,
-      iterations: 1,
-      maxDuration: `${Math.ceil((SETTLE_MS + PUBLISH_MS + DRAIN_MS) / 1000) + 30}s`,
-    },
+    dm: oncePerVu(USERS, maxDuration(PUBLISH_MS)),
   },
   thresholds: Object.assign(deliveryThresholds(USERS), {
     publish_ok: ['rate==1'],
@@ -62,12 +59,11 @@ export const options = {
 };
 
 export function setup() {
-  const run = newRunId();
-  console.log(
-    `direct-messages run ${run}: ${PAIRS} pairs over ${TARGETS.length} nodes, ${MESSAGES} messages ` +
+  return startRun(
+    (run) =>
+      `direct-messages run ${run}: ${PAIRS} pairs over ${TARGETS.length} nodes, ${MESSAGES} messages ` +
       `each way at ${MSG_RATE}/s → ${USERS * MESSAGES} deliveries expected`,
   );
-  return { run, t0: Date.now() + SETTLE_MS };
 }
 
 export default async function (data) {

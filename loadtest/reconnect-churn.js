@@ -30,8 +30,10 @@ import {
   apiUrl,
   envFloat,
   envInt,
-  newRunId,
+  maxDuration,
+  oncePerVu,
   slot,
+  startRun,
   target,
 } from './lib/config.js';
 import { mintToken } from './lib/jwt.js';
@@ -50,7 +52,7 @@ const PUBLISH_MS = (TOTAL / PUBLISH_RATE) * 1000;
 if (USERS < 1 || PER_USER < 1 || PUBLISH_RATE <= 0 || CHURN_MAX_MS < CHURN_MIN_MS) {
   throw new Error('USERS, PER_USER, PUBLISH_RATE must be positive and CHURN_MAX_MS >= CHURN_MIN_MS');
 }
-const MAX_DURATION = `${Math.ceil((SETTLE_MS + PUBLISH_MS + DRAIN_MS + CHURN_MAX_MS + OFFLINE_MS) / 1000) + 30}s`;
+const MAX_DURATION = maxDuration(PUBLISH_MS + CHURN_MAX_MS + OFFLINE_MS);
 
 const reconnects = new Counter('reconnects');
 const reconnectFailures = new Counter('reconnect_failures');
@@ -59,8 +61,8 @@ const replayed = new Counter('replayed_deliveries');
 
 export const options = {
   scenarios: {
-    users: { executor: 'per-vu-iterations', vus: USERS, iterations: 1, maxDuration: MAX_DURATION, exec: 'user' },
-    publisher: { executor: 'per-vu-iterations', vus: 1, iterations: 1, maxDuration: MAX_DURATION, exec: 'publisher' },
+    users: oncePerVu(USERS, MAX_DURATION, 'user'),
+    publisher: oncePerVu(1, MAX_DURATION, 'publisher'),
   },
   thresholds: Object.assign(deliveryThresholds(USERS), {
     // A replayed message waited out the user's offline time: the latency limits allow for it.
@@ -76,12 +78,11 @@ export const options = {
 };
 
 export function setup() {
-  const run = newRunId();
-  console.log(
-    `reconnect-churn run ${run}: ${USERS} users over ${TARGETS.length} nodes, ${PER_USER} messages each ` +
+  return startRun(
+    (run) =>
+      `reconnect-churn run ${run}: ${USERS} users over ${TARGETS.length} nodes, ${PER_USER} messages each ` +
       `at ${PUBLISH_RATE}/s through ${API_URLS.length} APIs (${(PUBLISH_MS / 1000).toFixed(1)} s) → ${TOTAL} deliveries expected`,
   );
-  return { run, t0: Date.now() + SETTLE_MS };
 }
 
 const userOf = (run, i) => `churn-${run}-${i}`;

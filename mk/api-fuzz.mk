@@ -1,5 +1,5 @@
 # The server API's OpenAPI document (docs/openapi.json): validated with openapi-spec-validator
-# and fuzzed with Schemathesis (deploy/checks/api_fuzz.py) against a live node on the embedded
+# and fuzzed with Schemathesis (tools/checks/api_fuzz.py) against a live node on the embedded
 # backplane and one on Redis. The route table ↔ document test is a cargo test
 # (api::routes::tests, in `cargo test`). `make api-fuzz` is the longer run before a release;
 # API_FUZZ_URL + API_FUZZ_API_KEY point it at a running (staging) node instead.
@@ -10,9 +10,9 @@ API_FUZZ_LONG_EXAMPLES ?= 500
 API_FUZZ_URL ?=
 API_FUZZ_API_KEY ?=
 API_FUZZ_SEED ?=
-# The channel namespaces the fuzzer may use (deploy/checks/api_fuzz_hooks.py); default user,room.
+# The channel namespaces the fuzzer may use (tools/checks/api_fuzz_hooks.py); default user,room.
 export API_FUZZ_NAMESPACES
-API_FUZZ = $(VENV_BIN)/python deploy/checks/api_fuzz.py --schemathesis $(VENV_BIN)/schemathesis \
+API_FUZZ = $(VENV_BIN)/python -m tools.checks.api_fuzz --schemathesis $(VENV_BIN)/schemathesis \
 	$(if $(API_FUZZ_SEED),--seed $(API_FUZZ_SEED))
 
 .PHONY: check-openapi

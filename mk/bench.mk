@@ -6,12 +6,12 @@
 #                       a BENCH_BASELINE revision adds ≈ 5 min once
 #   BENCH_BASELINE=X    the "before" gateway: a binary path, a git revision (built once with
 #                       `git archive` into target/bench-baseline/<rev>/ by
-#                       loadtest/bench/build-baseline.sh, no worktree), or none.
+#                       tools/bench/build-baseline.sh, no worktree), or none.
 #                       Default: 5fa1693, the revision before the hot-path and Redis Cluster work.
 #   BENCH_PEERS=a,b     peers to run (socketio,ws,sockudo; none). Sockudo runs when its cached
 #                       build exists (`make peers-sockudo` builds it; make bench does not).
-#   BENCH_ONLY=W2,W6    only these workloads (bench.py --only)
-BENCH_PY := python3 loadtest/bench/bench.py
+#   BENCH_ONLY=W2,W6    only these workloads (python3 -m tools.bench --only)
+BENCH_PY := python3 -m tools.bench
 BENCH_BASELINE ?= 5fa1693
 BENCH_ONLY ?=
 BENCH_CMD = $(if $(filter-out 0,$(BENCH_QUICK)),BENCH_QUICK=$(BENCH_QUICK) )make bench$(if $(filter-out 5fa1693,$(BENCH_BASELINE)), BENCH_BASELINE=$(BENCH_BASELINE))$(if $(BENCH_ONLY), BENCH_ONLY=$(BENCH_ONLY))
@@ -23,7 +23,7 @@ bench-build: deps ## Build the release gateway and load generator for the benchm
 .PHONY: bench-baseline
 bench-baseline: ## Build the baseline gateway of BENCH_BASELINE (a git revision) without a worktree; prints its path
 	@case "$(BENCH_BASELINE)" in none|*/*) echo "BENCH_BASELINE=$(BENCH_BASELINE) is not a revision";; \
-	*) CARGO=$(CARGO) loadtest/bench/build-baseline.sh $(BENCH_BASELINE);; esac
+	*) CARGO=$(CARGO) tools/bench/build-baseline.sh $(BENCH_BASELINE);; esac
 
 .PHONY: bench
 bench: bench-build ## Run the benchmarks W1–W6 before → after (BENCH_BASELINE), peers side by side, profiles; write BENCHMARKS.md (BENCH_QUICK=1: ≈ 6 min)
@@ -37,6 +37,6 @@ bench-quick: ## The benchmarks with small sizes (≈ 6 min, for development) →
 
 .PHONY: bench-selftest
 bench-selftest: ## Unit tests of the benchmark runner's analysis and report (no load, < 1 s)
-	python3 loadtest/bench/test_bench.py
+	PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s tools/bench -t .
 
-TEST_TARGETS += bench-selftest
+# make test runs these through test-tools (mk/tools.mk).

@@ -1,6 +1,6 @@
 # Deployment artifacts (deploy/Dockerfile, deploy/docker-compose.yml, deploy/nginx, k8s/):
 # offline validation. Docker and a cluster are not needed; see deploy/README.md, k8s/README.md.
-DEPLOY_VALIDATE := deploy/validate
+DEPLOY_VALIDATE := tools/validate
 OVERLAY ?= dev
 
 .PHONY: validate-deploy-deps
@@ -18,12 +18,12 @@ validate-deploy-deps: venv ## Install what validate-deploy uses (nginx, promtool
 
 .PHONY: validate-deploy
 validate-deploy: validate-deploy-deps ## Validate the k8s overlays (render, Kubernetes + CRD schemas, cross-object rules), compose, nginx, Prometheus config, Dockerfile, the k8s docs' Redis examples
-	$(VENV_BIN)/python $(DEPLOY_VALIDATE)/check_deploy.py --out target/deploy-validate
-	$(VENV_BIN)/python deploy/checks/k8s_redis_examples.py
+	$(VENV_BIN)/python -m tools.validate.check_deploy --out target/deploy-validate
+	$(VENV_BIN)/python -m tools.checks.k8s_redis_examples
 
 .PHONY: validate-deploy-selftest
 validate-deploy-selftest: validate-deploy-deps ## Break one field at a time in a copy of the deploy files and check that validate-deploy catches each
-	$(VENV_BIN)/python $(DEPLOY_VALIDATE)/selftest.py
+	$(VENV_BIN)/python -m tools.validate.selftest
 
 .PHONY: render-manifests
 render-manifests: validate-deploy-deps ## Print the rendered k8s overlay OVERLAY=dev|prod (kustomize build, = kubectl kustomize k8s/overlays/$(OVERLAY))

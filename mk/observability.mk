@@ -1,7 +1,7 @@
 # Observability: the alert rules (deploy/prometheus/), the PrometheusRule generated from them
 # (k8s/base/prometheusrule.yaml), the Grafana dashboard (grafana/) and a real Prometheus
 # scraping a local 3-node cluster, on one Redis and on a Redis Cluster. The scripts are in
-# deploy/checks/.
+# tools/checks/.
 
 .PHONY: prometheus-deps
 prometheus-deps: ## Install prometheus and promtool (Debian package) when missing
@@ -12,15 +12,15 @@ prometheus-deps: ## Install prometheus and promtool (Debian package) when missin
 
 .PHONY: prometheusrule
 prometheusrule: ## Regenerate k8s/base/prometheusrule.yaml from deploy/prometheus/alerts.yml
-	python3 deploy/checks/gen_prometheusrule.py --write
+	python3 -m tools.checks.gen_prometheusrule --write
 
 .PHONY: check-observability
 check-observability: deps prometheus-deps venv ## Alert rules (promtool check + unit tests), PrometheusRule in sync, dashboard checks, a real Prometheus scraping 3 nodes on one Redis and on a Redis Cluster
 	promtool check rules deploy/prometheus/alerts.yml
 	promtool test rules deploy/prometheus/alerts.test.yml
-	$(VENV_BIN)/python deploy/checks/gen_prometheusrule.py --check
-	python3 deploy/checks/check_dashboard.py
+	$(VENV_BIN)/python -m tools.checks.gen_prometheusrule --check
+	python3 -m tools.checks.check_dashboard
 	$(CARGO) build --locked -p switchboard-gateway
-	python3 deploy/checks/scrape_test.py --binary target/debug/switchboard
+	python3 -m tools.checks.scrape_test --binary target/debug/switchboard
 
 TEST_TARGETS += check-observability

@@ -1,10 +1,10 @@
-# Rolling restart under load (deploy/rolling-restart.py): every node of a local cluster is
+# Rolling restart under load (tools/rolling/, python3 -m tools.rolling): every node of a local cluster is
 # drained with SIGTERM and restarted in turn while switchboard-loadgen runs direct messages
 # over WebSockets with --reconnect. Fails on any lost or duplicated message, a delivery out
 # of offset order, a resume answered recovered:false, any close 1006, a drain that does not
 # exit 0, a burst of reconnects (a second above 2x the even spread) or no full recovery.
 # Report: target/artifacts/rolling-restart*.json (+ .loadgen.json, -logs/ with node logs).
-ROLLING := python3 deploy/rolling-restart.py
+ROLLING := python3 -m tools.rolling
 ROLLING_ARGS ?=
 
 .PHONY: rolling-restart
@@ -16,7 +16,7 @@ rolling-restart: deps ## Rolling restart under load, release builds: 3 nodes, 2,
 
 .PHONY: rolling-restart-short
 rolling-restart-short: deps ## Rolling restart, short form for make test (debug builds): 3 nodes, 400 connections, 400 msg/s, drain 5 s
-	PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s deploy/rolling -p 'test_*.py'
+	PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s tools/rolling -t .
 	$(CARGO) build --locked -p switchboard-gateway -p switchboard-loadgen
 	$(ROLLING) --binary target/debug/switchboard --loadgen target/debug/switchboard-loadgen \
 		--nodes 3 --pairs 200 --rate 400 --drain-seconds 5 --pause-seconds 2 \

@@ -100,3 +100,25 @@ export function newRunId() {
 }
 
 export const TREND_STATS = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'];
+
+// The longest a run may take whose sending lasts sendMs (plus anything the script adds, e.g.
+// reconnect-churn's offline time): SETTLE_MS + sendMs + DRAIN_MS + 30 s, as a k6 duration.
+export function maxDuration(sendMs) {
+  return `${Math.ceil((SETTLE_MS + sendMs + DRAIN_MS) / 1000) + 30}s`;
+}
+
+// A scenario of `vus` VUs that run their function once each (one VU = one user; slot()
+// numbers them), for at most `duration`; `exec` names the exported function (default: default).
+export function oncePerVu(vus, duration, exec) {
+  const s = { executor: 'per-vu-iterations', vus, iterations: 1, maxDuration: duration };
+  if (exec) s.exec = exec;
+  return s;
+}
+
+// setup() of the delivery scripts: a new run id, the line `describe(run)` says about the run,
+// and t0, the moment sending starts (now + SETTLE_MS), for every VU.
+export function startRun(describe) {
+  const run = newRunId();
+  console.log(describe(run));
+  return { run, t0: Date.now() + SETTLE_MS };
+}

@@ -4,7 +4,7 @@
 //   node loadtest/peers/check-peers.mjs [socketio] [socketio-sharded] [ws] [sockudo] [--redis-port P] [--nodes 3]
 //   (default: all three; `make peers-check`)
 //
-// For each peer it starts a cluster with run-peer.py (one private Redis unless --redis-port),
+// For each peer it starts a cluster with `python3 -m tools.peers` (one private Redis unless --redis-port),
 // connects one user to each node i, publishes MSGS messages to each user through the HTTP API of
 // node i+1 (so every message crosses nodes through Redis), and checks that every user got
 // exactly its own messages, in order, and nothing else; also that a bad publish is refused.
@@ -17,6 +17,7 @@ import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, "..", "..");
 const MSGS = 5;
 const TIMEOUT_MS = 10_000;
 const argv = process.argv.slice(2);
@@ -34,13 +35,14 @@ function check(name, ok, detail = "") {
 }
 
 function startPeer(peer) {
-    const args = [path.join(HERE, "run-peer.py"), peer, "--nodes", String(nodes)];
+    const args = ["-m", "tools.peers", peer, "--nodes", String(nodes)];
     if (redisPort) args.push("--redis-port", redisPort);
-    const proc = spawn("python3", args, { stdio: ["ignore", "pipe", "inherit"] });
+    // tools/ is a package at the repository root: run it from there.
+    const proc = spawn("python3", args, { stdio: ["ignore", "pipe", "inherit"], cwd: ROOT });
     return new Promise((resolve, reject) => {
         const rl = createInterface({ input: proc.stdout });
         rl.once("line", (line) => resolve({ proc, info: JSON.parse(line) }));
-        proc.once("exit", (code) => reject(new Error(`run-peer.py ${peer} exited with ${code}`)));
+        proc.once("exit", (code) => reject(new Error(`tools.peers ${peer} exited with ${code}`)));
     });
 }
 
@@ -176,7 +178,7 @@ async function checkPeer(peer) {
     } finally {
         for (const ws of sockets) ws.close(1000);
         const code = await stopPeer(proc);
-        check(`${peer}: run-peer.py stops cleanly on SIGTERM`, code === 0, `exit ${code}`);
+        check(`${peer}: tools.peers stops cleanly on SIGTERM`, code === 0, `exit ${code}`);
     }
 }
 

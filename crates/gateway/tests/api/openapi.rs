@@ -1,5 +1,5 @@
 //! `GET /v1/openapi.json` (docs/openapi.json, served without the API key), `Allow` on 405,
-//! and the regressions Schemathesis found (deploy/checks/api_fuzz.py, `make api-fuzz`).
+//! and the regressions Schemathesis found (tools/checks/api_fuzz.py, `make api-fuzz`).
 
 use super::*;
 

@@ -1,7 +1,7 @@
 //! A throwaway Redis Cluster on free loopback ports, for tests (never 6379 or 7001…).
 //!
 //! [`RedisCluster::start`] runs `deploy/redis-cluster.sh start … --watch-stdin` (the same
-//! launcher as `make cluster REDIS=cluster` and `deploy/cluster.py`): 3 primaries with one
+//! launcher as `make cluster REDIS=cluster` and `tools/cluster.py`): 3 primaries with one
 //! replica each, no persistence, `cluster-node-timeout` 2000 ms. The launcher stays alive
 //! holding the nodes as its children and stops them all when its stdin closes, so no node
 //! outlives the test process, whether the test passes, panics or the process is killed.

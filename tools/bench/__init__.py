@@ -1,0 +1,1 @@
+"""The benchmark runner (`python3 -m tools.bench`, `make bench`)."""

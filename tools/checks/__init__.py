@@ -1,0 +1,1 @@
+"""Checks run by `make test`: Autobahn, API fuzzing, observability (promtool, dashboard, scrape)."""

@@ -1,0 +1,1 @@
+"""Rolling restart under load (`python3 -m tools.rolling`, `make rolling-restart`)."""

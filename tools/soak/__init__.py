@@ -1,0 +1,1 @@
+"""The soak (`python3 -m tools.soak`, `make soak`)."""
