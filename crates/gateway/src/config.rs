@@ -7,6 +7,8 @@
 //! - this file: [`ServeArgs`] (the raw flags/env, every one optional), [`Config`] (the checked
 //!   result) and [`ConfigErrors`] (every problem at once, one per line).
 //! - `config/build.rs`: merges the sources and checks every value.
+//! - `config/loader.rs`: where each raw value comes from, and the typed getters.
+//! - `config/jwt.rs`: the token verification settings, checked together.
 //! - `config/file.rs`: reads the TOML file.
 //! - `config/routes.rs`: RPC routes (`[[routes]]` tables, `--rpc-route`), checked into
 //!   [`RouteConfig`]s that `crate::rpc` compiles at startup.
@@ -28,6 +30,8 @@ use crate::auth::Authenticator;
 mod args;
 mod build;
 mod file;
+mod jwt;
+mod loader;
 mod routes;
 #[cfg(test)]
 mod tests;
