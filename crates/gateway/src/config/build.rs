@@ -153,7 +153,7 @@ pub(super) fn build(
     }
     routes::check_names(&located, &mut l.errors);
     let tls = l.tls();
-    let routes = located.into_iter().map(|(_, route)| route).collect();
+    let routes = located.into_iter().filter_map(|r| r.route).collect();
 
     let Loader {
         errors, warnings, ..
