@@ -1,7 +1,6 @@
 //! Merges flags/env (already merged by clap), the TOML file and the defaults, checks every
 //! value and collects every problem before giving up.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use switchboard_router::HistoryPolicies;
@@ -10,7 +9,7 @@ use super::file::{self, FileSettings};
 use super::loader::{label, Loader, Origin};
 use super::routes;
 use super::values;
-use super::{cli_value, Config, ConfigErrors, LogFormat, ServeArgs};
+use super::{cli_value, Config, ConfigErrors, ServeArgs};
 
 /// Builds the config; `errors` may already hold problems (an unreadable file).
 pub(super) fn build(
@@ -33,8 +32,8 @@ pub(super) fn build(
         warnings: Vec::new(),
     };
 
-    let listen = l.get("listen", default_addr(8080), values::socket_addr);
-    let admin_listen = l.get("admin_listen", default_addr(9090), values::socket_addr);
+    let listen = l.get("listen", values::socket_addr);
+    let admin_listen = l.get("admin_listen", values::socket_addr);
     if listen.port() != 0
         && listen.port() == admin_listen.port()
         && (listen.ip() == admin_listen.ip()
@@ -46,17 +45,11 @@ pub(super) fn build(
         ));
     }
     let redis_url = l.opt("redis_url", values::redis_url);
-    let redis_prefix = l.get("redis_prefix", "sb:".to_owned(), values::redis_prefix);
-    let redis_timeout = Duration::from_millis(l.int("redis_timeout_ms", 2000, 100, 60_000));
-    let probe_interval = Duration::from_millis(l.int("probe_interval_ms", 1000, 100, 10_000));
-    let redis_replica_acks = l
-        .opt("redis_replica_acks", values::replica_acks)
-        .unwrap_or(None);
-    let events_stream = l.get(
-        "events_stream",
-        "switchboard:events".to_owned(),
-        values::redis_key,
-    );
+    let redis_prefix = l.get("redis_prefix", values::redis_prefix);
+    let redis_timeout = Duration::from_millis(l.int("redis_timeout_ms"));
+    let probe_interval = Duration::from_millis(l.int("probe_interval_ms"));
+    let redis_replica_acks = l.get("redis_replica_acks", values::replica_acks);
+    let events_stream = l.get("events_stream", values::redis_key);
     let node_id = l
         .opt("node_id", values::node_id)
         .unwrap_or_else(values::default_node_id);
@@ -78,40 +71,38 @@ pub(super) fn build(
             .push("--allowed-origins \"*\": any web page may open connections".into());
     }
 
-    let drain = Duration::from_secs(l.int("drain_seconds", 10, 0, 3600));
-    let lease = Duration::from_secs(l.int("lease_seconds", 10, 2, 300));
-    let max_message_bytes = l.int("max_message_bytes", 65536, 16, 64 << 20);
-    let heartbeat_ms = l.int("heartbeat_ms", 25_000, 1000, 600_000);
-    let handshake_timeout =
-        Duration::from_millis(l.int("handshake_timeout_ms", 10_000, 100, 600_000));
-    let idle_timeout_ms = l.int("idle_timeout_ms", 0, 0, 3_600_000);
+    let drain = Duration::from_secs(l.int("drain_seconds"));
+    let lease = Duration::from_secs(l.int("lease_seconds"));
+    let max_message_bytes = l.int("max_message_bytes");
+    let heartbeat_ms = l.int("heartbeat_ms");
+    let handshake_timeout = Duration::from_millis(l.int("handshake_timeout_ms"));
+    let idle_timeout_ms = l.int("idle_timeout_ms");
     if idle_timeout_ms != 0 && idle_timeout_ms < heartbeat_ms {
         l.errors.push(format!(
             "--idle-timeout-ms {idle_timeout_ms} is shorter than --heartbeat-ms {heartbeat_ms} \
              (use 0 for 2 × heartbeat)"
         ));
     }
-    let max_connections = l.int("max_connections", 100_000, 1, 10_000_000);
-    let max_connections_per_user = l.int("max_connections_per_user", 64, 0, 1_000_000);
-    let max_subscriptions = l.int("max_subscriptions", 256, 1, 100_000);
-    let outbound_queue_frames = l.int("outbound_queue_frames", 1024, 1, 1_000_000);
-    let outbound_queue_bytes = l.int("outbound_queue_bytes", 4 << 20, 16, 1 << 30);
+    let max_connections = l.int("max_connections");
+    let max_connections_per_user = l.int("max_connections_per_user");
+    let max_subscriptions = l.int("max_subscriptions");
+    let outbound_queue_frames = l.int("outbound_queue_frames");
+    let outbound_queue_bytes = l.int("outbound_queue_bytes");
     if outbound_queue_bytes < max_message_bytes {
         l.errors.push(format!(
             "--outbound-queue-bytes {outbound_queue_bytes} is smaller than --max-message-bytes \
              {max_message_bytes}"
         ));
     }
-    let rate_limit = l.int("rate_limit", 100, 0, 1_000_000);
-    let rate_limit_burst = l.int("rate_limit_burst", 200, 0, 10_000_000);
+    let rate_limit = l.int("rate_limit");
+    let rate_limit_burst = l.int("rate_limit_burst");
     if rate_limit > 0 && rate_limit_burst == 0 {
         l.errors
             .push("--rate-limit-burst must be at least 1 when --rate-limit is on".into());
     }
-    let bad_frame_limit = l.int("bad_frame_limit", 10, 1, 100_000);
-    let bad_frame_window = Duration::from_secs(l.int("bad_frame_window_seconds", 60, 1, 3600));
-    let idempotency_window =
-        Duration::from_secs(l.int("idempotency_window_seconds", 300, 1, 86_400));
+    let bad_frame_limit = l.int("bad_frame_limit");
+    let bad_frame_window = Duration::from_secs(l.int("bad_frame_window_seconds"));
+    let idempotency_window = Duration::from_secs(l.int("idempotency_window_seconds"));
 
     let history_rules =
         match cli_value(l.args, "history").filter(|v| v.iter().any(|i| !i.trim().is_empty())) {
@@ -135,17 +126,17 @@ pub(super) fn build(
             "presence_namespaces: {ns:?} is not one of the configured --namespaces"
         ));
     }
-    let log_format = l.get("log_format", LogFormat::Text, values::log_format);
-    let log_level = l.get("log_level", "info".to_owned(), values::log_level);
-    let demo = l.get("demo", false, values::bool);
-    let dev_echo = l.get("dev_echo", false, values::bool);
+    let log_format = l.get("log_format", values::log_format);
+    let log_level = l.get("log_level", values::log_level);
+    let demo = l.get("demo", values::bool);
+    let dev_echo = l.get("dev_echo", values::bool);
     if dev_echo {
         l.warnings.push(
             "--dev-echo: GET /echo accepts WebSockets without a token (development only)".into(),
         );
     }
-    let rpc_max_inflight = l.int("rpc_max_inflight", 16, 1, 10_000);
-    let worker_threads = l.int("worker_threads", 0, 0, 1024);
+    let rpc_max_inflight = l.int("rpc_max_inflight");
+    let worker_threads = l.int("worker_threads");
     let mut located = std::mem::take(&mut l.file.routes);
     if let Some(items) = cli_value(l.args, "rpc_route") {
         let label = "--rpc-route / SWITCHBOARD_RPC_ROUTES";
@@ -210,10 +201,6 @@ pub(super) fn build(
     })
 }
 
-fn default_addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], port))
-}
-
 // Values were range-checked against bounds below u32::MAX.
 fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
@@ -229,8 +216,8 @@ impl Loader<'_> {
     fn tls(&mut self) -> Option<crate::tls::TlsFiles> {
         let cert = self.trimmed("tls_cert");
         let key = self.trimmed("tls_key");
-        let admin = self.get("admin_tls", false, values::bool);
-        let reload_ms = self.int("tls_reload_interval_ms", 5000, 100, 3_600_000);
+        let admin = self.get("admin_tls", values::bool);
+        let reload_ms = self.int("tls_reload_interval_ms");
         let (cert, key) = match (cert, key) {
             (Some(cert), Some(key)) => (cert, key),
             (None, None) => {

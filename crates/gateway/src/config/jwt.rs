@@ -34,11 +34,10 @@ impl Loader<'_> {
         let issuer = self.trimmed("jwt_issuer");
         let jwks_url = self.trimmed("jwt_jwks_url");
         let jwks_policy = JwksPolicy {
-            min: Duration::from_secs(self.int("jwt_jwks_min_refresh_seconds", 60, 1, 3600)),
-            max: Duration::from_secs(self.int("jwt_jwks_max_refresh_seconds", 86_400, 1, 604_800)),
+            min: Duration::from_secs(self.int("jwt_jwks_min_refresh_seconds")),
+            max: Duration::from_secs(self.int("jwt_jwks_max_refresh_seconds")),
         };
-        let allow_start_without_keys =
-            self.get("jwt_jwks_allow_start_without_keys", false, values::bool);
+        let allow_start_without_keys = self.get("jwt_jwks_allow_start_without_keys", values::bool);
         if algorithm_set && algorithm.is_none() {
             // Already reported.
             return None;

@@ -2,8 +2,9 @@
 //! record every bad value instead of stopping at the first.
 
 use super::file::FileSettings;
+use super::settings::Kind;
 use super::values;
-use super::{cli_value, ServeArgs};
+use super::{cli_value, declared, ServeArgs};
 
 #[derive(Clone, Copy)]
 pub(super) enum Origin {
@@ -14,11 +15,10 @@ pub(super) enum Origin {
 /// Where a value came from, for messages: `--listen / SWITCHBOARD_LISTEN` or `<file>: listen`.
 pub(super) fn label(key: &str, origin: Origin, file_label: &str) -> String {
     match origin {
-        Origin::Cli => format!(
-            "--{} / SWITCHBOARD_{}",
-            key.replace('_', "-"),
-            key.to_ascii_uppercase()
-        ),
+        Origin::Cli => {
+            let setting = declared(key);
+            format!("{} / {}", setting.flag, setting.env)
+        }
         Origin::File => format!("{file_label}: {key}"),
     }
 }
@@ -73,17 +73,28 @@ impl Loader<'_> {
         }
     }
 
+    /// The parsed value of `key`, or its declared default.
     pub(super) fn get<T>(
         &mut self,
         key: &'static str,
-        default: T,
-        parse: impl FnOnce(&str) -> Result<T, String>,
+        parse: impl Fn(&str) -> Result<T, String>,
     ) -> T {
-        self.opt(key, parse).unwrap_or(default)
+        match self.opt(key, &parse) {
+            Some(value) => value,
+            None => {
+                let default = declared(key).default_value();
+                let default = default.unwrap_or_else(|| panic!("{key} has no default"));
+                parse(&default).unwrap_or_else(|e| panic!("{key}: bad default: {e}"))
+            }
+        }
     }
 
-    pub(super) fn int(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> u64 {
-        self.get(key, default, |s| values::int(s, min, max))
+    /// A whole number in the declared range, or the declared default.
+    pub(super) fn int(&mut self, key: &'static str) -> u64 {
+        let Kind::Int { min, max, .. } = declared(key).kind else {
+            panic!("{key} is not declared as a whole number");
+        };
+        self.get(key, |s| values::int(s, min, max))
     }
 
     pub(super) fn list<T>(

@@ -7,6 +7,7 @@ use switchboard_router::HistoryPolicy;
 
 use super::*;
 
+mod declarations;
 mod jwt;
 
 const SECRET: &str = "config-test-secret-0123456789abcdef";
@@ -299,38 +300,38 @@ fn ranges_and_cross_checks() {
 #[test]
 fn every_setting_is_a_flag_and_env_var() {
     let cmd = ServeArgs::augment_args(clap::Command::new("switchboard"));
-    for key in SCALAR_KEYS
-        .iter()
-        .chain(LIST_KEYS)
-        .chain(&["history", "config"])
-    {
+    for setting in SETTINGS {
+        let key = setting.key;
         let long = key.replace('_', "-");
+        // `--rpc-route` is repeatable; its variable holds many routes, hence the plural.
+        let long = if key == "rpc_route" {
+            "rpc-route".to_owned()
+        } else {
+            long
+        };
+        let env = match key {
+            "rpc_route" => "SWITCHBOARD_RPC_ROUTES".to_owned(),
+            _ => format!("SWITCHBOARD_{}", key.to_ascii_uppercase()),
+        };
+        assert_eq!(setting.flag, format!("--{long}"));
+        assert_eq!(setting.env, env);
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()))
             .unwrap_or_else(|| panic!("no --{long}"));
-        let env = format!("SWITCHBOARD_{}", key.to_ascii_uppercase());
         assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env.as_str()));
-        if *key != "config" {
-            let value = if *key == "demo" { "true" } else { "x" };
-            assert!(
-                cli_value(&args(&[(key, value)]), key).is_some(),
-                "{key} is not read"
-            );
-        }
+        let value = if key == "demo" { "true" } else { "x" };
+        assert!(
+            cli_value(&args(&[(key, value)]), key).is_some(),
+            "{key} is not read"
+        );
     }
-    // `--rpc-route` is repeatable; its variable holds many routes, hence the plural.
-    let route = cmd
-        .get_arguments()
-        .find(|a| a.get_long() == Some("rpc-route"))
-        .expect("--rpc-route");
+    assert_eq!(cmd.get_arguments().count(), SETTINGS.len());
+    let file_keys = SETTINGS.iter().filter(|s| s.in_file).count();
     assert_eq!(
-        route.get_env().and_then(|e| e.to_str()),
-        Some("SWITCHBOARD_RPC_ROUTES")
-    );
-    assert_eq!(
-        cmd.get_arguments().count(),
-        SCALAR_KEYS.len() + LIST_KEYS.len() + 3
+        file_keys,
+        SETTINGS.len() - 2,
+        "all but config and rpc_route"
     );
 }
 
@@ -389,13 +390,13 @@ fn no_input_panics() {
         "redis://",
         "-----BEGIN",
     ];
-    for key in SCALAR_KEYS.iter().chain(LIST_KEYS).chain(&["history"]) {
+    for key in SETTINGS.iter().filter(|s| s.in_file).map(|s| s.key) {
         for value in nasty {
             let mut argv = vec![
                 "switchboard".to_owned(),
                 format!("--{}={value}", key.replace('_', "-")),
             ];
-            if *key != "jwt_secret" {
+            if key != "jwt_secret" {
                 argv.push(format!("--jwt-secret={SECRET}"));
             }
             let matches = ServeArgs::augment_args(clap::Command::new("switchboard"))
@@ -404,7 +405,7 @@ fn no_input_panics() {
                 let _ = Config::from_parts(&a, None);
             }
             let mut table = toml::Table::new();
-            table.insert((*key).to_owned(), toml::Value::String(value.to_owned()));
+            table.insert(key.to_owned(), toml::Value::String(value.to_owned()));
             let file = toml::to_string(&table).expect("toml");
             let _ = Config::from_parts(&ServeArgs::default(), Some(&file));
         }
