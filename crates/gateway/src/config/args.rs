@@ -30,7 +30,7 @@ settings! {
     /// nodes); `user:pass@` for passwords/ACL users, `?tlsCaFile=PATH` for a private CA.
     redis_url: String, "--redis-url", SWITCHBOARD_REDIS_URL, URL =
         unset("unset = embedded in-process backplane (one node)"),
-        secret: true;
+        secret: true, see: Some("[Redis Cluster](#redis-cluster)");
 
     /// Prefix of every Redis key and pub/sub channel of this cluster (several clusters can
     /// share a Redis); no `{` or `}`.
@@ -91,7 +91,8 @@ settings! {
     /// with a warning): tokens are verified with the key their `kid` names, for the
     /// algorithm that key is for (`RS*`, `PS*`, ES256, ES384, EdDSA; never `HS*`). Instead of
     /// `--jwt-secret` and `--jwt-public-key`.
-    jwt_jwks_url: String, "--jwt-jwks-url", SWITCHBOARD_JWT_JWKS_URL, URL = unset("none");
+    jwt_jwks_url: String, "--jwt-jwks-url", SWITCHBOARD_JWT_JWKS_URL, URL = unset("none"),
+        see: Some("[Tokens from an identity provider](#tokens-from-an-identity-provider-jwks)");
 
     /// Shortest time in seconds a fetched key set is kept (a smaller `Cache-Control:
     /// max-age`, or none, is raised to it), and the least time between two fetches caused
@@ -155,7 +156,8 @@ settings! {
     /// Most live WebSocket connections of one user (JWT `sub`) in the whole cluster; one
     /// more gets 429 `too_many_connections` before the upgrade; 0 = no cap.
     max_connections_per_user: String, "--max-connections-per-user",
-        SWITCHBOARD_MAX_CONNECTIONS_PER_USER, N = int(0, 1_000_000, 64);
+        SWITCHBOARD_MAX_CONNECTIONS_PER_USER, N = int(0, 1_000_000, 64),
+        see: Some("[the protocol in short](#the-protocol-in-short)");
 
     /// Most room subscriptions per connection (`limit_exceeded` beyond).
     max_subscriptions: String, "--max-subscriptions", SWITCHBOARD_MAX_SUBSCRIPTIONS, N =
@@ -192,7 +194,8 @@ settings! {
     /// publish with the same key within it is answered with the first one's position and
     /// not stored again.
     idempotency_window_seconds: String, "--idempotency-window-seconds",
-        SWITCHBOARD_IDEMPOTENCY_WINDOW_SECONDS, SECONDS = int(1, 86_400, 300);
+        SWITCHBOARD_IDEMPOTENCY_WINDOW_SECONDS, SECONDS = int(1, 86_400, 300),
+        see: Some("[Idempotent publishes](#idempotent-publishes)");
 
     /// Channel history rules, first match wins: `pattern=max_messages/max_age_seconds`,
     /// comma-separated (e.g. `room:chat*=100/3600`); replaces the file's `[[history]]`
@@ -227,7 +230,8 @@ settings! {
     /// Development only: also serve `GET /echo` on the public port, a WebSocket without a
     /// token that sends every message back through the connection's own reader, writer and
     /// limits (the Autobahn conformance check, `make check-autobahn`). Never in production.
-    dev_echo: String, "--dev-echo", SWITCHBOARD_DEV_ECHO, BOOL = boolean(false);
+    dev_echo: String, "--dev-echo", SWITCHBOARD_DEV_ECHO, BOOL = boolean(false),
+        see: Some("[WebSocket conformance](#websocket-conformance-autobahn)");
 
     /// Most RPC calls one connection may have in flight; one more is answered
     /// `too_many_requests` at once.
@@ -240,12 +244,14 @@ settings! {
     /// after the file's.
     rpc_route: Vec<String>, "--rpc-route", SWITCHBOARD_RPC_ROUTES, ROUTE =
         special("none (every call answers `no_route`)"),
-        in_file: false, repeat: Some(';');
+        in_file: false, repeat: Some(';'),
+        see: Some("[Forwarding to backends](#forwarding-to-backends-rpc)");
 
     /// PEM file with the certificate chain (leaf first) to serve the public listener with
     /// TLS (`wss://`); requires `--tls-key`. Reloaded when the file changes.
     tls_cert: String, "--tls-cert", SWITCHBOARD_TLS_CERT, PEM_FILE =
-        unset("none (plain `ws://`)");
+        unset("none (plain `ws://`)"),
+        see: Some("[Serving wss:// from one node](#serving-wss-from-one-node)");
 
     /// PEM file with the private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1); a key of
     /// another certificate is a configuration error.

@@ -1,8 +1,8 @@
 //! What a setting is: one [`Setting`] per flag/env variable/file key, declared once in
 //! `config/args.rs` with the [`settings!`] table. Everything else comes from it: the
 //! [`ServeArgs`](super::ServeArgs) struct and its clap arguments (flag, env variable, value
-//! name, `--help` text), the file keys, the defaults and ranges `build` applies, and the
-//! redacted `Debug`.
+//! name, `--help` text), the file keys, the defaults and ranges `build` applies, the
+//! redacted `Debug` and the README's settings table (`markdown_table`).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -32,6 +32,9 @@ pub(crate) struct Setting {
     pub repeat: Option<char>,
     /// What it does, in one paragraph (backticks for code; README and `--help`).
     pub doc: &'static str,
+    /// A README link to more (`[text](#anchor)`), README only.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub see: Option<&'static str>,
 }
 
 /// The kind of a setting's value, with its default.
@@ -94,6 +97,7 @@ impl Setting {
         in_file: true,
         repeat: None,
         doc: "",
+        see: None,
     };
 
     /// The default as a flag would carry it, `None` without one.
@@ -105,6 +109,18 @@ impl Setting {
                 default: TextDefault::Value(v),
             } => Some(v.into()),
             _ => None,
+        }
+    }
+
+    /// The default as the docs give it: the value, or what no value means.
+    fn described_default(&self) -> Cow<'static, str> {
+        match self.kind {
+            Kind::Text {
+                default: TextDefault::Unset(meaning),
+            }
+            | Kind::List { default: meaning }
+            | Kind::Special { default: meaning } => meaning.into(),
+            _ => self.default_value().unwrap_or_default(),
         }
     }
 
@@ -127,19 +143,7 @@ impl Setting {
         if let Some(range) = self.range() {
             let _ = write!(help, " Allowed: {range}.");
         }
-        let default = match (self.default_value(), self.kind) {
-            (Some(v), _) => v.into_owned(),
-            (
-                None,
-                Kind::Text {
-                    default: TextDefault::Unset(d),
-                },
-            )
-            | (None, Kind::List { default: d } | Kind::Special { default: d }) => {
-                d.replace('`', "")
-            }
-            (None, _) => String::new(),
-        };
+        let default = self.described_default().replace('`', "");
         let _ = write!(help, " Default: {default}.");
         help
     }
@@ -164,6 +168,48 @@ impl Setting {
             None => arg.action(ArgAction::Set),
         }
     }
+
+    /// The README row: flag, env, file key, default, meaning (with range and link).
+    #[cfg(test)]
+    fn markdown_row(&self) -> String {
+        let file_key = if self.in_file {
+            format!("`{}`", self.key)
+        } else {
+            "—".to_owned()
+        };
+        let default = match self.kind {
+            Kind::Text {
+                default: TextDefault::Value(v),
+            } => format!("`{v}`"),
+            _ => self.described_default().into_owned(),
+        };
+        let mut meaning = self.doc();
+        if let Some(range) = self.range() {
+            let _ = write!(meaning, " Allowed: `{range}`.");
+        }
+        if let Some(see) = self.see {
+            let _ = write!(meaning, " See {see}.");
+        }
+        format!(
+            "| `{}` | `{}` | {file_key} | {default} | {} |",
+            self.flag,
+            self.env,
+            meaning.replace('|', "\\|")
+        )
+    }
+}
+
+/// The README's settings table, generated from the declarations (a test keeps the README's
+/// copy equal to it).
+#[cfg(test)]
+pub(crate) fn markdown_table(settings: &[Setting]) -> String {
+    let mut out =
+        String::from("| flag | env | file key | default | meaning |\n|---|---|---|---|---|\n");
+    for setting in settings {
+        out.push_str(&setting.markdown_row());
+        out.push('\n');
+    }
+    out
 }
 
 /// The type of a `ServeArgs` field: how clap parses it, how it is read from the matches

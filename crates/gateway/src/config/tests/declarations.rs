@@ -1,7 +1,7 @@
-//! The settings table itself: its declarations are consistent and every secret is
-//! redacted.
+//! The settings table itself: its declarations are consistent, every secret is redacted,
+//! and the README's settings table is the one the declarations make.
 
-use super::settings::Kind;
+use super::settings::{markdown_table, Kind};
 use super::*;
 
 #[test]
@@ -63,4 +63,35 @@ fn every_secret_is_redacted() {
             .expect("declared");
         assert_eq!(arg.is_hide_env_values_set(), s.secret, "{}", s.key);
     }
+}
+
+/// The README's settings table sits between these lines.
+const BEGIN: &str = "<!-- settings table: made from crates/gateway/src/config/args.rs; \
+                     SWITCHBOARD_BLESS=1 cargo test -p switchboard-gateway --bin switchboard \
+                     readme rewrites it -->";
+const END: &str = "<!-- end of the settings table -->";
+
+#[test]
+fn the_readme_settings_table_is_the_declared_one() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let start = readme.find(BEGIN).expect("README.md has the begin marker") + BEGIN.len();
+    let end = start
+        + readme[start..]
+            .find(END)
+            .expect("README.md has the end marker");
+    let expected = format!("\n{}", markdown_table(SETTINGS));
+    if readme[start..end] == expected {
+        return;
+    }
+    if std::env::var_os("SWITCHBOARD_BLESS").is_some() {
+        let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
+        std::fs::write(path, updated).expect("README.md written");
+        return;
+    }
+    panic!(
+        "README.md's settings table is not the one config/args.rs declares; run \
+         `SWITCHBOARD_BLESS=1 cargo test -p switchboard-gateway --bin switchboard readme` to \
+         rewrite it. Declared:\n{expected}"
+    );
 }
