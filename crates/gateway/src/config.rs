@@ -4,9 +4,16 @@
 //!
 //! # Layout
 //!
-//! - this file: [`ServeArgs`] (the raw flags/env, every one optional), [`Config`] (the checked
-//!   result) and [`ConfigErrors`] (every problem at once, one per line).
+//! - `config/args.rs`: the settings table — every setting declared once (flag, env
+//!   variable, file key, kind, range, default, doc, secret or not); it makes [`ServeArgs`]
+//!   (the raw flags/env, every one optional).
+//! - `config/settings.rs`: what a declaration is, and what is made of it (clap arguments,
+//!   `--help` text, the README's settings table).
+//! - this file: [`Config`] (the checked result) and [`ConfigErrors`] (every problem at
+//!   once, one per line).
 //! - `config/build.rs`: merges the sources and checks every value.
+//! - `config/loader.rs`: where each raw value comes from, and the typed getters.
+//! - `config/jwt.rs`: the token verification settings, checked together.
 //! - `config/file.rs`: reads the TOML file.
 //! - `config/routes.rs`: RPC routes (`[[routes]]` tables, `--rpc-route`), checked into
 //!   [`RouteConfig`]s that `crate::rpc` compiles at startup.
@@ -28,14 +35,18 @@ use crate::auth::Authenticator;
 mod args;
 mod build;
 mod file;
+mod jwt;
+mod loader;
 mod routes;
+mod settings;
 #[cfg(test)]
 mod tests;
 mod values;
 
 pub use args::ServeArgs;
-use args::{cli_value, LIST_KEYS, SCALAR_KEYS};
+use args::{cli_value, SETTINGS};
 pub use routes::{Balance, RouteConfig};
+use settings::Setting;
 
 pub(crate) use values::channel_pattern;
 
@@ -218,58 +229,114 @@ impl Config {
 }
 
 impl fmt::Debug for Config {
-    /// Every field but the secrets (the JWT secret and API keys show as `<redacted>`).
+    /// Every field but the secrets (the JWT secret, API keys and Redis URL show as
+    /// `<redacted>`) and the authenticator. The destructuring makes a new field a compile
+    /// error here until it is shown or skipped on purpose.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Config {
+            listen,
+            admin_listen,
+            redis_url,
+            redis_prefix,
+            redis_timeout,
+            probe_interval,
+            redis_replica_acks,
+            events_stream,
+            node_id,
+            auth: _,
+            jwt_secret,
+            jwt_algorithm,
+            jwt_audience,
+            jwt_issuer,
+            jwt_jwks_url,
+            api_keys,
+            allowed_origins,
+            drain,
+            lease,
+            max_message_bytes,
+            heartbeat,
+            handshake_timeout,
+            idle_timeout: _,
+            max_connections,
+            max_connections_per_user,
+            max_subscriptions,
+            outbound_queue_frames,
+            outbound_queue_bytes,
+            rate_limit_per_sec,
+            rate_limit_burst,
+            bad_frame_limit,
+            bad_frame_window,
+            idempotency_window,
+            history,
+            namespaces,
+            presence_namespaces,
+            log_format,
+            log_level,
+            demo,
+            dev_echo,
+            rpc_max_inflight,
+            worker_threads,
+            routes,
+            tls,
+            warnings,
+        } = self;
         let redacted = |set: bool| if set { "<redacted>" } else { "<none>" };
         f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("admin_listen", &self.admin_listen)
-            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
-            .field("redis_prefix", &self.redis_prefix)
-            .field("redis_timeout", &self.redis_timeout)
-            .field("probe_interval", &self.probe_interval)
-            .field("redis_replica_acks", &self.redis_replica_acks)
-            .field("events_stream", &self.events_stream)
-            .field("node_id", &self.node_id)
-            .field("jwt_secret", &redacted(self.jwt_secret.is_some()))
-            .field("jwt_algorithm", &self.jwt_algorithm)
-            .field("jwt_audience", &self.jwt_audience)
-            .field("jwt_issuer", &self.jwt_issuer)
-            .field("jwt_jwks_url", &self.jwt_jwks_url)
-            .field(
-                "api_keys",
-                &format_args!("<{} redacted>", self.api_keys.len()),
-            )
-            .field("allowed_origins", &self.allowed_origins)
-            .field("drain", &self.drain)
-            .field("lease", &self.lease)
-            .field("max_message_bytes", &self.max_message_bytes)
-            .field("heartbeat", &self.heartbeat)
-            .field("handshake_timeout", &self.handshake_timeout)
+            .field("listen", listen)
+            .field("admin_listen", admin_listen)
+            .field("redis_url", &redis_url.as_ref().map(|_| "<redacted>"))
+            .field("redis_prefix", redis_prefix)
+            .field("redis_timeout", redis_timeout)
+            .field("probe_interval", probe_interval)
+            .field("redis_replica_acks", redis_replica_acks)
+            .field("events_stream", events_stream)
+            .field("node_id", node_id)
+            .field("jwt_secret", &redacted(jwt_secret.is_some()))
+            .field("jwt_algorithm", jwt_algorithm)
+            .field("jwt_audience", jwt_audience)
+            .field("jwt_issuer", jwt_issuer)
+            .field("jwt_jwks_url", jwt_jwks_url)
+            .field("api_keys", &format_args!("<{} redacted>", api_keys.len()))
+            .field("allowed_origins", allowed_origins)
+            .field("drain", drain)
+            .field("lease", lease)
+            .field("max_message_bytes", max_message_bytes)
+            .field("heartbeat", heartbeat)
+            .field("handshake_timeout", handshake_timeout)
             .field("idle_timeout", &self.idle_timeout())
-            .field("max_connections", &self.max_connections)
-            .field("max_connections_per_user", &self.max_connections_per_user)
-            .field("max_subscriptions", &self.max_subscriptions)
-            .field("outbound_queue_frames", &self.outbound_queue_frames)
-            .field("outbound_queue_bytes", &self.outbound_queue_bytes)
-            .field("rate_limit_per_sec", &self.rate_limit_per_sec)
-            .field("rate_limit_burst", &self.rate_limit_burst)
-            .field("bad_frame_limit", &self.bad_frame_limit)
-            .field("bad_frame_window", &self.bad_frame_window)
-            .field("idempotency_window", &self.idempotency_window)
-            .field("history", &self.history)
-            .field("namespaces", &self.namespaces)
-            .field("presence_namespaces", &self.presence_namespaces)
-            .field("log_format", &self.log_format)
-            .field("log_level", &self.log_level)
-            .field("demo", &self.demo)
-            .field("dev_echo", &self.dev_echo)
-            .field("rpc_max_inflight", &self.rpc_max_inflight)
-            .field("worker_threads", &self.worker_threads)
-            .field("routes", &self.routes)
-            .field("tls", &self.tls)
+            .field("max_connections", max_connections)
+            .field("max_connections_per_user", max_connections_per_user)
+            .field("max_subscriptions", max_subscriptions)
+            .field("outbound_queue_frames", outbound_queue_frames)
+            .field("outbound_queue_bytes", outbound_queue_bytes)
+            .field("rate_limit_per_sec", rate_limit_per_sec)
+            .field("rate_limit_burst", rate_limit_burst)
+            .field("bad_frame_limit", bad_frame_limit)
+            .field("bad_frame_window", bad_frame_window)
+            .field("idempotency_window", idempotency_window)
+            .field("history", history)
+            .field("namespaces", namespaces)
+            .field("presence_namespaces", presence_namespaces)
+            .field("log_format", log_format)
+            .field("log_level", log_level)
+            .field("demo", demo)
+            .field("dev_echo", dev_echo)
+            .field("rpc_max_inflight", rpc_max_inflight)
+            .field("worker_threads", worker_threads)
+            .field("routes", routes)
+            .field("tls", tls)
+            .field("warnings", warnings)
             .finish_non_exhaustive()
     }
+}
+
+/// The declaration of setting `key`; every key the code reads is declared (a typo fails
+/// every test that builds a configuration).
+fn declared(key: &str) -> &'static Setting {
+    SETTINGS
+        .iter()
+        .find(|s| s.key == key)
+        .unwrap_or_else(|| panic!("setting {key:?} is not declared in config/args.rs"))
 }
 
 /// Every configuration problem found, one per line (`Display`). The process prints them

@@ -8,7 +8,8 @@ use switchboard_router::HistoryPolicy;
 use toml::Value;
 
 use super::routes::{self, Located};
-use super::{values, LIST_KEYS, SCALAR_KEYS};
+use super::settings::Kind;
+use super::{values, SETTINGS};
 
 /// The settings found in the file, not yet validated (except `history`).
 #[derive(Debug, Default)]
@@ -42,32 +43,29 @@ pub(super) fn parse(text: &str, label: &str, errors: &mut Vec<String>) -> FileSe
         }
     };
     for (key, value) in &table {
-        if let Some(&known) = SCALAR_KEYS.iter().find(|k| **k == key) {
-            match scalar(value) {
-                Some(text) => {
-                    out.values.insert(known, vec![text]);
-                }
-                None => errors.push(format!(
-                    "{label}: {key}: expected a string, number or boolean, found {}",
-                    value.type_str()
-                )),
-            }
-        } else if let Some(&known) = LIST_KEYS.iter().find(|k| **k == key) {
-            match list(value) {
+        let declared = SETTINGS.iter().find(|s| s.in_file && s.key == key);
+        match declared {
+            _ if key == "routes" => out.routes = routes::from_toml(value, label, errors),
+            Some(s) if s.key == "history" => out.history = Some(history(value, label, errors)),
+            Some(s) if matches!(s.kind, Kind::List { .. }) => match list(value) {
                 Some(items) => {
-                    out.values.insert(known, items);
+                    out.values.insert(s.key, items);
                 }
                 None => errors.push(format!(
                     "{label}: {key}: expected a string or an array of strings, found {}",
                     value.type_str()
                 )),
-            }
-        } else if key == "history" {
-            out.history = Some(history(value, label, errors));
-        } else if key == "routes" {
-            out.routes = routes::from_toml(value, label, errors);
-        } else {
-            errors.push(format!("{label}: unknown key {key:?}{}", suggestion(key)));
+            },
+            Some(s) => match scalar(value) {
+                Some(text) => {
+                    out.values.insert(s.key, vec![text]);
+                }
+                None => errors.push(format!(
+                    "{label}: {key}: expected a string, number or boolean, found {}",
+                    value.type_str()
+                )),
+            },
+            None => errors.push(format!("{label}: unknown key {key:?}{}", suggestion(key))),
         }
     }
     out
@@ -169,11 +167,12 @@ fn suggestion(key: &str) -> String {
         normalized.trim_end_matches('s').to_owned(),
         format!("{normalized}s"),
     ];
-    SCALAR_KEYS
+    SETTINGS
         .iter()
-        .chain(LIST_KEYS)
-        .chain(&["history", "routes"])
-        .find(|known| candidates.iter().any(|c| c == *known))
+        .filter(|s| s.in_file)
+        .map(|s| s.key)
+        .chain(["routes"])
+        .find(|known| candidates.iter().any(|c| c == known))
         .map(|known| format!(" (did you mean {known:?}?)"))
         .unwrap_or_default()
 }

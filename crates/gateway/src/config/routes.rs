@@ -81,8 +81,15 @@ impl RouteConfig {
     }
 }
 
-/// A route and where it was declared (for messages).
-pub(super) type Located = (String, RouteConfig);
+/// A declared route: where (for messages), its name when it could be read, and the route
+/// when it had no problem. Names are checked for duplicates across every declared route,
+/// the bad ones too, so that one run reports every problem.
+#[derive(Debug)]
+pub(super) struct Located {
+    pub at: String,
+    pub name: Option<String>,
+    pub route: Option<RouteConfig>,
+}
 
 /// An exact method, or a prefix ending in `*` (`*` alone matches every method): printable
 /// ASCII without spaces, `*` only at the end.
@@ -156,16 +163,19 @@ pub(super) fn from_toml(value: &Value, label: &str, errors: &mut Vec<String>) ->
             continue;
         };
         let mut problems = Vec::new();
-        if let Some(route) = route_table(table, &mut problems) {
-            routes.push((at.clone(), route));
-        }
+        let (name, route) = route_table(table, &mut problems);
         errors.extend(problems.into_iter().map(|p| format!("{at}: {p}")));
+        routes.push(Located { at, name, route });
     }
     routes
 }
 
-/// One `[[routes]]` table; `None` when anything is wrong (all of it is in `problems`).
-fn route_table(table: &toml::Table, problems: &mut Vec<String>) -> Option<RouteConfig> {
+/// One `[[routes]]` table: its name (if readable) and the route, `None` when anything is
+/// wrong (all of it is in `problems`).
+fn route_table(
+    table: &toml::Table,
+    problems: &mut Vec<String>,
+) -> (Option<String>, Option<RouteConfig>) {
     for key in table.keys() {
         if !ROUTE_KEYS.contains(&key.as_str()) {
             problems.push(format!(
@@ -247,12 +257,17 @@ fn route_table(table: &toml::Table, problems: &mut Vec<String>) -> Option<RouteC
             Balance::RoundRobin
         }
     };
+    // Without a `name` key, the method pattern is the name; a bad name is no name.
+    let name = match table.contains_key("name") {
+        true => name,
+        false => method.clone(),
+    };
     let (Some(method), Some(upstreams), true) = (method, upstreams, problems.is_empty()) else {
-        return None;
+        return (name, None);
     };
     let mut route = RouteConfig::new(method, upstreams);
-    if let Some(name) = name {
-        route.name = name;
+    if let Some(name) = &name {
+        route.name.clone_from(name);
     }
     route.timeout = Duration::from_millis(timeout_ms);
     route.idempotent = idempotent;
@@ -260,7 +275,7 @@ fn route_table(table: &toml::Table, problems: &mut Vec<String>) -> Option<RouteC
     route.balance = balance;
     route.breaker_failures = u32::try_from(breaker_failures).unwrap_or(5);
     route.breaker_open = Duration::from_millis(breaker_open_ms);
-    Some(route)
+    (name, Some(route))
 }
 
 fn route_name(n: &str) -> Result<String, String> {
@@ -327,10 +342,14 @@ pub(super) fn from_compact(
         };
         let pattern = pattern.trim();
         let mut ok = true;
-        if let Err(e) = method_pattern(pattern) {
-            errors.push(format!("{at}: {e}"));
-            ok = false;
-        }
+        let name = match method_pattern(pattern) {
+            Ok(()) => Some(pattern.to_owned()),
+            Err(e) => {
+                errors.push(format!("{at}: {e}"));
+                ok = false;
+                None
+            }
+        };
         let urls: Vec<&str> = urls
             .split(',')
             .map(str::trim)
@@ -353,21 +372,22 @@ pub(super) fn from_compact(
                 }
             }
         }
-        if ok {
-            routes.push((at, RouteConfig::new(pattern.to_owned(), upstreams)));
-        }
+        let route = ok.then(|| RouteConfig::new(pattern.to_owned(), upstreams));
+        routes.push(Located { at, name, route });
     }
     routes
 }
 
-/// Reports route names used twice (the `route` metric label must be unique).
+/// Reports route names used twice (the `route` metric label must be unique), among every
+/// declared route: a bad route's name counts too.
 pub(super) fn check_names(routes: &[Located], errors: &mut Vec<String>) {
-    for (i, (at, route)) in routes.iter().enumerate() {
-        if let Some((first, _)) = routes[..i].iter().find(|(_, r)| r.name == route.name) {
+    for (i, route) in routes.iter().enumerate() {
+        let Some(name) = &route.name else { continue };
+        if let Some(first) = routes[..i].iter().find(|r| r.name.as_ref() == Some(name)) {
             errors.push(format!(
-                "{at}: route name {:?} is already used by {first} (names must be unique; set \
+                "{}: route name {name:?} is already used by {} (names must be unique; set \
                  name = \"…\")",
-                route.name
+                route.at, first.at
             ));
         }
     }

@@ -7,6 +7,9 @@ use switchboard_router::HistoryPolicy;
 
 use super::*;
 
+mod declarations;
+mod jwt;
+
 const SECRET: &str = "config-test-secret-0123456789abcdef";
 
 /// `ServeArgs` from `--key=value` flags (keys in snake_case), through clap.
@@ -231,98 +234,6 @@ fn history_rules() {
 }
 
 #[test]
-fn jwt_settings() {
-    let both = errors(
-        &[
-            ("jwt_public_key", &key_path("rsa.pub")),
-            ("jwt_algorithm", "RS256"),
-        ],
-        None,
-    );
-    assert!(both[0].contains("only one of"), "{both:?}");
-
-    let rs = |flags: &[(&str, &str)]| Config::from_parts(&args(flags), None);
-    let c = rs(&[
-        ("jwt_public_key", &key_path("rsa.pub")),
-        ("jwt_algorithm", "RS256"),
-    ])
-    .expect("valid");
-    assert_eq!(
-        (c.jwt_algorithm, c.jwt_secret.as_deref()),
-        (Some(Algorithm::RS256), None)
-    );
-    let inline = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/ec256.pub"));
-    assert!(rs(&[("jwt_public_key", inline), ("jwt_algorithm", "ES256")]).is_ok());
-
-    let problems = [
-        (
-            vec![("jwt_public_key", key_path("rsa.pub"))],
-            "--jwt-algorithm is required",
-        ),
-        (
-            vec![
-                ("jwt_public_key", key_path("rsa.pub")),
-                ("jwt_algorithm", "HS256".into()),
-            ],
-            "needs --jwt-secret",
-        ),
-        (
-            vec![
-                ("jwt_public_key", key_path("missing.pub")),
-                ("jwt_algorithm", "RS256".into()),
-            ],
-            "cannot read",
-        ),
-        (
-            vec![
-                ("jwt_public_key", key_path("ec256.pub")),
-                ("jwt_algorithm", "RS256".into()),
-            ],
-            "SWITCHBOARD_JWT_PUBLIC_KEY: not a PEM RSA",
-        ),
-        (
-            vec![
-                ("jwt_secret", "s".into()),
-                ("jwt_algorithm", "RS256".into()),
-            ],
-            "needs --jwt-public-key",
-        ),
-        (
-            vec![("jwt_secret", "s".into()), ("jwt_algorithm", "none".into())],
-            "not a supported algorithm",
-        ),
-        (
-            vec![("jwt_secret", " ".into())],
-            "set --jwt-secret, --jwt-public-key or --jwt-jwks-url",
-        ),
-    ];
-    for (flags, expected) in problems {
-        let flags: Vec<(&str, &str)> = flags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let e = rs(&flags).expect_err("invalid");
-        assert_eq!(e.0.len(), 1, "{e}");
-        assert!(e.0[0].contains(expected), "{flags:?}: {e}");
-    }
-    let file = format!(
-        "jwt_public_key = {:?}\njwt_algorithm = \"EdDSA\"\n",
-        key_path("rsa.pub")
-    );
-    let e = Config::from_parts(&args(&[]), Some(&file)).expect_err("invalid");
-    assert_eq!(
-        e.0,
-        ["config file: jwt_public_key: not a PEM Ed25519 public key"]
-    );
-    let c =
-        Config::from_parts(&args(&[]), Some(&format!("jwt_secret = {SECRET:?}"))).expect("valid");
-    assert_eq!(c.jwt_secret.as_deref(), Some(SECRET));
-    let c = load(&[("jwt_secret", "short"), ("jwt_algorithm", "hs512")], None).expect("valid");
-    assert_eq!(c.jwt_algorithm, Some(Algorithm::HS512));
-    assert!(c
-        .warnings
-        .iter()
-        .any(|w| w.contains("shorter than 32 bytes")));
-}
-
-#[test]
 fn ranges_and_cross_checks() {
     let bad = [
         ("drain_seconds", "3601"),
@@ -389,38 +300,38 @@ fn ranges_and_cross_checks() {
 #[test]
 fn every_setting_is_a_flag_and_env_var() {
     let cmd = ServeArgs::augment_args(clap::Command::new("switchboard"));
-    for key in SCALAR_KEYS
-        .iter()
-        .chain(LIST_KEYS)
-        .chain(&["history", "config"])
-    {
+    for setting in SETTINGS {
+        let key = setting.key;
         let long = key.replace('_', "-");
+        // `--rpc-route` is repeatable; its variable holds many routes, hence the plural.
+        let long = if key == "rpc_route" {
+            "rpc-route".to_owned()
+        } else {
+            long
+        };
+        let env = match key {
+            "rpc_route" => "SWITCHBOARD_RPC_ROUTES".to_owned(),
+            _ => format!("SWITCHBOARD_{}", key.to_ascii_uppercase()),
+        };
+        assert_eq!(setting.flag, format!("--{long}"));
+        assert_eq!(setting.env, env);
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()))
             .unwrap_or_else(|| panic!("no --{long}"));
-        let env = format!("SWITCHBOARD_{}", key.to_ascii_uppercase());
         assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env.as_str()));
-        if *key != "config" {
-            let value = if *key == "demo" { "true" } else { "x" };
-            assert!(
-                cli_value(&args(&[(key, value)]), key).is_some(),
-                "{key} is not read"
-            );
-        }
+        let value = if key == "demo" { "true" } else { "x" };
+        assert!(
+            cli_value(&args(&[(key, value)]), key).is_some(),
+            "{key} is not read"
+        );
     }
-    // `--rpc-route` is repeatable; its variable holds many routes, hence the plural.
-    let route = cmd
-        .get_arguments()
-        .find(|a| a.get_long() == Some("rpc-route"))
-        .expect("--rpc-route");
+    assert_eq!(cmd.get_arguments().count(), SETTINGS.len());
+    let file_keys = SETTINGS.iter().filter(|s| s.in_file).count();
     assert_eq!(
-        route.get_env().and_then(|e| e.to_str()),
-        Some("SWITCHBOARD_RPC_ROUTES")
-    );
-    assert_eq!(
-        cmd.get_arguments().count(),
-        SCALAR_KEYS.len() + LIST_KEYS.len() + 3
+        file_keys,
+        SETTINGS.len() - 2,
+        "all but config and rpc_route"
     );
 }
 
@@ -479,13 +390,13 @@ fn no_input_panics() {
         "redis://",
         "-----BEGIN",
     ];
-    for key in SCALAR_KEYS.iter().chain(LIST_KEYS).chain(&["history"]) {
+    for key in SETTINGS.iter().filter(|s| s.in_file).map(|s| s.key) {
         for value in nasty {
             let mut argv = vec![
                 "switchboard".to_owned(),
                 format!("--{}={value}", key.replace('_', "-")),
             ];
-            if *key != "jwt_secret" {
+            if key != "jwt_secret" {
                 argv.push(format!("--jwt-secret={SECRET}"));
             }
             let matches = ServeArgs::augment_args(clap::Command::new("switchboard"))
@@ -494,7 +405,7 @@ fn no_input_panics() {
                 let _ = Config::from_parts(&a, None);
             }
             let mut table = toml::Table::new();
-            table.insert((*key).to_owned(), toml::Value::String(value.to_owned()));
+            table.insert(key.to_owned(), toml::Value::String(value.to_owned()));
             let file = toml::to_string(&table).expect("toml");
             let _ = Config::from_parts(&ServeArgs::default(), Some(&file));
         }
@@ -509,78 +420,4 @@ fn no_input_panics() {
     ] {
         let _ = Config::from_parts(&ServeArgs::default(), Some(file));
     }
-}
-
-#[test]
-fn jwks_settings() {
-    let jwks = |flags: &[(&str, &str)]| Config::from_parts(&args(flags), None);
-    let url = (
-        "jwt_jwks_url",
-        "https://idp.example.com/.well-known/jwks.json",
-    );
-    let c = jwks(&[
-        url,
-        ("jwt_audience", "sb"),
-        ("jwt_issuer", "https://idp.example.com/"),
-    ])
-    .expect("valid");
-    assert_eq!(c.jwt_jwks_url.as_deref(), Some(url.1));
-    assert_eq!((c.jwt_algorithm, c.jwt_secret.as_deref()), (None, None));
-    assert!(
-        c.warnings.iter().all(|w| !w.contains("http://")),
-        "{:?}",
-        c.warnings
-    );
-    let c = jwks(&[url, ("jwt_algorithm", "ES256")]).expect("valid");
-    assert_eq!(c.jwt_algorithm, Some(Algorithm::ES256));
-    let c = jwks(&[("jwt_jwks_url", "http://127.0.0.1:9/jwks")]).expect("valid");
-    assert!(
-        c.warnings
-            .iter()
-            .any(|w| w.contains("--jwt-jwks-url uses http://")),
-        "{:?}",
-        c.warnings
-    );
-
-    let problems: [(&[(&str, &str)], &str); 8] = [
-        (&[url, ("jwt_secret", SECRET)], "only one of"),
-        (&[url, ("jwt_public_key", "/x.pem")], "only one of"),
-        (
-            &[url, ("jwt_algorithm", "HS256")],
-            "cannot be used with --jwt-jwks-url",
-        ),
-        (
-            &[("jwt_jwks_url", "ftp://idp/jwks")],
-            "--jwt-jwks-url / SWITCHBOARD_JWT_JWKS_URL",
-        ),
-        (&[("jwt_jwks_url", "https://u:p@idp/jwks")], "credentials"),
-        (
-            &[url, ("jwt_jwks_min_refresh_seconds", "0")],
-            "jwt-jwks-min-refresh-seconds",
-        ),
-        (
-            &[
-                url,
-                ("jwt_jwks_min_refresh_seconds", "600"),
-                ("jwt_jwks_max_refresh_seconds", "300"),
-            ],
-            "is shorter than --jwt-jwks-min-refresh-seconds 600",
-        ),
-        (
-            &[url, ("jwt_jwks_allow_start_without_keys", "maybe")],
-            "allow-start-without-keys",
-        ),
-    ];
-    for (flags, expected) in problems {
-        match jwks(flags) {
-            Ok(_) => panic!("{flags:?} accepted"),
-            Err(ConfigErrors(e)) => {
-                assert!(e.iter().any(|l| l.contains(expected)), "{flags:?}: {e:?}")
-            }
-        }
-    }
-    let file =
-        "jwt_jwks_url = \"https://idp.example.com/jwks\"\njwt_jwks_min_refresh_seconds = 5\n\
-                jwt_jwks_max_refresh_seconds = 600\njwt_jwks_allow_start_without_keys = true\n";
-    assert!(Config::from_parts(&args(&[]), Some(file)).is_ok());
 }

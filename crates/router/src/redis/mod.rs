@@ -56,6 +56,19 @@ use client::{Client, ClientConfig, Cmd, Value};
 use keys::Keys;
 use scripts::Scripts;
 
+/// Default [`RedisSettings::prefix`]; the gateway's `--redis-prefix` default too.
+pub const DEFAULT_PREFIX: &str = "sb:";
+/// Default [`RedisSettings::events_stream`]; the gateway's `--events-stream` default too.
+pub const DEFAULT_EVENTS_STREAM: &str = "switchboard:events";
+/// Default [`RedisSettings::lease`] in seconds; the gateway's `--lease-seconds` default too.
+pub const DEFAULT_LEASE_SECS: u64 = 10;
+/// Default [`RedisSettings::probe_interval`] in milliseconds; the gateway's
+/// `--probe-interval-ms` default too.
+pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 1000;
+/// Default [`RedisSettings::command_timeout`] in milliseconds; the gateway's
+/// `--redis-timeout-ms` default too.
+pub const DEFAULT_COMMAND_TIMEOUT_MS: u64 = 2000;
+
 /// How a Redis router connects and behaves. Every field documents its default.
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
@@ -66,18 +79,18 @@ pub struct RedisSettings {
     pub url: String,
     /// This node's id.
     pub node_id: String,
-    /// Prefix of every key and pub/sub channel. Default `sb:`.
+    /// Prefix of every key and pub/sub channel. Default [`DEFAULT_PREFIX`] (`sb:`).
     pub prefix: String,
-    /// The connection events stream. Default `switchboard:events`.
+    /// The connection events stream. Default [`DEFAULT_EVENTS_STREAM`].
     pub events_stream: String,
     /// Approximate bound of the events stream. Default 1,000,000 entries.
     pub events_maxlen: u64,
-    /// Registry lease. Default 10 s.
+    /// Registry lease. Default [`DEFAULT_LEASE_SECS`] (10 s).
     pub lease: Duration,
     /// Pub/sub liveness probe interval; a shard is declared down when a probe is not
-    /// back one interval after Redis accepted it. Default 1 s.
+    /// back one interval after Redis accepted it. Default [`DEFAULT_PROBE_INTERVAL_MS`] (1 s).
     pub probe_interval: Duration,
-    /// Timeout of every Redis command. Default 2 s.
+    /// Timeout of every Redis command. Default [`DEFAULT_COMMAND_TIMEOUT_MS`] (2 s).
     pub command_timeout: Duration,
     /// Replicas that must have a message (`WAIT`) before its publish is acknowledged.
     /// `None` (default): one on Redis Cluster and Sentinel when the primary has a
@@ -92,12 +105,12 @@ impl RedisSettings {
         RedisSettings {
             url: url.into(),
             node_id: node_id.into(),
-            prefix: "sb:".into(),
-            events_stream: "switchboard:events".into(),
+            prefix: DEFAULT_PREFIX.into(),
+            events_stream: DEFAULT_EVENTS_STREAM.into(),
             events_maxlen: 1_000_000,
-            lease: Duration::from_secs(10),
-            probe_interval: Duration::from_secs(1),
-            command_timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
+            probe_interval: Duration::from_millis(DEFAULT_PROBE_INTERVAL_MS),
+            command_timeout: Duration::from_millis(DEFAULT_COMMAND_TIMEOUT_MS),
             replica_acks: None,
             policies: HistoryPolicies::default(),
         }

@@ -149,6 +149,11 @@ fn every_route_problem_is_reported_together() {
         has("routes[4]: upstreams: 0 URLs (allowed: 1..=64)"),
         "{e:#?}"
     );
+    // routes[4] is bad in another way too; its name is checked all the same.
+    assert!(
+        has("routes[4]: route name \"dup\" is already used by config file: routes[3]"),
+        "{e:#?}"
+    );
     assert!(
         has("routes[5]: route name \"dup\" is already used by config file: routes[3]"),
         "{e:#?}"
@@ -161,7 +166,46 @@ fn every_route_problem_is_reported_together() {
         has("\"dup=http://e/\": route name \"dup\" is already used by config file: routes[3]"),
         "{e:#?}"
     );
-    assert_eq!(e.len(), 12, "{e:#?}");
+    assert_eq!(e.len(), 13, "{e:#?}");
+}
+
+#[test]
+fn a_bad_route_with_a_used_name_gets_both_messages() {
+    let file = r#"
+        [[routes]]
+        method = "orders.*"
+        upstreams = ["http://127.0.0.1:7001/rpc"]
+        [[routes]]
+        name = "orders.*"
+        method = "orders.get"
+        upstreams = ["http://127.0.0.1:7002/rpc"]
+        retries = 1
+        [[routes]]
+        method = "orders.*"
+        upstreams = ["ftp://x/"]
+    "#;
+    let e = load(&["--rpc-route=orders.*=nope"], file)
+        .expect_err("invalid")
+        .0;
+    let used = "route name \"orders.*\" is already used by config file: routes[0] (names must \
+                be unique; set name = \"…\")";
+    assert_eq!(
+        e,
+        [
+            "config file: routes[1]: retries = 1 needs idempotent = true (only idempotent calls \
+             may be retried)"
+                .to_owned(),
+            "config file: routes[2]: upstreams: \"ftp://x/\" must be an http:// URL like \
+             http://127.0.0.1:7001/rpc"
+                .to_owned(),
+            "--rpc-route / SWITCHBOARD_RPC_ROUTES: \"orders.*=nope\": \"nope\" must be an \
+             http:// URL like http://127.0.0.1:7001/rpc"
+                .to_owned(),
+            format!("config file: routes[1]: {used}"),
+            format!("config file: routes[2]: {used}"),
+            format!("--rpc-route / SWITCHBOARD_RPC_ROUTES: \"orders.*=nope\": {used}"),
+        ]
+    );
 }
 
 #[test]
