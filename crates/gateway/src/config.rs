@@ -48,24 +48,11 @@ use args::{cli_value, SETTINGS};
 pub use routes::{Balance, RouteConfig};
 use settings::Setting;
 
+pub(crate) use crate::files::read_limited;
 pub(crate) use values::channel_pattern;
 
 /// Largest `--config` file read.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-
-/// Reads at most `limit` bytes of `path`; a longer file is an error (never a hang on
-/// `/dev/zero`).
-pub(crate) fn read_limited(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
-    }
-    Ok(bytes)
-}
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
