@@ -4,7 +4,7 @@ Used by check_deploy.py. Runs `switchboard serve` (target/release or target/debu
 exists) with exactly the SWITCHBOARD_* environment of a compose service or of a rendered
 overlay (ConfigMap + Secret), listeners on 127.0.0.1:0 and every Redis host rewritten to
 127.0.0.1:1 (nothing listens there: no traffic leaves the machine and no Redis is touched).
-Invalid configuration makes the binary exit 64 before binding anything (PROTOCOL.md §1); a
+Invalid configuration makes the binary exit 64 before binding anything (docs/protocol.md §1); a
 valid one gets as far as the backplane (exit 1: connection refused) or, without a Redis URL,
 starts and is killed.
 """

@@ -1,4 +1,4 @@
-//! The internal listener: the server API (PROTOCOL.md §6: publish, broadcast, users,
+//! The internal listener: the server API (docs/protocol.md §6: publish, broadcast, users,
 //! disconnect, presence, history and nodes, plus `batch`, many publishes in one request),
 //! the operational endpoints and the OpenAPI document (docs/openapi.json) describing them
 //! all. JSON by default; `application/x-protobuf` bodies (and `Accept`) use the `api.proto`

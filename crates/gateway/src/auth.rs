@@ -1,4 +1,4 @@
-//! Client authentication with JWTs (PROTOCOL.md §3).
+//! Client authentication with JWTs (docs/protocol.md §3).
 //!
 //! - [`token_from_request`] finds the token: `Authorization: Bearer <jwt>` first, else the
 //!   `token` query parameter (for browsers, which cannot set headers on a WebSocket).

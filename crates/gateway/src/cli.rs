@@ -1,4 +1,4 @@
-//! The command line (PROTOCOL.md §1): `switchboard [serve] [FLAGS]` runs a gateway node,
+//! The command line (docs/protocol.md §1): `switchboard [serve] [FLAGS]` runs a gateway node,
 //! `switchboard token --sub <id> …` prints a signed development JWT. Settings are parsed as
 //! raw text here and checked by [`crate::config::Config::load`].
 

@@ -1,4 +1,4 @@
-//! Node configuration (PROTOCOL.md §1): every setting is a flag, an environment variable
+//! Node configuration (docs/protocol.md §1): every setting is a flag, an environment variable
 //! `SWITCHBOARD_<NAME>` and a key of an optional TOML file (`--config FILE`). Flags beat env
 //! beat file beat defaults.
 //!
@@ -86,7 +86,7 @@ pub struct Config {
     pub events_stream: String,
     /// This node's unique name.
     pub node_id: String,
-    /// Verifies client JWTs (PROTOCOL.md §3).
+    /// Verifies client JWTs (docs/protocol.md §3).
     pub auth: Arc<Authenticator>,
     /// The HMAC secret, kept so `switchboard token` can sign; `None` with a public key.
     pub jwt_secret: Option<String>,
@@ -136,7 +136,7 @@ pub struct Config {
     pub bad_frame_limit: u32,
     /// Window of the bad-frame count.
     pub bad_frame_window: Duration,
-    /// How long an idempotency key is remembered per channel (PROTOCOL.md §5).
+    /// How long an idempotency key is remembered per channel (docs/protocol.md §5).
     pub idempotency_window: Duration,
     /// Channel history rules (file order) over the built-in defaults.
     pub history: HistoryPolicies,
@@ -157,7 +157,7 @@ pub struct Config {
     pub rpc_max_inflight: usize,
     /// Tokio worker threads; 0 = one per available CPU.
     pub worker_threads: usize,
-    /// RPC routes (PROTOCOL.md §4b): the file's `[[routes]]`, then `--rpc-route`s; the
+    /// RPC routes (docs/protocol.md §4b): the file's `[[routes]]`, then `--rpc-route`s; the
     /// first whose pattern matches a method serves it.
     pub routes: Vec<RouteConfig>,
     /// TLS on the public listener (and the internal one with `admin`); `None` = plain.
@@ -176,7 +176,7 @@ impl Config {
     }
 
     /// Whether subscribers of `namespace` get presence frames: `room` and the configured
-    /// `--presence-namespaces`. User channels have none (PROTOCOL.md §2).
+    /// `--presence-namespaces`. User channels have none (docs/protocol.md §2).
     pub fn has_presence(&self, namespace: &str) -> bool {
         namespace == switchboard_proto::channel::ROOM_NAMESPACE
             || self.presence_namespaces.iter().any(|n| n == namespace)

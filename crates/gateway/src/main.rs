@@ -19,7 +19,7 @@
 //!   channels re-read from history after a gap or an outage.
 //! - `token`: development tokens. `config`: env and TOML settings, validated before
 //!   binding.
-//! - `auth`: JWT verification (PROTOCOL.md §3). `tls`: `--tls-cert`/`--tls-key` on the
+//! - `auth`: JWT verification (docs/protocol.md §3). `tls`: `--tls-cert`/`--tls-key` on the
 //!   listeners, and their reload.
 //! - `conn`: one connection below its task: the handle the node holds (`handle`), its
 //!   delivery cursors (`cursor`), a message encoded once for many (`delivery`), the

@@ -1,4 +1,4 @@
-//! Metric names (PROTOCOL.md §8) and the Prometheus recorder. Every name used anywhere in
+//! Metric names (docs/protocol.md §8) and the Prometheus recorder. Every name used anywhere in
 //! the gateway is a constant here; labels never carry user ids or channel names.
 //!
 //! The exporter only shows a series once it was touched, so `install` sets every series that
@@ -133,7 +133,7 @@ pub const HANDSHAKE_REASONS: &[&str] = &[
 ];
 /// Every `result` of `RECOVERY`.
 pub const RECOVERY_RESULTS: &[&str] = &["recovered", "not_recovered"];
-/// The close codes the server sends (PROTOCOL.md §7) and 1006 (no close frame): the `code`
+/// The close codes the server sends (docs/protocol.md §7) and 1006 (no close frame): the `code`
 /// values of `DISCONNECTS`, present from the start. Any other code (a client's or a
 /// backend's choice) is counted as `other`, so peers cannot mint new series.
 const CLOSE_CODES: &[u16] = &[

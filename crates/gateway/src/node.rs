@@ -24,7 +24,7 @@ pub struct Node {
     pub router: Arc<dyn Router>,
     pub hub: Arc<Hub>,
     pub metrics: PrometheusHandle,
-    /// RPC forwarding: routes, upstream client, breakers (PROTOCOL.md §4b).
+    /// RPC forwarding: routes, upstream client, breakers (docs/protocol.md §4b).
     pub rpc: Arc<Rpc>,
     /// Every connection task, HTTP or WebSocket: hyper's graceful shutdown does not see
     /// upgraded sockets, so the drain waits on this instead.

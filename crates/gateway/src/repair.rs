@@ -6,7 +6,7 @@
 //! Where history no longer has the gap (Redis restarted empty, a gap older than the
 //! stream), the connection stays open: it gets a `resync` frame for that channel with
 //! the position delivery goes on from, then what history still has after it, then live
-//! messages (PROTOCOL.md §5). Rooms without history are at-most-once: their gaps within
+//! messages (docs/protocol.md §5). Rooms without history are at-most-once: their gaps within
 //! an epoch are accepted; a new epoch is a resync too.
 //!
 //! History can also have *diverged*: a failover lost a write that was already delivered,

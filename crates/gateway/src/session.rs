@@ -1,4 +1,4 @@
-//! What a connection's frames mean: the protocol of PROTOCOL.md §4 for one client, from
+//! What a connection's frames mean: the protocol of docs/protocol.md §4 for one client, from
 //! the welcome to the last unsubscribe. Socket I/O lives in `ws`; this file only decides.
 
 use std::collections::HashSet;
@@ -301,7 +301,7 @@ impl Session {
         Ok(Some(ReplyOk::default()))
     }
 
-    /// RPC forwarding (PROTOCOL.md §4b): checked here, then run concurrently; its reply
+    /// RPC forwarding (docs/protocol.md §4b): checked here, then run concurrently; its reply
     /// comes when the upstream answers.
     fn rpc(&mut self, request: crate::rpc::Request) -> Outcome {
         let node = &self.node;

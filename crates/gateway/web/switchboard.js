@@ -1,4 +1,4 @@
-// Switchboard browser/Node client — PROTOCOL.md v1, JSON subprotocol.
+// Switchboard browser/Node client — docs/protocol.md v1, JSON subprotocol.
 // ES module, no dependencies, no build step. See README.md and switchboard.d.ts.
 
 const SUBPROTOCOL = 'switchboard.v1.json';

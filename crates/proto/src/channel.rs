@@ -1,4 +1,4 @@
-//! Channel names (`<namespace>:<name>`) and authorization patterns (PROTOCOL.md §2).
+//! Channel names (`<namespace>:<name>`) and authorization patterns (docs/protocol.md §2).
 
 use thiserror::Error;
 

@@ -1,4 +1,4 @@
-//! Error codes (PROTOCOL.md §4, §4b) and WebSocket close codes (§7).
+//! Error codes (docs/protocol.md §4, §4b) and WebSocket close codes (§7).
 
 /// The `code` of an `error` frame or of a failed `reply`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,7 +54,7 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// WebSocket close codes used by Switchboard (PROTOCOL.md §7).
+/// WebSocket close codes used by Switchboard (docs/protocol.md §7).
 pub mod close {
     /// Normal close.
     pub const NORMAL: u16 = 1000;

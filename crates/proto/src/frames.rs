@@ -1,4 +1,4 @@
-//! Decoded client frames and the server frames the gateway sends (PROTOCOL.md §4).
+//! Decoded client frames and the server frames the gateway sends (docs/protocol.md §4).
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ pub enum ClientFrame {
         id: Option<u64>,
         channel: String,
         data: Payload,
-        /// Makes a retry safe (PROTOCOL.md §5); validated by the decoders
+        /// Makes a retry safe (docs/protocol.md §5); validated by the decoders
         /// ([`crate::model::is_valid_idempotency_key`]).
         idempotency_key: Option<String>,
     },
@@ -152,7 +152,7 @@ pub enum ServerFrame {
         message: String,
     },
     /// History the connection depended on in `channel` is gone: the client reloads the
-    /// channel's state; delivery goes on after `position` (PROTOCOL.md §5).
+    /// channel's state; delivery goes on after `position` (docs/protocol.md §5).
     Resync {
         channel: String,
         position: StreamPosition,

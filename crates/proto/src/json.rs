@@ -31,7 +31,7 @@ struct RawFrame<'a> {
     token: Option<String>,
     method: Option<String>,
     /// Any JSON type is accepted: a `traceparent` that is not a string is ignored like an
-    /// invalid one (PROTOCOL.md §4b).
+    /// invalid one (docs/protocol.md §4b).
     traceparent: Option<serde_json::Value>,
     idempotency_key: Option<String>,
 }

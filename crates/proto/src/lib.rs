@@ -4,10 +4,10 @@
 //! - [`pb`]: prost types generated from `proto/switchboard/v1/*.proto`.
 //! - [`model`]: domain values: [`Message`], [`Payload`], [`StreamPosition`].
 //! - [`frames`]: decoded client frames and the server frames the gateway sends.
-//! - [`json`]: the `switchboard.v1.json` codec (PROTOCOL.md §4).
+//! - [`json`]: the `switchboard.v1.json` codec (docs/protocol.md §4).
 //! - [`binary`]: the `switchboard.v1.proto` codec and conversions to/from [`pb`].
-//! - [`channel`]: channel-name validation and authorization patterns (PROTOCOL.md §2).
-//! - [`codes`]: error codes and WebSocket close codes (PROTOCOL.md §4, §7).
+//! - [`channel`]: channel-name validation and authorization patterns (docs/protocol.md §2).
+//! - [`codes`]: error codes and WebSocket close codes (docs/protocol.md §4, §7).
 //! - [`clock`]: wall time since the Unix epoch and the process's monotonic clock.
 
 pub mod binary;

@@ -77,7 +77,7 @@ pub fn is_valid_epoch(epoch: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// An idempotency key (PROTOCOL.md §5): 1–64 characters of `[A-Za-z0-9_.:-]`.
+/// An idempotency key (docs/protocol.md §5): 1–64 characters of `[A-Za-z0-9_.:-]`.
 pub fn is_valid_idempotency_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 64

@@ -1,4 +1,4 @@
-//! Which channels keep history and how much (PROTOCOL.md §5).
+//! Which channels keep history and how much (docs/protocol.md §5).
 
 use std::time::Duration;
 

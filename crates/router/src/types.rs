@@ -57,7 +57,7 @@ pub struct PublishRequest {
     /// The sender: set by the server from the token for client publishes.
     pub from: Option<String>,
     pub data: Payload,
-    /// Makes a retry of this publish safe (PROTOCOL.md §5).
+    /// Makes a retry of this publish safe (docs/protocol.md §5).
     pub idempotency: Option<Idempotency>,
 }
 

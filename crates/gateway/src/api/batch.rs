@@ -1,4 +1,4 @@
-//! `POST /v1/batch` (an addition to PROTOCOL.md §6): many publishes in one request, so a
+//! `POST /v1/batch` (docs/protocol.md §6, an addition to the original contract): many publishes in one request, so a
 //! backend pays one HTTP round trip and the node one pipelined burst of Redis scripts for
 //! hundreds of messages. Every item is checked and answered on its own, in request order;
 //! items for the same channel are published in request order (their offsets follow it),

@@ -1,4 +1,4 @@
-//! The routes without the API key: `/healthz`, `/readyz`, `/metrics` (PROTOCOL.md §1, §8)
+//! The routes without the API key: `/healthz`, `/readyz`, `/metrics` (docs/protocol.md §1, §8)
 //! and the OpenAPI document of the whole internal port, `GET /v1/openapi.json`.
 
 use http::{header, HeaderValue, Response, StatusCode};

@@ -1,6 +1,6 @@
 //! Property tests of the server API's body and query parsing (issue 13, item 5): any body
 //! for publish, broadcast, batch and disconnect, in JSON and protobuf, and any `since` /
-//! `limit` on history, is answered 200 or with a documented 4xx (PROTOCOL.md §6: 400
+//! `limit` on history, is answered 200 or with a documented 4xx (docs/protocol.md §6: 400
 //! `bad_request` / `bad_channel`, 413 `too_large`) whose JSON body is `{"error","message"}`;
 //! never a panic, never a 5xx. The handlers run against a started embedded backplane.
 

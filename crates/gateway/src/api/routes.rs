@@ -62,7 +62,7 @@ const fn route(method: Method, path: &'static str, endpoint: Endpoint, auth: boo
     }
 }
 
-/// Every route of the internal port (PROTOCOL.md §6 and the operational endpoints).
+/// Every route of the internal port (docs/protocol.md §6 and the operational endpoints).
 pub const ROUTES: &[Route] = &[
     route(Method::POST, "/v1/publish", Endpoint::Publish, true),
     route(Method::POST, "/v1/broadcast", Endpoint::Broadcast, true),

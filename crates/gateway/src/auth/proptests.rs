@@ -1,6 +1,6 @@
 //! Property tests of token verification (issue 13, item 5): any token text, any header
 //! (`alg` of every spelling, `none`, other members of any type), any claims, signed or
-//! forged, is refused with a documented code (PROTOCOL.md §3: `missing_token`,
+//! forged, is refused with a documented code (docs/protocol.md §3: `missing_token`,
 //! `invalid_token`, `token_expired`, answered 401 before the upgrade) unless it is a valid
 //! token of the configured algorithm; never a panic, and the message never quotes it.
 

@@ -1,4 +1,4 @@
-//! The JWT rule matrix of PROTOCOL.md §3, against a fixed clock (`verify_at(token, NOW)`).
+//! The JWT rule matrix of docs/protocol.md §3, against a fixed clock (`verify_at(token, NOW)`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -1,4 +1,4 @@
-//! RPC routes (PROTOCOL.md §4b): the TOML `[[routes]]` tables and the compact
+//! RPC routes (docs/protocol.md §4b): the TOML `[[routes]]` tables and the compact
 //! `--rpc-route 'PATTERN=URL[,URL…]'` form, checked into [`RouteConfig`]s. Every problem is
 //! pushed to the caller's error list, prefixed with where it was found (`<file>: routes[2]`
 //! or `--rpc-route / SWITCHBOARD_RPC_ROUTES`). `crate::rpc` compiles the result into the

@@ -216,7 +216,7 @@ impl ConnHandle {
     }
 
     /// Moves a held channel to `position` after history the connection depended on was
-    /// lost (PROTOCOL.md §5): queues the `resync` frame, then `replay` (the messages after
+    /// lost (docs/protocol.md §5): queues the `resync` frame, then `replay` (the messages after
     /// `position`), then the live messages held meanwhile. Live messages of an older
     /// epoch than `position`'s are dropped: the client reloads what came before.
     pub async fn resync(

@@ -1,4 +1,4 @@
-//! Which upstream a call tries first (PROTOCOL.md §4b): `round_robin` rotates across the
+//! Which upstream a call tries first (docs/protocol.md §4b): `round_robin` rotates across the
 //! upstreams; `least_inflight` prefers the one with the fewest calls in flight, ties taken
 //! in rotation. The balancer gives an order of preference; the caller takes the first
 //! upstream whose circuit admits the call, so open circuits are skipped.

@@ -1,4 +1,4 @@
-//! A circuit breaker per upstream (PROTOCOL.md §4b): `failures` consecutive failures open
+//! A circuit breaker per upstream (docs/protocol.md §4b): `failures` consecutive failures open
 //! the circuit for `open_for`; then it is half-open and lets exactly one call through as a
 //! probe (every other call sees it as open). The probe's success closes the circuit, its
 //! failure opens it for another period. Time is `tokio::time`, so tests can pause it.

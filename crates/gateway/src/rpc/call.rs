@@ -1,7 +1,7 @@
 //! One call: the forwarded request (`POST`, JSON `{"method","data"}`, identity headers and
 //! `traceparent`), attempts through the balancer and the circuit breakers, retries of
 //! idempotent routes with jittered exponential backoff, and the answer → reply mapping
-//! (PROTOCOL.md §4b).
+//! (docs/protocol.md §4b).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

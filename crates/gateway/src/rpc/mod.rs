@@ -1,4 +1,4 @@
-//! RPC forwarding (PROTOCOL.md §4b): a client's `rpc` frame is routed by its method to a
+//! RPC forwarding (docs/protocol.md §4b): a client's `rpc` frame is routed by its method to a
 //! backend over HTTP, and the backend's answer comes back as the `reply`.
 //!
 //! # Layout

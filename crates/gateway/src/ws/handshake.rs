@@ -1,4 +1,4 @@
-//! The upgrade of `GET /ws`: every check happens before the 101 (PROTOCOL.md §3, §4):
+//! The upgrade of `GET /ws`: every check happens before the 101 (docs/protocol.md §3, §4):
 //! draining, capacity, Origin, subprotocol, token, `since` — and last the registration,
 //! which the per-user connection cap may refuse (`registration`).
 
@@ -200,7 +200,7 @@ fn negotiate(headers: &HeaderMap) -> Result<(Encoding, Option<&'static str>), Re
     ))
 }
 
-/// PROTOCOL.md §1: with an allow-list, an `Origin` must be listed (or the list is `*`);
+/// docs/protocol.md §1: with an allow-list, an `Origin` must be listed (or the list is `*`);
 /// without one, an `Origin` must be the request's own host. No `Origin`: allowed.
 fn check_origin(allowed: &Option<Vec<String>>, headers: &HeaderMap) -> Result<(), Rejected> {
     let Some(origin) = headers.get(header::ORIGIN) else {

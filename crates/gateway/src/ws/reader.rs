@@ -39,7 +39,7 @@ impl Handler for Session {
                 ErrorCode::BadFrame,
                 &format!("this subprotocol uses {what} frames"),
             );
-            // A frame of the wrong kind is a bad frame like any other (PROTOCOL.md §4).
+            // A frame of the wrong kind is a bad frame like any other (docs/protocol.md §4).
             return self.bad_frame();
         }
         self.handle(&bytes).await

@@ -231,7 +231,7 @@ pub(super) async fn finish(
             driver.wait_written().await;
         }
         // A close the server decided on (limits, bad input) is preceded by what was
-        // already queued: replies and the `error` frame that says why (PROTOCOL.md §4).
+        // already queued: replies and the `error` frame that says why (docs/protocol.md §4).
         End::Close(request) => {
             conn.outbound.close(request, true);
             // The closing handshake (RFC 6455 §7.1.1): read and drop what the peer still

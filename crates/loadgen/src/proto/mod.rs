@@ -1,7 +1,7 @@
 //! Wire formats: the upgrade request, the setup conversation until a connection counts as
 //! established, the classification of incoming text frames, and HTTP publishing.
 //!
-//! - `switchboard` — ours (PROTOCOL.md): `/ws`, JWT, `welcome`, `message`, `reply`, `goaway`.
+//! - `switchboard` — ours (docs/protocol.md): `/ws`, JWT, `welcome`, `message`, `reply`, `goaway`.
 //! - `socketio`    — Socket.IO 4 over Engine.IO 4: `0{…}` → `40` → `40{…}`; `42["msg",…]`.
 //! - `plain`       — `{"type":"hello"}`, then frames that are exactly the payload.
 //! - `pusher`      — Pusher protocol 7: subscribe to `user-<id>`; signed HTTP events.

@@ -1,4 +1,4 @@
-//! Switchboard v1 JSON (PROTOCOL.md): `GET /ws` with a bearer JWT and the
+//! Switchboard v1 JSON (docs/protocol.md): `GET /ws` with a bearer JWT and the
 //! `switchboard.v1.json` subprotocol; `welcome` first; `message`, `reply`, `goaway`.
 
 use std::borrow::Cow;

@@ -1,4 +1,4 @@
-//! Channel names (PROTOCOL.md §2): any string is a channel or one precise `ChannelError`
+//! Channel names (docs/protocol.md §2): any string is a channel or one precise `ChannelError`
 //! (which the gateway answers as `bad_channel`); valid names split and join back.
 
 use proptest::prelude::*;

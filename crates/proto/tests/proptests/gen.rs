@@ -8,7 +8,7 @@ use prost::Message as _;
 use serde_json::{json, Map, Value};
 use switchboard_proto::{pb, ClientFrame, Message, Payload, StreamPosition};
 
-/// The frame types a client may send (PROTOCOL.md §4, §4b).
+/// The frame types a client may send (docs/protocol.md §4, §4b).
 pub const CLIENT_TYPES: &[&str] = &[
     "subscribe",
     "unsubscribe",

@@ -1,4 +1,4 @@
-//! The `switchboard.v1.json` client decoder (PROTOCOL.md §4): every input is a frame,
+//! The `switchboard.v1.json` client decoder (docs/protocol.md §4): every input is a frame,
 //! `bad_frame` or `unknown_type`.
 
 use proptest::prelude::*;
@@ -50,7 +50,7 @@ fn with_raw(obj: &Map<String, Value>, key: &str, raw: &str) -> String {
 }
 
 /// Members a client frame may carry, each with the JSON type the decoder wants
-/// (`idempotency_key`: PROTOCOL.md §5, a malformed one is `bad_frame`).
+/// (`idempotency_key`: docs/protocol.md §5, a malformed one is `bad_frame`).
 const FIELDS: &[&str] = &[
     "type",
     "id",

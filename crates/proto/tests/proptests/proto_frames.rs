@@ -1,4 +1,4 @@
-//! The `switchboard.v1.proto` client decoder (PROTOCOL.md §4): every input is a frame,
+//! The `switchboard.v1.proto` client decoder (docs/protocol.md §4): every input is a frame,
 //! `bad_frame` (not a `Frame`, or a bad field) or `unknown_type` (no kind, or a server
 //! frame's kind).
 

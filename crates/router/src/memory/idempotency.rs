@@ -1,4 +1,4 @@
-//! Idempotency keys of the embedded backplane (PROTOCOL.md §5): which `(channel, key)`
+//! Idempotency keys of the embedded backplane (docs/protocol.md §5): which `(channel, key)`
 //! pairs were published within their window, and what the first publish answered.
 //!
 //! Cost: one entry per key seen within its window — the map entry, a shared name

@@ -1,4 +1,4 @@
-//! Idempotent publishes (PROTOCOL.md §5): a key seen within its window answers the first
+//! Idempotent publishes (docs/protocol.md §5): a key seen within its window answers the first
 //! outcome and stores nothing; the check is atomic with the store.
 
 use std::time::Duration;

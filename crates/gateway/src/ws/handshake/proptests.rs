@@ -1,6 +1,6 @@
 //! Property tests of the handshake's query string (issue 13, item 5): `since` and `token`
 //! as any text, however encoded, are accepted or refused with the documented answer
-//! (PROTOCOL.md §3, §5: 400 `bad_request` for a malformed `since`, 401 `missing_token` /
+//! (docs/protocol.md §3, §5: 400 `bad_request` for a malformed `since`, 401 `missing_token` /
 //! `invalid_token` / `token_expired`), never a panic.
 
 use std::sync::Arc;
