@@ -2,7 +2,7 @@
 //! it exists only with the flag, needs no token, sends every message back as the same type
 //! and keeps the production limits of a connection.
 
-mod support;
+use switchboard_testkit as support;
 
 use std::time::Duration;
 

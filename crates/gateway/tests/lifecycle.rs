@@ -1,7 +1,7 @@
 //! A connection's life and the node's: slow consumers (4008), heartbeats and dead peers,
 //! token expiry and refresh (4001), and the SIGTERM drain (`goaway`, 1012, exit 0).
 
-mod support;
+use switchboard_testkit as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,22 +1,27 @@
-//! Test support: spawns the real `switchboard` binary on port 0, mints tokens, and
-//! drives it with real WebSocket and HTTP clients.
-#![allow(dead_code)]
+//! The gateway's test support, shared by every test binary of `crates/gateway/tests/`
+//! (each one reads `use switchboard_testkit as support;`): spawns the real `switchboard`
+//! binary on port 0, mints tokens, and drives it with real WebSocket and HTTP clients.
+//!
+//! # Layout
+//! - this file: a node ([`start`], [`Node`]), tokens, the WebSocket [`Client`].
+//! - `api`: a keep-alive server-API client, metrics and process memory, `since`.
+//! - [`cluster`]: several nodes on one Redis or a Redis Cluster.
+//! - [`redis`]: the Redis behind a cluster and a tiny RESP client.
+//! - [`proxy`]: a TCP fault proxy in front of Redis.
+//! - [`refused`]: starts that must fail.
+//! - `backends`: the [`backend_tests!`] and [`on_both_redis!`] test macros.
 
 mod api;
+mod backends;
 pub mod cluster;
 pub mod proxy;
 pub mod redis;
 pub mod refused;
 
-mod backends;
-#[allow(unused_imports)]
-pub(crate) use backends::{backend_tests, on_both_redis};
-
-// Not every test binary uses every helper.
-#[allow(unused_imports)]
 pub use api::{connect_since, position, ApiClient};
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -54,6 +59,23 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// The `switchboard` binary under test. Cargo builds it into `target/<profile>/` before
+/// it runs the gateway's integration tests, whose binaries are in `target/<profile>/deps/`.
+pub fn gateway_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary runs from target/<profile>/deps/");
+    let bin = profile_dir.join(format!("switchboard{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the gateway's tests with `cargo test -p switchboard-gateway`",
+        bin.display()
+    );
+    bin
+}
+
 /// A running gateway process; killed on drop.
 pub struct Node {
     pub child: Child,
@@ -84,7 +106,7 @@ pub async fn spawn_node(node_id: &str, listen: &str, args: &[&str], env: &[(&str
     // `SWITCHBOARD_TEST_LOG=switchboard=debug,switchboard_router=debug cargo test …`
     // shows the nodes' debug logs (on stderr, with the test's output).
     let log_level = std::env::var("SWITCHBOARD_TEST_LOG").unwrap_or_else(|_| "warn".into());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    let mut cmd = Command::new(gateway_bin());
     cmd.arg("serve")
         .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
         .args(["--node-id", node_id, "--log-level", &log_level])
@@ -128,7 +150,7 @@ pub async fn spawn_node(node_id: &str, listen: &str, args: &[&str], env: &[(&str
 /// Runs the binary to completion with `args` (for config errors and `token`). Killed if
 /// the future is dropped first (a caller's timeout when it serves instead of exiting).
 pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    Command::new(gateway_bin())
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
@@ -493,3 +515,4 @@ impl Client {
         }
     }
 }
+

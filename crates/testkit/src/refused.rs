@@ -20,10 +20,10 @@ pub async fn run_with_url(url: &str) -> (Option<i32>, String, String) {
         "1000",
     ];
     let env = [
-        ("SWITCHBOARD_JWT_SECRET", super::SECRET),
-        ("SWITCHBOARD_API_KEY", super::API_KEY),
+        ("SWITCHBOARD_JWT_SECRET", crate::SECRET),
+        ("SWITCHBOARD_API_KEY", crate::API_KEY),
     ];
-    let out = tokio::time::timeout(Duration::from_secs(60), super::run_binary(&args, &env))
+    let out = tokio::time::timeout(Duration::from_secs(60), crate::run_binary(&args, &env))
         .await
         .unwrap_or_else(|_| panic!("switchboard with {url} did not exit within 60 s"));
     (

@@ -12,8 +12,7 @@
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`openapi`]: `GET /v1/openapi.json`, 405 with `Allow`, what Schemathesis found.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod batch;
 mod errors;

@@ -13,8 +13,7 @@
 //! - [`dashboard`]: the dashboard chart receives every point the feeder publishes.
 //! - [`origin`]: a page from a foreign origin is refused when an allow-list is set.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod chat;
 mod dashboard;

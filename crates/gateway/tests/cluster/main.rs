@@ -24,8 +24,7 @@
 //! - [`node_loss`]: a SIGKILLed node, and a node restarted under the same id.
 //! - [`events`]: the connection events stream read with a consumer group.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod batch;
 mod delivery;

@@ -17,8 +17,7 @@
 //! - [`failed_replies`]: requests answered with an error reply.
 //! - [`closes`]: close codes 1009, 1007, 1002, 4029 and 1000, and all of them on one node.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod bad_frames;
 mod closes;

@@ -13,8 +13,7 @@
 //! - [`user_cap`]: the per-user connection cap, on one node and cluster-wide.
 //! - [`binary`]: configuration errors of the binary and `switchboard token`.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod binary;
 mod jwt;

@@ -10,8 +10,7 @@
 //!   key's bytes, `aud`/`iss`.
 //! - [`startup`]: the first fetch fails → exit 1 (unless allowed), bad settings → exit 64.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod rejections;
 mod rotation;

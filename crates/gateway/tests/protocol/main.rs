@@ -14,8 +14,7 @@
 //! - [`encodings`]: delivery across encodings; subprotocol negotiation.
 //! - [`errors`]: `error` frames and `goaway`.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod control;
 mod encodings;

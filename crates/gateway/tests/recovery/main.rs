@@ -15,8 +15,7 @@
 //! - [`races`]: live messages racing a replay.
 //! - [`metrics`]: recovery results in `/metrics`.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod metrics;
 mod personal;

@@ -10,8 +10,7 @@
 //! - [`tls`]: `rediss://` with the right CA, another CA, no CA.
 //! - [`passwords`]: `requirepass`, an ACL user, a Redis Cluster with a password.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod passwords;
 mod tls;

@@ -17,8 +17,7 @@
 //! - [`startup`]: `redis-cluster://` URLs the node must refuse at startup (exit 1, a
 //!   clear message, nothing bound), a malformed URL (exit 64) and a wrong password.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod failover;
 mod leases;

@@ -17,8 +17,7 @@
 //! - [`registry`]: a node reaped while its sockets stay open; no ghost connection
 //!   after a freeze.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod at_scale;
 mod blackhole;

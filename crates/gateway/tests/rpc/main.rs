@@ -18,8 +18,7 @@
 //! - [`load`]: 1,000 concurrent calls from 100 connections.
 //! - [`config`]: invalid routes exit 64 listing every problem; the flag and env forms.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod access;
 mod balancing;
