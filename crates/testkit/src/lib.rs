@@ -5,6 +5,7 @@
 //! # Layout
 //! - this file: a node ([`start`], [`Node`]), tokens, the WebSocket [`Client`].
 //! - `api`: a keep-alive server-API client, metrics and process memory, `since`.
+//! - [`metrics`]: samples of `/metrics`, their sums and single values.
 //! - [`cluster`]: several nodes on one Redis or a Redis Cluster.
 //! - [`redis`]: the Redis behind a cluster and a tiny RESP client.
 //! - [`proxy`]: a TCP fault proxy in front of Redis.
@@ -14,6 +15,7 @@
 mod api;
 mod backends;
 pub mod cluster;
+pub mod metrics;
 pub mod proxy;
 pub mod redis;
 pub mod refused;
@@ -515,4 +517,3 @@ impl Client {
         }
     }
 }
-

@@ -271,14 +271,3 @@ fn strings(v: &Value) -> Vec<String> {
         .map(|s| s.as_str().unwrap_or_default().to_owned())
         .collect()
 }
-
-/// The value of the counter `name` with the label `label` (like `result="recovered"`) in
-/// a node's `/metrics`, or 0 when it has no such series yet.
-async fn counter(node: &Node, name: &str, label: &str) -> f64 {
-    node.metrics_text()
-        .await
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}

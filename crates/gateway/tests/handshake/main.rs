@@ -114,13 +114,3 @@ async fn accepted(node: &Node, query: &str, headers: &[(&str, &str)], user: &str
 fn with_token(token: &str) -> String {
     format!("token={token}")
 }
-
-/// The value of the counter line `name{…label…}` in the metrics text (0 when absent).
-async fn counter(node: &Node, name: &str, label: &str) -> f64 {
-    let (status, text) = node.get_internal("/metrics").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}

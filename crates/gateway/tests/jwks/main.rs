@@ -240,19 +240,6 @@ fn assert_refused(admitted: bool, what: &str) {
     assert!(!admitted, "{what} was accepted");
 }
 
-/// The sum of the metric lines `name{…}` (or `name value`) containing `label`.
-async fn metric(node: &Node, name: &str, label: &str) -> f64 {
-    node.metrics_text()
-        .await
-        .lines()
-        .filter(|l| {
-            (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-                && l.contains(label)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Polls `check` every 100 ms until it holds, for at most `within`.
 async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where

@@ -79,10 +79,9 @@ async fn allowed_to_start_without_keys() {
     .await;
     let token = TestKey::Rsa.sign(Algorithm::RS256, Some("a"), &claims(json!({})));
     assert_refused(admits(&node, &token).await, "a token with no keys loaded");
-    assert_eq!(metric(&node, "switchboard_jwks_keys", "").await, 0.0);
+    assert_eq!(node.metric("switchboard_jwks_keys", "").await, 0.0);
     assert!(
-        metric(
-            &node,
+        node.metric(
             "switchboard_jwks_refresh_total",
             r#"trigger="startup",result="error""#
         )
@@ -97,7 +96,7 @@ async fn allowed_to_start_without_keys() {
         || admits(&node, &token),
     )
     .await;
-    assert_eq!(metric(&node, "switchboard_jwks_keys", "").await, 1.0);
+    assert_eq!(node.metric("switchboard_jwks_keys", "").await, 1.0);
 }
 
 /// Bad JWKS settings are configuration errors (exit 64), all reported, nothing fetched.

@@ -29,11 +29,11 @@ mod load;
 mod retries;
 mod upstream;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::metrics::{metric_one, metric_sum, samples};
 use support::{Client, Node};
 use switchboard_proto::pb;
 use switchboard_proto::pb::frame::Kind;
@@ -167,83 +167,6 @@ async fn pb_reply(client: &mut Client, id: u64) -> pb::Reply {
 }
 
 // --- metrics ------------------------------------------------------------------------------
-
-/// Every sample of metric `name` in Prometheus text: its labels and value.
-fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, labels) = match series.split_once('{') {
-                Some((m, rest)) => (m, parse_labels(rest.strip_suffix('}')?)),
-                None => (series, BTreeMap::new()),
-            };
-            (metric == name).then(|| (labels, value.trim().parse().expect("metric value")))
-        })
-        .collect()
-}
-
-/// `a="x",b="y"` → {a: x, b: y} (handles `\"` and `\\` escapes).
-fn parse_labels(s: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = s;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, e)) = chars.next() {
-                        value.push(if e == 'n' { '\n' } else { e });
-                    }
-                }
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        labels.insert(key.trim_start_matches(',').trim().to_owned(), value);
-        rest = &after[end..];
-    }
-    labels
-}
-
-/// The sum of the samples of `name` whose labels include every pair of `labels`.
-fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples(text, name)
-        .into_iter()
-        .filter(|(l, _)| {
-            labels
-                .iter()
-                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// The one sample of `name` with exactly these label values (for `labels` keys); panics
-/// with every sample of `name` when there is none.
-fn metric_one(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let all = samples(text, name);
-    let found: Vec<f64> = all
-        .iter()
-        .filter(|(l, _)| {
-            labels
-                .iter()
-                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
-        })
-        .map(|(_, v)| *v)
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one sample of {name} with {labels:?}; all samples: {all:?}"
-    );
-    found[0]
-}
 
 /// Waits (bounded) until the circuit-state gauge of `upstream` on `route` is `state`.
 async fn wait_circuit(node: &Node, route: &str, upstream: &str, state: f64) {
