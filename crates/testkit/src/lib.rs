@@ -517,3 +517,43 @@ impl Client {
         }
     }
 }
+
+// --- Shared by several test binaries ------------------------------------------------
+
+impl Client {
+    /// The next protobuf frame, which must be a reply.
+    pub async fn next_pb_reply(&mut self) -> switchboard_proto::pb::Reply {
+        match self.recv_pb().await {
+            switchboard_proto::pb::frame::Kind::Reply(r) => r,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    /// The protobuf `Reply` to request `id` (other frames skipped).
+    pub async fn pb_reply(&mut self, id: u64) -> switchboard_proto::pb::Reply {
+        use switchboard_proto::pb::frame::Kind;
+        match self
+            .recv_pb_until(|k| matches!(k, Kind::Reply(r) if r.id == id))
+            .await
+        {
+            Kind::Reply(r) => r,
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// A protobuf payload holding JSON text.
+pub fn json_payload(text: &str) -> Option<switchboard_proto::pb::Payload> {
+    use switchboard_proto::pb::{payload::Kind, Payload};
+    Some(Payload {
+        kind: Some(Kind::Json(text.to_owned())),
+    })
+}
+
+/// A protobuf payload holding bytes.
+pub fn binary_payload(bytes: &[u8]) -> Option<switchboard_proto::pb::Payload> {
+    use switchboard_proto::pb::{payload::Kind, Payload};
+    Some(Payload {
+        kind: Some(Kind::Binary(Bytes::copy_from_slice(bytes))),
+    })
+}

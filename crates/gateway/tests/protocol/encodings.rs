@@ -76,7 +76,7 @@ async fn proto_json_payload_reaches_json_as_data() {
         json_payload(r#"{"k":[1,"two",{"x":null}]}"#),
     ))
     .await;
-    assert!(pb_reply(&mut p).await.ok);
+    assert!(p.next_pb_reply().await.ok);
     let m = j.recv_until(|v| v["type"] == "message").await;
     assert_eq!(m["data"], json!({"k": [1, "two", {"x": null}]}));
     assert!(m.get("data_b64").is_none(), "{m}");

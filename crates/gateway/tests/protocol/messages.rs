@@ -174,7 +174,7 @@ async fn publishing_without_permission_is_forbidden_and_delivers_nothing() {
     let mut e = node.connect_proto_token(&t).await.0;
     e.send_pb(pb_publish(4, "room:lobby", json_payload("1")))
         .await;
-    let r = pb_reply(&mut e).await;
+    let r = e.next_pb_reply().await;
     assert_eq!((r.id, r.ok), (4, false));
     assert_eq!(r.error.unwrap().code, "forbidden");
 

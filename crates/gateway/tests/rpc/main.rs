@@ -34,9 +34,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::metrics::{metric_one, metric_sum, samples};
-use support::{Client, Node};
+use support::{binary_payload, json_payload, Client, Node};
 use switchboard_proto::pb;
-use switchboard_proto::pb::frame::Kind;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Starts a node with `toml` as its `--config` file (and extra flags).
@@ -110,18 +109,6 @@ fn error_code(reply: &Value) -> String {
 
 // --- protobuf -----------------------------------------------------------------------------
 
-fn json_payload(text: &str) -> Option<pb::Payload> {
-    Some(pb::Payload {
-        kind: Some(pb::payload::Kind::Json(text.to_owned())),
-    })
-}
-
-fn binary_payload(bytes: &[u8]) -> Option<pb::Payload> {
-    Some(pb::Payload {
-        kind: Some(pb::payload::Kind::Binary(bytes.to_vec().into())),
-    })
-}
-
 fn varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -153,17 +140,6 @@ fn pb_rpc(id: u64, method: &str, data: Option<pb::Payload>, traceparent: Option<
     let mut frame = Vec::new();
     length_delimited(7, &rpc, &mut frame);
     Message::Binary(frame.into())
-}
-
-/// The next protobuf `Reply` (other frames skipped).
-async fn pb_reply(client: &mut Client, id: u64) -> pb::Reply {
-    match client
-        .recv_pb_until(|k| matches!(k, Kind::Reply(r) if r.id == id))
-        .await
-    {
-        Kind::Reply(r) => r,
-        _ => unreachable!(),
-    }
 }
 
 // --- metrics ------------------------------------------------------------------------------
