@@ -521,6 +521,19 @@ impl Client {
 // --- Shared by several test binaries ------------------------------------------------
 
 impl Client {
+    /// Subscribes a JSON client as `user` and consumes the reply and its own presence
+    /// `join`; returns the reply.
+    pub async fn join_room(&mut self, id: u64, channel: &str, user: &str) -> Value {
+        let reply = self.subscribe(id, channel).await;
+        assert_eq!(reply["ok"], true, "subscribe {channel}: {reply}");
+        let own = self.recv().await;
+        assert_eq!(
+            own,
+            json!({"type": "presence", "channel": channel, "user": user, "event": "join"})
+        );
+        reply
+    }
+
     /// The next protobuf frame, which must be a reply.
     pub async fn next_pb_reply(&mut self) -> switchboard_proto::pb::Reply {
         match self.recv_pb().await {

@@ -75,8 +75,8 @@ async fn metrics_follow_traffic() {
     // Traffic: a room message delivered twice, a DM.
     let (mut a, w) = node.connect("alice").await;
     let (mut b, _) = node.connect("bob").await;
-    join_room(&mut a, 1, "room:m").await;
-    join_room(&mut b, 1, "room:m").await;
+    a.join_room(1, "room:m", "alice").await;
+    b.join_room(1, "room:m", "bob").await;
     a.send(json!({"type": "publish", "id": 2, "channel": "room:m", "data": 1}))
         .await;
     b.recv_until(|v| v["type"] == "message").await;

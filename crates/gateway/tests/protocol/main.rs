@@ -89,18 +89,6 @@ async fn pb_presence(c: &mut Client) -> pb::Presence {
     }
 }
 
-/// Subscribes a JSON client and consumes the reply and its own `join`.
-async fn join_room(c: &mut Client, id: u64, channel: &str, user: &str) -> Value {
-    let reply = c.subscribe(id, channel).await;
-    assert_eq!(reply["ok"], true, "subscribe {channel}: {reply}");
-    let own = c.recv().await;
-    assert_eq!(
-        own,
-        json!({"type": "presence", "channel": channel, "user": user, "event": "join"})
-    );
-    reply
-}
-
 /// Subscribes a protobuf client and consumes the reply and its own `join`.
 async fn pb_join_room(c: &mut Client, id: u64, channel: &str, user: &str) -> pb::Reply {
     c.send_pb(pb_subscribe(id, channel)).await;

@@ -10,11 +10,11 @@ fn presence(channel: &str, user: &str, event: &str) -> Value {
 async fn presence_join_and_leave_json() {
     let node = support::start(&[]).await;
     let (mut a, _) = node.connect("alice").await;
-    join_room(&mut a, 1, "room:p", "alice").await;
+    a.join_room(1, "room:p", "alice").await;
 
     // Bob's first connection joins.
     let (mut b1, _) = node.connect("bob").await;
-    join_room(&mut b1, 1, "room:p", "bob").await;
+    b1.join_room(1, "room:p", "bob").await;
     assert_eq!(a.recv().await, presence("room:p", "bob", "join"));
 
     // His second connection is not a second join, for anyone.
@@ -39,7 +39,7 @@ async fn presence_join_and_leave_json() {
 
     // Join then unsubscribe: join, leave.
     let (mut c, _) = node.connect("carol").await;
-    join_room(&mut c, 1, "room:p", "carol").await;
+    c.join_room(1, "room:p", "carol").await;
     assert_eq!(a.recv().await, presence("room:p", "carol", "join"));
     c.send(json!({"type": "unsubscribe", "id": 2, "channel": "room:p"}))
         .await;
@@ -62,7 +62,7 @@ async fn presence_join_and_leave_proto() {
     pb_join_room(&mut a, 1, "room:p", "alice").await;
 
     let (mut b1, _) = node.connect("bob").await;
-    join_room(&mut b1, 1, "room:p", "bob").await;
+    b1.join_room(1, "room:p", "bob").await;
     let (mut b2, _) = node.connect("bob").await;
     assert_eq!(b2.subscribe(1, "room:p").await["ok"], true);
     assert_eq!(

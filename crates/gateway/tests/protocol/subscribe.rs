@@ -149,13 +149,10 @@ async fn subscribing_without_permission_is_forbidden() {
     let r = m.subscribe(1, "room:lobby").await;
     assert_eq!(r["ok"], false);
     assert_eq!(r["error"]["code"], "forbidden", "{r}");
-    assert_eq!(
-        join_room(&mut m, 2, "room:open-1", "mallory").await["ok"],
-        true
-    );
+    assert_eq!(m.join_room(2, "room:open-1", "mallory").await["ok"], true);
 
     let (mut a, _) = node.connect("alice").await;
-    join_room(&mut a, 1, "room:lobby", "alice").await;
+    a.join_room(1, "room:lobby", "alice").await;
     a.send(json!({"type": "publish", "id": 2, "channel": "room:lobby", "data": "x"}))
         .await;
     assert_eq!(a.reply(2).await["ok"], true);
