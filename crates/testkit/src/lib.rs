@@ -37,7 +37,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -569,4 +570,22 @@ pub fn binary_payload(bytes: &[u8]) -> Option<switchboard_proto::pb::Payload> {
     Some(Payload {
         kind: Some(Kind::Binary(Bytes::copy_from_slice(bytes))),
     })
+}
+
+/// Any WebSocket frame, exactly as given (tungstenite only masks it).
+pub fn raw_frame(opcode: OpCode, fin: bool, payload: impl Into<Bytes>) -> Message {
+    let header = FrameHeader {
+        is_final: fin,
+        opcode,
+        ..FrameHeader::default()
+    };
+    Message::Frame(Frame::from_payload(header, payload.into()))
+}
+
+/// A free loopback port (bound and released; for a process that must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }

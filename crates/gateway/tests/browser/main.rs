@@ -28,7 +28,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use support::Node;
+use support::{free_port, Node};
 
 /// The Chromium the scenarios drive (Debian's package; never a downloaded browser).
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -241,16 +241,6 @@ async fn assert_demo_served(node: &Node) {
             String::from_utf8_lossy(&body)
         );
     }
-}
-
-/// A free loopback port (bound and released; for a node whose origin must be known
-/// before it starts).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local address")
-        .port()
 }
 
 /// Starts a node (embedded backplane) listening publicly on `listen`, with `args`.
