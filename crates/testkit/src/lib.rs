@@ -589,3 +589,46 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// Writes `toml` to a fresh file in the temp dir (for `--config`).
+pub fn write_config(toml: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "switchboard-test-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+/// Starts a node with `toml` as its `--config` file (and extra flags).
+pub async fn start_with_config(toml: &str, args: &[&str]) -> Node {
+    let path = write_config(toml);
+    let mut all = vec!["--config", path.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let node = start(&all).await;
+    let _ = std::fs::remove_file(&path);
+    node
+}
+
+/// Runs `switchboard serve` on port 0 (public and internal) with `args` and `env` to its
+/// exit, for starts that must fail; `None` when it is still running after `within` (it is
+/// killed then).
+pub async fn serve_to_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    within: Duration,
+) -> Option<std::process::Output> {
+    let mut all = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    all.extend_from_slice(args);
+    tokio::time::timeout(within, run_binary(&all, env))
+        .await
+        .ok()
+}

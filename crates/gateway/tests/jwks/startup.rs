@@ -5,17 +5,9 @@ use super::*;
 
 /// `switchboard serve` with the JWKS `url` and `args`, run to its exit (at most 20 s).
 async fn serve_exits(url: &str, args: &[&str]) -> std::process::Output {
-    let mut all = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--jwt-jwks-url",
-        url,
-    ];
+    let mut all = vec!["--jwt-jwks-url", url];
     all.extend_from_slice(args);
-    tokio::time::timeout(Duration::from_secs(20), support::run_binary(&all, &[]))
+    support::serve_to_exit(&all, &[], Duration::from_secs(20))
         .await
         .expect("the node exits instead of serving")
 }

@@ -158,12 +158,8 @@ async fn round_trip(client: &mut Client, id: u64) {
 }
 
 /// Starts the test's nodes with `toml` as their `--config` file.
-async fn start_with_config(backplane: Backplane, name: &str, toml: &str) -> Env {
-    let path = std::env::temp_dir().join(format!(
-        "switchboard-recovery-{}-{name}-{backplane:?}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&path, toml).expect("write config");
+async fn start_with_config(backplane: Backplane, toml: &str) -> Env {
+    let path = support::write_config(toml);
     let env = Env::start(backplane, &["--config", path.to_str().expect("utf-8 path")]).await;
     let _ = std::fs::remove_file(&path);
     env

@@ -29,36 +29,13 @@ mod load;
 mod retries;
 mod upstream;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::metrics::{metric_one, metric_sum, samples};
-use support::{binary_payload, json_payload, Client, Node};
+use support::{binary_payload, json_payload, start_with_config, write_config, Client, Node};
 use switchboard_proto::pb;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Starts a node with `toml` as its `--config` file (and extra flags).
-async fn start_with_config(toml: &str, args: &[&str]) -> Node {
-    let path = write_config(toml);
-    let mut all = vec!["--config", path.to_str().expect("utf-8 path")];
-    all.extend_from_slice(args);
-    let node = support::start(&all).await;
-    let _ = std::fs::remove_file(&path);
-    node
-}
-
-/// Writes `toml` to a fresh file in the temp dir.
-fn write_config(toml: &str) -> std::path::PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "switchboard-rpc-{}-{}.toml",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, toml).expect("write config");
-    path
-}
 
 /// One `[[routes]]` table: `method` → `upstreams`, plus extra `key = value` lines.
 fn route(method: &str, upstreams: &[&str], extra: &[&str]) -> String {
