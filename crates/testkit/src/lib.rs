@@ -397,6 +397,13 @@ impl Client {
         self.reply(id).await
     }
 
+    /// Sends a `ping` and expects its `pong` as the very next frame: everything sent
+    /// before it was handled.
+    pub async fn round_trip(&mut self, id: u64) {
+        self.send(json!({"type": "ping", "id": id})).await;
+        assert_eq!(self.recv().await, json!({"type": "pong", "id": id}));
+    }
+
     /// Waits for the server's close frame; returns its code and reason. Data frames
     /// before it are returned too.
     pub async fn expect_close(&mut self) -> (u16, String, Vec<Message>) {

@@ -150,13 +150,6 @@ async fn expect_own_join(client: &mut Client, user: &str, channel: &str) {
     );
 }
 
-/// Sends a `ping` and waits for its `pong`: everything sent before was handled.
-async fn round_trip(client: &mut Client, id: u64) {
-    client.send(json!({"type": "ping", "id": id})).await;
-    let pong = client.recv().await;
-    assert_eq!(pong, json!({"type": "pong", "id": id}));
-}
-
 /// Starts the test's nodes with `toml` as their `--config` file.
 async fn start_with_config(backplane: Backplane, toml: &str) -> Env {
     let path = support::write_config(toml);
