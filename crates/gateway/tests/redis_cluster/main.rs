@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::cluster::poll;
+use support::metrics::metric_sum;
 use support::{ApiClient, Node};
 use switchboard_router::testsuite::redis_cluster::RedisCluster;
 use tokio::time::Instant;
@@ -142,19 +143,10 @@ impl Readiness {
 /// `switchboard_backplane_shard_reconnects_total` over its shards).
 async fn reconnects(node: &Node) -> (u64, u64) {
     let text = node.metrics_text().await;
-    let mut out = (0, 0);
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let value = value.parse::<f64>().unwrap_or(0.0) as u64;
-        if series == "switchboard_backplane_reconnects_total" {
-            out.0 += value;
-        } else if series.starts_with("switchboard_backplane_shard_reconnects_total{") {
-            out.1 += value;
-        }
-    }
-    out
+    (
+        metric_sum(&text, "switchboard_backplane_reconnects_total", &[]) as u64,
+        metric_sum(&text, "switchboard_backplane_shard_reconnects_total", &[]) as u64,
+    )
 }
 
 /// Seconds since `t`, for `measured:` lines.
