@@ -589,6 +589,14 @@ pub fn raw_frame(opcode: OpCode, fin: bool, payload: impl Into<Bytes>) -> Messag
     Message::Frame(Frame::from_payload(header, payload.into()))
 }
 
+/// Awaits a spawned task, re-raising its panic with the original message.
+pub async fn join_task<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match task.await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// A free loopback port (bound and released; for a process that must be told its port).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -40,18 +40,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::cluster::poll;
-use support::{connect_since, position, Client, Node};
+use support::{connect_since, join_task, position, Client, Node};
 
 /// How long "nothing else arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
-
-/// Awaits a spawned task, re-raising its panic with the original message.
-async fn join<T>(task: tokio::task::JoinHandle<T>) -> T {
-    match task.await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
 
 /// The next frame must be exactly `expected`.
 async fn expect_frame(client: &mut Client, who: &str, expected: Value) {

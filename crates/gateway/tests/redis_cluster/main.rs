@@ -32,17 +32,14 @@ use std::time::Duration;
 
 use support::cluster::poll;
 use support::metrics::metric_sum;
-use support::{ApiClient, Node};
+use support::{join_task, ApiClient, Node};
 use switchboard_router::testsuite::redis_cluster::RedisCluster;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Runs blocking work (process control, the cluster's waits) off the runtime's threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    join_task(tokio::task::spawn_blocking(f)).await
 }
 
 /// A Redis Cluster of the test's own: `primaries` × (1 + `replicas`) nodes with `args`.
