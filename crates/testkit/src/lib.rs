@@ -535,10 +535,7 @@ impl Client {
         let reply = self.subscribe(id, channel).await;
         assert_eq!(reply["ok"], true, "subscribe {channel}: {reply}");
         let own = self.recv().await;
-        assert_eq!(
-            own,
-            json!({"type": "presence", "channel": channel, "user": user, "event": "join"})
-        );
+        assert_eq!(own, presence_frame(channel, user, "join"));
         reply
     }
 
@@ -561,6 +558,11 @@ impl Client {
             _ => unreachable!(),
         }
     }
+}
+
+/// The JSON `presence` frame of `user` on `channel` (`event`: "join" or "leave").
+pub fn presence_frame(channel: &str, user: &str, event: &str) -> Value {
+    json!({"type": "presence", "channel": channel, "user": user, "event": event})
 }
 
 /// A protobuf payload holding JSON text.

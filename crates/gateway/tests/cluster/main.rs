@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::cluster::poll;
-use support::{connect_since, join_task, position, Client, Node};
+use support::{connect_since, join_task, position, presence_frame, Client, Node};
 
 /// How long "nothing else arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
@@ -49,10 +49,6 @@ const QUIET: Duration = Duration::from_millis(300);
 async fn expect_frame(client: &mut Client, who: &str, expected: Value) {
     let got = client.recv().await;
     assert_eq!(got, expected, "{who}: unexpected frame");
-}
-
-fn presence(room: &str, user: &str, event: &str) -> Value {
-    json!({"type": "presence", "channel": room, "user": user, "event": event})
 }
 
 /// Subscribes to `room` and checks the reply is the next frame and ok.
