@@ -11,6 +11,22 @@ ADMIN_LISTEN ?= 0.0.0.0:9090
 USER_ID ?= alice
 DEV_ENV = SWITCHBOARD_JWT_SECRET=$(DEV_SECRET) SWITCHBOARD_API_KEY=$(DEV_API_KEY)
 
+# `make test-fast`: every test that needs no Redis, Chromium, Node or Prometheus, in a minute
+# or two after a build. The unit tests of every crate (the router's shared suite on memory
+# among them), the protocol property tests, the load generator's selftest and the gateway's
+# test binaries except the ones that need Redis or a browser throughout
+# (GATEWAY_SLOW_TESTS), without their tests that need Redis (FAST_SKIP: the Redis variants
+# `…::on_one_redis` / `…::on_redis_cluster` of the tests that run on several backends, and
+# three idempotency tests). `make test` runs all of these and the rest.
+GATEWAY_SLOW_TESTS := browser cluster redis_auth redis_cluster redis_faults
+GATEWAY_FAST_TESTS = $(filter-out keys $(GATEWAY_SLOW_TESTS),$(notdir $(basename $(wildcard crates/gateway/tests/*))))
+FAST_SKIP := on_one_redis on_redis_cluster cut_reply:: cost::a_key_in_redis client::a_retry_through_another_node
+
+.PHONY: test-fast
+test-fast: ## Unit tests, the router suite on memory, single-node end-to-end tests: no Redis, Chromium, Node or Prometheus (a minute or two)
+	$(CARGO) test --workspace --locked --lib --bins --test proptests --test selftest \
+		$(addprefix --test ,$(GATEWAY_FAST_TESTS)) -- $(addprefix --skip ,$(FAST_SKIP))
+
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'

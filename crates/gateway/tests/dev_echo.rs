@@ -2,17 +2,16 @@
 //! it exists only with the flag, needs no token, sends every message back as the same type
 //! and keeps the production limits of a connection.
 
-mod support;
+use switchboard_testkit as support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use support::{Node, Ws, WAIT};
+use support::{raw_frame, Node, Ws, WAIT};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error, Message};
 
@@ -63,15 +62,6 @@ async fn close_code(ws: &mut Ws) -> u16 {
     }
 }
 
-fn raw(opcode: OpCode, fin: bool, payload: impl Into<Bytes>) -> Message {
-    let header = FrameHeader {
-        is_final: fin,
-        opcode,
-        ..FrameHeader::default()
-    };
-    Message::Frame(Frame::from_payload(header, payload.into()))
-}
-
 #[tokio::test]
 async fn without_the_flag_there_is_no_echo() {
     let node = support::start(&[]).await;
@@ -99,10 +89,10 @@ async fn with_the_flag_every_message_comes_back_as_it_was_sent() {
     ws.send(Message::binary(binary.clone())).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::binary(binary));
     // A fragmented message comes back whole.
-    ws.send(raw(OpCode::Data(Data::Text), false, "frag"))
+    ws.send(raw_frame(OpCode::Data(Data::Text), false, "frag"))
         .await
         .unwrap();
-    ws.send(raw(OpCode::Data(Data::Continue), true, "mented"))
+    ws.send(raw_frame(OpCode::Data(Data::Continue), true, "mented"))
         .await
         .unwrap();
     assert_eq!(next(&mut ws).await, Message::text("fragmented"));
@@ -138,17 +128,17 @@ async fn the_echo_keeps_the_production_limits() {
     ws.send(Message::text("x".repeat(65))).await.unwrap();
     assert_eq!(close_code(&mut ws).await, 1009);
     let mut ws = echo(&node, &[]).await.expect("upgrade");
-    ws.send(raw(OpCode::Data(Data::Binary), false, vec![0u8; 40]))
+    ws.send(raw_frame(OpCode::Data(Data::Binary), false, vec![0u8; 40]))
         .await
         .unwrap();
-    ws.send(raw(OpCode::Data(Data::Continue), true, vec![0u8; 25]))
+    ws.send(raw_frame(OpCode::Data(Data::Continue), true, vec![0u8; 25]))
         .await
         .unwrap();
     assert_eq!(close_code(&mut ws).await, 1009);
     // UTF-8: a text fragment that cannot become UTF-8 closes at once, before the message
     // ends.
     let mut ws = echo(&node, &[]).await.expect("upgrade");
-    ws.send(raw(
+    ws.send(raw_frame(
         OpCode::Data(Data::Text),
         false,
         b"ok \xf4\x90".to_vec(),

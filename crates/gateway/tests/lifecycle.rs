@@ -1,7 +1,7 @@
 //! A connection's life and the node's: slow consumers (4008), heartbeats and dead peers,
 //! token expiry and refresh (4001), and the SIGTERM drain (`goaway`, 1012, exit 0).
 
-mod support;
+use switchboard_testkit as support;
 
 use std::time::{Duration, Instant};
 
@@ -33,12 +33,6 @@ fn token_expiring_in(sub: &str, secs: i64) -> String {
         "channels": ["room:*"],
         "publish": ["room:*"],
     }))
-}
-
-/// Sends a `ping` and expects its `pong` as the very next frame.
-async fn round_trip(client: &mut Client, id: u64) {
-    client.send(json!({"type": "ping", "id": id})).await;
-    assert_eq!(client.recv().await, json!({"type": "pong", "id": id}));
 }
 
 fn text_json(msg: &Message) -> Value {
@@ -127,7 +121,7 @@ async fn a_slow_consumer_is_closed_with_4008_and_memory_stays_bounded() {
     assert_eq!(received, (1..=k).collect::<Vec<_>>(), "a prefix, in order");
     assert!(node.metric_value(SLOW_CONSUMER).await >= Some(1.0));
     // The fast subscriber is unaffected.
-    round_trip(&mut fast, 9).await;
+    fast.round_trip(9).await;
 }
 
 // --- Heartbeats ---------------------------------------------------------------------
@@ -277,7 +271,7 @@ async fn a_live_client_sees_pings_and_stays_connected() {
         }
     }
     assert!(pings >= 2, "{pings} pings in 3.5 s with a 1 s heartbeat");
-    round_trip(&mut client, 1).await;
+    client.round_trip(1).await;
 }
 
 // --- Token expiry and refresh -------------------------------------------------------
@@ -318,7 +312,7 @@ async fn a_refresh_before_expiry_keeps_the_connection() {
     );
     // Past the old expiry: nothing happens.
     client.expect_silence(Duration::from_secs(3)).await;
-    round_trip(&mut client, 2).await;
+    client.round_trip(2).await;
     // The connection still works for real traffic.
     assert_eq!(client.subscribe(3, "room:lobby").await["ok"], true);
 }

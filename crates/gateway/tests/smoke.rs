@@ -1,6 +1,6 @@
 //! The shortest end-to-end path: connect, subscribe, publish, receive.
 
-mod support;
+use switchboard_testkit as support;
 
 use serde_json::json;
 

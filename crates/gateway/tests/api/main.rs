@@ -12,8 +12,7 @@
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`openapi`]: `GET /v1/openapi.json`, 405 with `Allow`, what Schemathesis found.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod batch;
 mod errors;
@@ -26,7 +25,7 @@ mod queries;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{now_ms, Client, Node};
+use support::{now_ms, Node};
 
 const QUIET: Duration = Duration::from_millis(200);
 
@@ -61,14 +60,4 @@ async fn eventually(node: &Node, path: &str, pred: impl Fn(&Value) -> bool) -> V
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Subscribes and consumes the reply and the client's own presence `join`.
-async fn join_room(c: &mut Client, id: u64, channel: &str) {
-    assert_eq!(c.subscribe(id, channel).await["ok"], true);
-    let own = c.recv().await;
-    assert_eq!(
-        (own["type"].as_str(), own["event"].as_str()),
-        (Some("presence"), Some("join"))
-    );
 }

@@ -5,6 +5,7 @@ use super::*;
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::support::metrics::metric_first;
 use crate::support::API_KEY;
 
 #[tokio::test]
@@ -31,19 +32,6 @@ async fn health_and_readiness() {
     assert_eq!(status, 404);
 }
 
-/// The value of the first sample of `name` whose labels contain `labels`.
-fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let rest = l.strip_prefix(name)?;
-        let (series, value) = rest.rsplit_once(' ')?;
-        let ok = match series.strip_prefix('{') {
-            Some(lbl) => lbl.contains(labels),
-            None => series.is_empty() && labels.is_empty(),
-        };
-        ok.then(|| value.parse().ok()).flatten()
-    })
-}
-
 const STARTUP_METRICS: [&str; 7] = [
     "switchboard_connections",
     "switchboard_connections_total",
@@ -59,12 +47,21 @@ async fn metrics_exist_from_startup() {
     let node = support::start(&[]).await;
     let text = node.metrics_text().await;
     for name in STARTUP_METRICS {
-        assert!(sample(&text, name, "").is_some(), "{name} missing:\n{text}");
+        assert!(
+            metric_first(&text, name, &[]).is_some(),
+            "{name} missing:\n{text}"
+        );
     }
-    assert_eq!(sample(&text, "switchboard_backplane_up", ""), Some(1.0));
-    assert_eq!(sample(&text, "switchboard_connections", ""), Some(0.0));
     assert_eq!(
-        sample(&text, "switchboard_connections_total", ""),
+        metric_first(&text, "switchboard_backplane_up", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_first(&text, "switchboard_connections", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_first(&text, "switchboard_connections_total", &[]),
         Some(0.0)
     );
 }
@@ -78,8 +75,8 @@ async fn metrics_follow_traffic() {
     // Traffic: a room message delivered twice, a DM.
     let (mut a, w) = node.connect("alice").await;
     let (mut b, _) = node.connect("bob").await;
-    join_room(&mut a, 1, "room:m").await;
-    join_room(&mut b, 1, "room:m").await;
+    a.join_room(1, "room:m", "alice").await;
+    b.join_room(1, "room:m", "bob").await;
     a.send(json!({"type": "publish", "id": 2, "channel": "room:m", "data": 1}))
         .await;
     b.recv_until(|v| v["type"] == "message").await;
@@ -117,8 +114,8 @@ async fn metrics_follow_traffic() {
     let deadline = tokio::time::Instant::now() + support::WAIT;
     let text = loop {
         let text = node.metrics_text().await;
-        let closed = sample(&text, "switchboard_disconnects_total", "code=\"4003\"");
-        let timed = sample(&text, "switchboard_delivery_latency_seconds_count", "");
+        let closed = metric_first(&text, "switchboard_disconnects_total", &[("code", "4003")]);
+        let timed = metric_first(&text, "switchboard_delivery_latency_seconds_count", &[]);
         if closed == Some(1.0) && timed.is_some_and(|n| n >= 2.0) {
             break text;
         }
@@ -129,26 +126,33 @@ async fn metrics_follow_traffic() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     for name in STARTUP_METRICS {
-        assert!(sample(&text, name, "").is_some(), "{name} missing:\n{text}");
+        assert!(
+            metric_first(&text, name, &[]).is_some(),
+            "{name} missing:\n{text}"
+        );
     }
     assert_eq!(
-        sample(
+        metric_first(
             &text,
             "switchboard_handshake_rejected_total",
-            "reason=\"missing_token\""
+            &[("reason", "missing_token")]
         ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "switchboard_recovery_total", "result=\"recovered\""),
+        metric_first(
+            &text,
+            "switchboard_recovery_total",
+            &[("result", "recovered")]
+        ),
         Some(1.0)
     );
     assert_eq!(
-        sample(
+        metric_first(
             &text,
             "switchboard_recovery_total",
-            "result=\"not_recovered\""
+            &[("result", "not_recovered")]
         ),
         Some(1.0)
     );
@@ -157,12 +161,12 @@ async fn metrics_follow_traffic() {
         "{text}"
     );
     assert_eq!(
-        sample(&text, "switchboard_connections_total", ""),
+        metric_first(&text, "switchboard_connections_total", &[]),
         Some(5.0),
         "{text}"
     );
-    assert!(sample(&text, "switchboard_messages_received_total", "").unwrap() >= 3.0);
-    assert!(sample(&text, "switchboard_messages_delivered_total", "").unwrap() >= 2.0);
+    assert!(metric_first(&text, "switchboard_messages_received_total", &[]).unwrap() >= 3.0);
+    assert!(metric_first(&text, "switchboard_messages_delivered_total", &[]).unwrap() >= 2.0);
     // Labels never carry user ids or channel names.
     for secret in ["alice", "bob", "carol", "room:m"] {
         assert!(!text.contains(secret), "{secret} leaked into metrics");

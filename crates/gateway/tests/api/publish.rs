@@ -70,7 +70,7 @@ async fn publish_to_a_room() {
     let node = support::start(&[]).await;
     let (mut a, _) = node.connect("alice").await;
     let (mut b, _) = node.connect("bob").await;
-    join_room(&mut a, 1, "room:news").await;
+    a.join_room(1, "room:news", "alice").await;
     let res = publish(&node, json!({"channel": "room:news", "data": "headline"})).await;
     assert_eq!(res["channel"], "room:news");
     assert_eq!(res["offset"], 1);
@@ -97,7 +97,7 @@ async fn broadcast_answers_one_result_per_channel() {
     let node = support::start(&[]).await;
     let (mut a, _) = node.connect("alice").await;
     let (mut c, _) = node.connect("carol").await;
-    join_room(&mut c, 1, "room:b").await;
+    c.join_room(1, "room:b", "carol").await;
     let (status, res) = node
         .api(
             "POST",

@@ -107,9 +107,9 @@ async fn presence_endpoint_dedupes_users() {
     let (mut a1, _) = node.connect("alice").await;
     let (mut a2, _) = node.connect("alice").await;
     let (mut b, _) = node.connect("bob").await;
-    join_room(&mut a1, 1, "room:lobby").await;
+    a1.join_room(1, "room:lobby", "alice").await;
     assert_eq!(a2.subscribe(1, "room:lobby").await["ok"], true);
-    join_room(&mut b, 1, "room:lobby").await;
+    b.join_room(1, "room:lobby", "bob").await;
     // A second connection's join settles just after its reply: wait for it.
     let res = eventually(&node, "/v1/presence/room:lobby", |v| v["connections"] == 3).await;
     let mut users: Vec<&str> = res["users"]

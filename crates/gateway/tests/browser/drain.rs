@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::support::cluster::Cluster;
 use crate::support::Client;
-use crate::{assert_demo_served, counter, origin, ws, Scenario};
+use crate::{assert_demo_served, origin, ws, Scenario};
 
 /// Messages published before the SIGTERM, during the drain, and after node 1 exited.
 const BEFORE: u64 = 10;
@@ -138,8 +138,8 @@ async fn a_page_survives_a_node_drain() {
     // serve it from the history; nothing was unrecoverable.
     let second = &cluster.nodes[1];
     let recovery = "switchboard_recovery_total";
-    let recovered = counter(second, recovery, "result=\"recovered\"").await;
+    let recovered = second.metric(recovery, "result=\"recovered\"").await;
     assert!(recovered >= 1.0, "resumes recovered on node 2: {recovered}");
-    let lost = counter(second, recovery, "result=\"not_recovered\"").await;
+    let lost = second.metric(recovery, "result=\"not_recovered\"").await;
     assert_eq!(lost, 0.0, "resumes not recovered on node 2");
 }

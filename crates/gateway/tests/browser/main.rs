@@ -13,8 +13,7 @@
 //! - [`dashboard`]: the dashboard chart receives every point the feeder publishes.
 //! - [`origin`]: a page from a foreign origin is refused when an allow-list is set.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod chat;
 mod dashboard;
@@ -29,7 +28,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use support::Node;
+use support::{free_port, Node};
 
 /// The Chromium the scenarios drive (Debian's package; never a downloaded browser).
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -244,16 +243,6 @@ async fn assert_demo_served(node: &Node) {
     }
 }
 
-/// A free loopback port (bound and released; for a node whose origin must be known
-/// before it starts).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
-
 /// Starts a node (embedded backplane) listening publicly on `listen`, with `args`.
 async fn start_on(listen: &str, args: &[&str]) -> Node {
     let node_id = format!(
@@ -271,15 +260,4 @@ fn strings(v: &Value) -> Vec<String> {
         .iter()
         .map(|s| s.as_str().unwrap_or_default().to_owned())
         .collect()
-}
-
-/// The value of the counter `name` with the label `label` (like `result="recovered"`) in
-/// a node's `/metrics`, or 0 when it has no such series yet.
-async fn counter(node: &Node, name: &str, label: &str) -> f64 {
-    node.metrics_text()
-        .await
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

@@ -1,7 +1,7 @@
 //! A page served from a foreign origin is refused when an allow-list is set, while the
 //! allowed origin connects.
 
-use crate::{assert_demo_served, counter, free_port, origin, scenario, start_on, ws};
+use crate::{assert_demo_served, free_port, origin, scenario, start_on, ws};
 
 #[tokio::test]
 async fn a_foreign_origin_is_refused() {
@@ -44,11 +44,11 @@ async fn a_foreign_origin_is_refused() {
 
     // The node counted the refusals (the page's attempts and the bare socket) as
     // origin_not_allowed.
-    let refused = counter(
-        &guarded,
-        "switchboard_handshake_rejected_total",
-        "reason=\"origin_not_allowed\"",
-    )
-    .await;
+    let refused = guarded
+        .metric(
+            "switchboard_handshake_rejected_total",
+            "reason=\"origin_not_allowed\"",
+        )
+        .await;
     assert!(refused >= 2.0, "refusals counted: {refused}");
 }

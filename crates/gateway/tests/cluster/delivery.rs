@@ -78,7 +78,7 @@ async fn a_room_message_reaches_every_subscriber_on_every_node_once(redis: Redis
         subs.push((user, client));
         // Every subscriber so far (the new one included) sees the join.
         for (who, client) in &mut subs {
-            expect_frame(client, who, presence(room, user, "join")).await;
+            expect_frame(client, who, presence_frame(room, user, "join")).await;
         }
     }
 

@@ -24,8 +24,7 @@
 //! - [`node_loss`]: a SIGKILLed node, and a node restarted under the same id.
 //! - [`events`]: the connection events stream read with a consumer group.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod batch;
 mod delivery;
@@ -41,27 +40,15 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::cluster::poll;
-use support::{connect_since, position, Client, Node};
+use support::{connect_since, join_task, position, presence_frame, Client, Node};
 
 /// How long "nothing else arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
-
-/// Awaits a spawned task, re-raising its panic with the original message.
-async fn join<T>(task: tokio::task::JoinHandle<T>) -> T {
-    match task.await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
 
 /// The next frame must be exactly `expected`.
 async fn expect_frame(client: &mut Client, who: &str, expected: Value) {
     let got = client.recv().await;
     assert_eq!(got, expected, "{who}: unexpected frame");
-}
-
-fn presence(room: &str, user: &str, event: &str) -> Value {
-    json!({"type": "presence", "channel": room, "user": user, "event": event})
 }
 
 /// Subscribes to `room` and checks the reply is the next frame and ok.

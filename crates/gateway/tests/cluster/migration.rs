@@ -217,7 +217,7 @@ async fn users_hopping_between_nodes_lose_and_duplicate_nothing() {
         }));
     }
     for p in publishers {
-        join(p).await;
+        join_task(p).await;
     }
     published_all.store(true, Ordering::SeqCst);
 
@@ -226,7 +226,7 @@ async fn users_hopping_between_nodes_lose_and_duplicate_nothing() {
     let mut redelivered = 0;
     let mut problems = Vec::new();
     for (u, user) in users.into_iter().enumerate() {
-        let h = join(user).await;
+        let h = join_task(user).await;
         total_hops += h.hops;
         redelivered += h.redelivered;
         let want: Vec<u64> = (1..=answers[u].len() as u64).collect();

@@ -16,11 +16,11 @@ async fn a_sigkilled_nodes_users_go_offline_and_recover_elsewhere(redis: Redis) 
     let room = "room:crash";
     let (mut w0, _) = c.nodes[0].connect("kw0").await;
     subscribe(&mut w0, "kw0", 1, room).await;
-    expect_frame(&mut w0, "kw0", presence(room, "kw0", "join")).await;
+    expect_frame(&mut w0, "kw0", presence_frame(room, "kw0", "join")).await;
     let (mut w1, _) = c.nodes[1].connect("kw1").await;
     subscribe(&mut w1, "kw1", 1, room).await;
     for (who, w) in [("kw1", &mut w1), ("kw0", &mut w0)] {
-        expect_frame(w, who, presence(room, "kw1", "join")).await;
+        expect_frame(w, who, presence_frame(room, "kw1", "join")).await;
     }
     // The victims live on node 3.
     let victims = ["kv0", "kv1"];
@@ -34,7 +34,7 @@ async fn a_sigkilled_nodes_users_go_offline_and_recover_elsewhere(redis: Redis) 
         conns.push(welcome["conn_id"].as_str().unwrap().to_owned());
         subscribe(&mut client, v, 1, room).await;
         for (who, w) in [("kw0", &mut w0), ("kw1", &mut w1)] {
-            expect_frame(w, who, presence(room, v, "join")).await;
+            expect_frame(w, who, presence_frame(room, v, "join")).await;
         }
         doomed.push(client);
     }
@@ -175,11 +175,11 @@ async fn a_node_restarted_under_the_same_id_drops_its_previous_connections(redis
     let room = "room:reborn";
     let (mut w, _) = c.nodes[0].connect("rw").await;
     subscribe(&mut w, "rw", 1, room).await;
-    expect_frame(&mut w, "rw", presence(room, "rw", "join")).await;
+    expect_frame(&mut w, "rw", presence_frame(room, "rw", "join")).await;
     let (mut ghost, welcome) = c.nodes[2].connect("ghost").await;
     let ghost_conn = welcome["conn_id"].as_str().unwrap().to_owned();
     subscribe(&mut ghost, "ghost", 1, room).await;
-    expect_frame(&mut w, "rw", presence(room, "ghost", "join")).await;
+    expect_frame(&mut w, "rw", presence_frame(room, "ghost", "join")).await;
 
     let id = c.nodes[2].node_id.clone();
     c.kill(2).await;
@@ -197,7 +197,7 @@ async fn a_node_restarted_under_the_same_id_drops_its_previous_connections(redis
         "connection ids must not repeat across restarts (events consumers key on them)"
     );
     subscribe(&mut fresh, "fresh", 1, room).await;
-    expect_frame(&mut fresh, "fresh", presence(room, "fresh", "join")).await;
+    expect_frame(&mut fresh, "fresh", presence_frame(room, "fresh", "join")).await;
 
     let budget = LEASE + Duration::from_secs(2);
     let what = format!(
@@ -221,8 +221,8 @@ async fn a_node_restarted_under_the_same_id_drops_its_previous_connections(redis
     assert_eq!(
         frames,
         [
-            presence(room, "fresh", "join"),
-            presence(room, "ghost", "leave")
+            presence_frame(room, "fresh", "join"),
+            presence_frame(room, "ghost", "leave")
         ],
         "rw hears the fresh join and the ghost's leave"
     );

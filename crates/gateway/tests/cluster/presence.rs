@@ -12,12 +12,12 @@ async fn presence_spans_nodes(redis: Redis) {
     let room = "room:presence";
     let (mut alice, _) = c.nodes[0].connect("alice").await;
     subscribe(&mut alice, "alice", 1, room).await;
-    expect_frame(&mut alice, "alice", presence(room, "alice", "join")).await;
+    expect_frame(&mut alice, "alice", presence_frame(room, "alice", "join")).await;
 
     let (mut bob1, _) = c.nodes[1].connect("bob").await;
     subscribe(&mut bob1, "bob@2", 1, room).await;
-    expect_frame(&mut bob1, "bob@2", presence(room, "bob", "join")).await;
-    expect_frame(&mut alice, "alice", presence(room, "bob", "join")).await;
+    expect_frame(&mut bob1, "bob@2", presence_frame(room, "bob", "join")).await;
+    expect_frame(&mut alice, "alice", presence_frame(room, "bob", "join")).await;
 
     // bob's second connection (node 3) is not a join: nobody hears of it.
     let (mut bob2, _) = c.nodes[2].connect("bob").await;
@@ -40,7 +40,7 @@ async fn presence_spans_nodes(redis: Redis) {
         ("bob@2", &mut bob1),
         ("bob@3", &mut bob2),
     ] {
-        expect_frame(client, who, presence(room, "carol", "join")).await;
+        expect_frame(client, who, presence_frame(room, "carol", "join")).await;
     }
     wait_presence(&c.nodes[0], room, &["alice", "bob", "carol"], 4).await;
 
@@ -58,12 +58,12 @@ async fn presence_spans_nodes(redis: Redis) {
     // bob's last connection goes (socket closed, no unsubscribe): everyone left hears it.
     bob2.close().await;
     for (who, client) in [("alice", &mut alice), ("carol", &mut carol)] {
-        expect_frame(client, who, presence(room, "bob", "leave")).await;
+        expect_frame(client, who, presence_frame(room, "bob", "leave")).await;
     }
     wait_presence(&c.nodes[1], room, &["alice", "carol"], 2).await;
 
     carol.close().await;
-    expect_frame(&mut alice, "alice", presence(room, "carol", "leave")).await;
+    expect_frame(&mut alice, "alice", presence_frame(room, "carol", "leave")).await;
     wait_presence(&c.nodes[2], room, &["alice"], 1).await;
     alice.expect_silence(QUIET).await;
     // bob's first connection unsubscribed: it hears nothing of the room any more.

@@ -94,7 +94,7 @@ async fn ten_thousand_publishes_round_robin_lose_and_duplicate_nothing() {
     }
     let mut answered: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new(); USERS];
     for p in publishers {
-        for (user, (epoch, offset), i) in join(p).await {
+        for (user, (epoch, offset), i) in join_task(p).await {
             assert_eq!(epoch, epochs[user], "vol{user}: epoch of message {i}");
             let dup = answered[user].insert(offset, i);
             assert!(dup.is_none(), "vol{user}: offset {offset} assigned twice");
@@ -106,7 +106,7 @@ async fn ten_thousand_publishes_round_robin_lose_and_duplicate_nothing() {
     let mut last_delivery = started;
     let mut delivered = 0usize;
     for (u, r) in receivers.into_iter().enumerate() {
-        let (got, done) = join(r).await;
+        let (got, done) = join_task(r).await;
         last_delivery = last_delivery.max(done);
         let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
         assert_eq!(

@@ -136,7 +136,7 @@ async fn protocol_violations_close_with_1002() {
             "binary inside a fragmented text",
             vec![
                 text(false, r#"{"type":"#),
-                raw(OpCode::Data(Data::Binary), true, "x"),
+                raw_frame(OpCode::Data(Data::Binary), true, "x"),
             ],
         ),
         (
@@ -181,15 +181,15 @@ async fn protocol_violations_close_with_1002() {
         ),
         (
             "fragmented ping",
-            vec![raw(OpCode::Control(Control::Ping), false, "p")],
+            vec![raw_frame(OpCode::Control(Control::Ping), false, "p")],
         ),
         (
             "reserved opcode 0x3",
-            vec![raw(OpCode::Data(Data::Reserved(3)), true, ping)],
+            vec![raw_frame(OpCode::Data(Data::Reserved(3)), true, ping)],
         ),
         (
             "reserved opcode 0xB",
-            vec![raw(OpCode::Control(Control::Reserved(0xB)), true, "")],
+            vec![raw_frame(OpCode::Control(Control::Reserved(0xB)), true, "")],
         ),
         ("reserved bit 1", vec![rsv(true, false, false)]),
         ("reserved bit 2", vec![rsv(false, true, false)]),

@@ -17,8 +17,7 @@
 //! - [`failed_replies`]: requests answered with an error reply.
 //! - [`closes`]: close codes 1009, 1007, 1002, 4029 and 1000, and all of them on one node.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod bad_frames;
 mod closes;
@@ -29,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use support::{Client, Node};
+use support::{raw_frame, Client, Node};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::Message;
@@ -40,28 +39,18 @@ const QUIET: Duration = Duration::from_millis(200);
 
 // ---- raw frames -------------------------------------------------------------------------
 
-/// Any frame, exactly as given (tungstenite only masks it).
-fn raw(opcode: OpCode, fin: bool, payload: impl Into<Bytes>) -> Message {
-    let header = FrameHeader {
-        is_final: fin,
-        opcode,
-        ..FrameHeader::default()
-    };
-    Message::Frame(Frame::from_payload(header, payload.into()))
-}
-
 /// A text frame; `fin: false` starts a fragmented message.
 fn text(fin: bool, payload: impl Into<Bytes>) -> Message {
-    raw(OpCode::Data(Data::Text), fin, payload)
+    raw_frame(OpCode::Data(Data::Text), fin, payload)
 }
 
 /// A continuation frame.
 fn cont(fin: bool, payload: impl Into<Bytes>) -> Message {
-    raw(OpCode::Data(Data::Continue), fin, payload)
+    raw_frame(OpCode::Data(Data::Continue), fin, payload)
 }
 
 fn control(ctl: Control, payload: impl Into<Bytes>) -> Message {
-    raw(OpCode::Control(ctl), true, payload)
+    raw_frame(OpCode::Control(ctl), true, payload)
 }
 
 /// A close frame payload: the code, big-endian, then the reason bytes.

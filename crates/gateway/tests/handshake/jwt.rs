@@ -19,12 +19,12 @@ async fn missing_token_is_401_missing_token() {
         "missing_token",
     )
     .await;
-    let missing = counter(
-        &node,
-        "switchboard_handshake_rejected_total",
-        r#"reason="missing_token""#,
-    )
-    .await;
+    let missing = node
+        .metric(
+            "switchboard_handshake_rejected_total",
+            r#"reason="missing_token""#,
+        )
+        .await;
     assert_eq!(missing, 3.0);
 }
 
@@ -41,12 +41,12 @@ async fn expired_token_is_401_token_expired() {
     let node = support::start(&[]).await;
     let token = support::sign(&claims(json!({"exp": now_secs() - 10})));
     refused(&node, &with_token(&token), &[], 401, "token_expired").await;
-    let expired = counter(
-        &node,
-        "switchboard_handshake_rejected_total",
-        r#"reason="token_expired""#,
-    )
-    .await;
+    let expired = node
+        .metric(
+            "switchboard_handshake_rejected_total",
+            r#"reason="token_expired""#,
+        )
+        .await;
     assert_eq!(expired, 1.0);
 }
 

@@ -10,12 +10,12 @@ async fn connection_cap_answers_503_until_a_slot_frees() {
     let (_second, _) = node.connect("bob").await;
     let q = with_token(&support::token("carol"));
     refused(&node, &q, &[], 503, "over_capacity").await;
-    let over = counter(
-        &node,
-        "switchboard_handshake_rejected_total",
-        r#"reason="over_capacity""#,
-    )
-    .await;
+    let over = node
+        .metric(
+            "switchboard_handshake_rejected_total",
+            r#"reason="over_capacity""#,
+        )
+        .await;
     assert_eq!(over, 1.0);
     first.close().await;
     // The slot is released once the server has cleaned the connection up.

@@ -13,8 +13,7 @@
 //! - [`user_cap`]: the per-user connection cap, on one node and cluster-wide.
 //! - [`binary`]: configuration errors of the binary and `switchboard token`.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod binary;
 mod jwt;
@@ -114,14 +113,4 @@ async fn accepted(node: &Node, query: &str, headers: &[(&str, &str)], user: &str
 
 fn with_token(token: &str) -> String {
     format!("token={token}")
-}
-
-/// The value of the counter line `name{…label…}` in the metrics text (0 when absent).
-async fn counter(node: &Node, name: &str, label: &str) -> f64 {
-    let (status, text) = node.get_internal("/metrics").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

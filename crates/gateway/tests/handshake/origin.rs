@@ -26,12 +26,12 @@ async fn origin_defaults_to_same_origin_only() {
         )
         .await;
     }
-    let rejected = counter(
-        &node,
-        "switchboard_handshake_rejected_total",
-        r#"reason="origin_not_allowed""#,
-    )
-    .await;
+    let rejected = node
+        .metric(
+            "switchboard_handshake_rejected_total",
+            r#"reason="origin_not_allowed""#,
+        )
+        .await;
     assert_eq!(rejected, 4.0);
 }
 

@@ -56,12 +56,12 @@ async fn one_connection_over_the_cap_is_429_before_the_upgrade() {
         message.contains(CAP),
         "the message names the cap: {message}"
     );
-    let rejected = counter(
-        &node,
-        "switchboard_handshake_rejected_total",
-        r#"reason="too_many_connections""#,
-    )
-    .await;
+    let rejected = node
+        .metric(
+            "switchboard_handshake_rejected_total",
+            r#"reason="too_many_connections""#,
+        )
+        .await;
     assert_eq!(rejected, 1.0);
     assert_eq!(
         listed(&node, "alice").await,
@@ -122,8 +122,7 @@ async fn the_cap_is_cluster_wide(redis: Redis) {
     // and every refusal is counted.
     let refusals = || async {
         let counts = cluster.nodes.iter().map(|n| {
-            counter(
-                n,
+            n.metric(
                 "switchboard_handshake_rejected_total",
                 r#"reason="too_many_connections""#,
             )

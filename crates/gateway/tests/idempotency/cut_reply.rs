@@ -1,4 +1,4 @@
-//! The reply of a publish Redis ran is lost: the fault proxy (support/proxy.rs,
+//! The reply of a publish Redis ran is lost: the fault proxy (crates/testkit/src/proxy.rs,
 //! `cut_reply_after`) forwards the keyed publish to Redis and then cuts the node's
 //! connection before the answer. The node cannot know whether the message was stored and
 //! answers 503 `unavailable` (the client frame: a reply with `unavailable`); the retry with

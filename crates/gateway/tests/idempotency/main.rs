@@ -17,8 +17,7 @@
 //!   retry answers the first offset and the channel holds one copy.
 //! - [`cost`]: what a key costs in Redis and in the embedded backplane (`measured:` lines).
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod api;
 mod client;

@@ -51,17 +51,9 @@ on_both_backends!(a_retry_after_the_window_is_a_new_message);
 
 /// Runs `serve` with `args` (flag or environment) and expects exit 64 naming the setting.
 async fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut all = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    all.extend_from_slice(args);
     let mut env = env.to_vec();
     env.push(("SWITCHBOARD_JWT_SECRET", support::SECRET));
-    let out = tokio::time::timeout(support::WAIT, support::run_binary(&all, &env))
+    let out = support::serve_to_exit(args, &env, support::WAIT)
         .await
         .expect("switchboard with an invalid window must exit, not serve");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

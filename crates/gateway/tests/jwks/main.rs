@@ -10,8 +10,7 @@
 //!   key's bytes, `aud`/`iss`.
 //! - [`startup`]: the first fetch fails → exit 1 (unless allowed), bad settings → exit 64.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod rejections;
 mod rotation;
@@ -239,19 +238,6 @@ async fn admits(node: &Node, token: &str) -> bool {
 #[track_caller]
 fn assert_refused(admitted: bool, what: &str) {
     assert!(!admitted, "{what} was accepted");
-}
-
-/// The sum of the metric lines `name{…}` (or `name value`) containing `label`.
-async fn metric(node: &Node, name: &str, label: &str) -> f64 {
-    node.metrics_text()
-        .await
-        .lines()
-        .filter(|l| {
-            (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-                && l.contains(label)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Polls `check` every 100 ms until it holds, for at most `within`.

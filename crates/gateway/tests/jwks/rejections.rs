@@ -95,7 +95,7 @@ async fn a_symmetric_key_in_the_set_is_ignored() {
     let node = node(&server, &[]).await;
     let token = hs256(secret, "hmac", &claims(json!({})));
     assert_refused(admits(&node, &token).await, "HS256 with an oct key");
-    assert_eq!(metric(&node, "switchboard_jwks_keys", "").await, 1.0);
+    assert_eq!(node.metric("switchboard_jwks_keys", "").await, 1.0);
 }
 
 /// `--jwt-audience` and `--jwt-issuer` apply to JWKS tokens as to any other.

@@ -40,13 +40,13 @@ async fn rotation_without_restart() {
     })
     .await;
     assert!(admits(&node, &new).await);
-    assert_eq!(metric(&node, "switchboard_jwks_keys", "").await, 1.0);
-    let scheduled = metric(
-        &node,
-        "switchboard_jwks_refresh_total",
-        r#"trigger="scheduled",result="ok""#,
-    )
-    .await;
+    assert_eq!(node.metric("switchboard_jwks_keys", "").await, 1.0);
+    let scheduled = node
+        .metric(
+            "switchboard_jwks_refresh_total",
+            r#"trigger="scheduled",result="ok""#,
+        )
+        .await;
     assert!(scheduled >= 1.0, "{}", node.metrics_text().await);
 }
 
@@ -88,12 +88,8 @@ async fn unknown_kid_refreshes_once_then_refuses() {
     assert_refused(admits(&node, &ghost).await, "the same kid again");
     assert_eq!(server.fetches(), 3);
     assert_eq!(
-        metric(
-            &node,
-            "switchboard_jwks_refresh_total",
-            r#"trigger="unknown_kid""#
-        )
-        .await,
+        node.metric("switchboard_jwks_refresh_total", r#"trigger="unknown_kid""#)
+            .await,
         2.0
     );
 }
@@ -150,7 +146,9 @@ async fn the_endpoint_down_keeps_the_last_good_set() {
     .await;
     let token = TestKey::Ec384.sign(Algorithm::ES384, Some("k"), &claims(json!({})));
     assert!(admits(&node, &token).await);
-    let last_success = metric(&node, "switchboard_jwks_last_success_timestamp_seconds", "").await;
+    let last_success = node
+        .metric("switchboard_jwks_last_success_timestamp_seconds", "")
+        .await;
     assert!(last_success > 0.0);
 
     let failures = [
@@ -163,8 +161,10 @@ async fn the_endpoint_down_keeps_the_last_good_set() {
         keys(&[json!({"kty": "oct", "kid": "k", "k": "c2VjcmV0"})], 1),
     ];
     let node = &node;
-    let errors =
-        || async move { metric(node, "switchboard_jwks_refresh_total", r#"result="error""#).await };
+    let errors = || async move {
+        node.metric("switchboard_jwks_refresh_total", r#"result="error""#)
+            .await
+    };
     for failure in failures {
         let before = errors().await;
         server.set(failure.clone());
@@ -178,10 +178,11 @@ async fn the_endpoint_down_keeps_the_last_good_set() {
             admits(node, &token).await,
             "last good set after {failure:?}"
         );
-        assert_eq!(metric(node, "switchboard_jwks_keys", "").await, 1.0);
+        assert_eq!(node.metric("switchboard_jwks_keys", "").await, 1.0);
     }
     assert_eq!(
-        metric(node, "switchboard_jwks_last_success_timestamp_seconds", "").await,
+        node.metric("switchboard_jwks_last_success_timestamp_seconds", "")
+            .await,
         last_success
     );
 
@@ -191,7 +192,9 @@ async fn the_endpoint_down_keeps_the_last_good_set() {
         Duration::from_secs(8),
         "a good fetch after the outage",
         || async {
-            metric(node, "switchboard_jwks_last_success_timestamp_seconds", "").await > last_success
+            node.metric("switchboard_jwks_last_success_timestamp_seconds", "")
+                .await
+                > last_success
         },
     )
     .await;

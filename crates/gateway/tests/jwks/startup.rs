@@ -5,17 +5,9 @@ use super::*;
 
 /// `switchboard serve` with the JWKS `url` and `args`, run to its exit (at most 20 s).
 async fn serve_exits(url: &str, args: &[&str]) -> std::process::Output {
-    let mut all = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--jwt-jwks-url",
-        url,
-    ];
+    let mut all = vec!["--jwt-jwks-url", url];
     all.extend_from_slice(args);
-    tokio::time::timeout(Duration::from_secs(20), support::run_binary(&all, &[]))
+    support::serve_to_exit(&all, &[], Duration::from_secs(20))
         .await
         .expect("the node exits instead of serving")
 }
@@ -79,10 +71,9 @@ async fn allowed_to_start_without_keys() {
     .await;
     let token = TestKey::Rsa.sign(Algorithm::RS256, Some("a"), &claims(json!({})));
     assert_refused(admits(&node, &token).await, "a token with no keys loaded");
-    assert_eq!(metric(&node, "switchboard_jwks_keys", "").await, 0.0);
+    assert_eq!(node.metric("switchboard_jwks_keys", "").await, 0.0);
     assert!(
-        metric(
-            &node,
+        node.metric(
             "switchboard_jwks_refresh_total",
             r#"trigger="startup",result="error""#
         )
@@ -97,7 +88,7 @@ async fn allowed_to_start_without_keys() {
         || admits(&node, &token),
     )
     .await;
-    assert_eq!(metric(&node, "switchboard_jwks_keys", "").await, 1.0);
+    assert_eq!(node.metric("switchboard_jwks_keys", "").await, 1.0);
 }
 
 /// Bad JWKS settings are configuration errors (exit 64), all reported, nothing fetched.

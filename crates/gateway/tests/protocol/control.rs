@@ -94,7 +94,7 @@ async fn refresh_with_a_valid_token_replies_ok() {
     }))
     .await;
     assert_eq!(
-        pb_reply(&mut p).await,
+        p.next_pb_reply().await,
         pb::Reply {
             id: 9,
             ok: true,
@@ -153,7 +153,7 @@ async fn rpc_without_routes_is_no_route_and_the_claim_limits_methods() {
         ..Default::default()
     }))
     .await;
-    let r = pb_reply(&mut p).await;
+    let r = p.next_pb_reply().await;
     assert_eq!((r.id, r.ok), (3, false));
     assert_eq!(r.error.unwrap().code, "forbidden");
     p.send_pb(Kind::Rpc(pb::Rpc {
@@ -163,7 +163,7 @@ async fn rpc_without_routes_is_no_route_and_the_claim_limits_methods() {
         ..Default::default()
     }))
     .await;
-    let r = pb_reply(&mut p).await;
+    let r = p.next_pb_reply().await;
     assert_eq!((r.id, r.ok), (4, false));
     assert_eq!(r.error.unwrap().code, "no_route");
 }

@@ -11,7 +11,7 @@ use base64::Engine as _;
 async fn proto_binary_reaches_json_as_data_b64() {
     let node = support::start(&[]).await;
     let (mut j, _) = node.connect("alice").await;
-    join_room(&mut j, 1, "room:x", "alice").await;
+    j.join_room(1, "room:x", "alice").await;
     let (mut p, _) = node.connect_proto_token(&support::token("bob")).await;
     pb_join_room(&mut p, 1, "room:x", "bob").await;
     assert_eq!(j.recv().await["event"], "join");
@@ -67,7 +67,7 @@ async fn json_value_reaches_proto_as_its_utf8_text() {
 async fn proto_json_payload_reaches_json_as_data() {
     let node = support::start(&[]).await;
     let (mut j, _) = node.connect("alice").await;
-    join_room(&mut j, 1, "room:x", "alice").await;
+    j.join_room(1, "room:x", "alice").await;
     let (mut p, _) = node.connect_proto_token(&support::token("bob")).await;
 
     p.send_pb(pb_publish(
@@ -76,7 +76,7 @@ async fn proto_json_payload_reaches_json_as_data() {
         json_payload(r#"{"k":[1,"two",{"x":null}]}"#),
     ))
     .await;
-    assert!(pb_reply(&mut p).await.ok);
+    assert!(p.next_pb_reply().await.ok);
     let m = j.recv_until(|v| v["type"] == "message").await;
     assert_eq!(m["data"], json!({"k": [1, "two", {"x": null}]}));
     assert!(m.get("data_b64").is_none(), "{m}");

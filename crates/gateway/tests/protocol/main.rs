@@ -14,8 +14,7 @@
 //! - [`encodings`]: delivery across encodings; subprotocol negotiation.
 //! - [`errors`]: `error` frames and `goaway`.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod control;
 mod encodings;
@@ -29,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use support::{now_ms, Client, Node};
+use support::{binary_payload, json_payload, now_ms, Client, Node};
 use switchboard_proto::pb;
 use switchboard_proto::pb::frame::Kind;
 
@@ -57,18 +56,6 @@ fn token_with(sub: &str, extra: Value) -> String {
     support::sign(&claims)
 }
 
-fn json_payload(text: &str) -> Option<pb::Payload> {
-    Some(pb::Payload {
-        kind: Some(pb::payload::Kind::Json(text.to_owned())),
-    })
-}
-
-fn binary_payload(bytes: &'static [u8]) -> Option<pb::Payload> {
-    Some(pb::Payload {
-        kind: Some(pb::payload::Kind::Binary(Bytes::from_static(bytes))),
-    })
-}
-
 fn pb_subscribe(id: u64, channel: &str) -> Kind {
     Kind::Subscribe(pb::Subscribe {
         id,
@@ -84,14 +71,6 @@ fn pb_publish(id: u64, channel: &str, data: Option<pb::Payload>) -> Kind {
         data,
         ..Default::default()
     })
-}
-
-/// The next protobuf frame, which must be a reply.
-async fn pb_reply(c: &mut Client) -> pb::Reply {
-    match c.recv_pb().await {
-        Kind::Reply(r) => r,
-        other => panic!("expected a reply, got {other:?}"),
-    }
 }
 
 /// The next protobuf frame, which must be a message.
@@ -110,22 +89,10 @@ async fn pb_presence(c: &mut Client) -> pb::Presence {
     }
 }
 
-/// Subscribes a JSON client and consumes the reply and its own `join`.
-async fn join_room(c: &mut Client, id: u64, channel: &str, user: &str) -> Value {
-    let reply = c.subscribe(id, channel).await;
-    assert_eq!(reply["ok"], true, "subscribe {channel}: {reply}");
-    let own = c.recv().await;
-    assert_eq!(
-        own,
-        json!({"type": "presence", "channel": channel, "user": user, "event": "join"})
-    );
-    reply
-}
-
 /// Subscribes a protobuf client and consumes the reply and its own `join`.
 async fn pb_join_room(c: &mut Client, id: u64, channel: &str, user: &str) -> pb::Reply {
     c.send_pb(pb_subscribe(id, channel)).await;
-    let reply = pb_reply(c).await;
+    let reply = c.next_pb_reply().await;
     assert!(reply.ok, "subscribe {channel}: {reply:?}");
     assert_eq!(reply.id, id);
     let own = pb_presence(c).await;

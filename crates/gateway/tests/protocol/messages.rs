@@ -32,8 +32,8 @@ async fn room_message_reaches_every_subscriber_json() {
     let (mut a, _) = node.connect("alice").await;
     let (mut b, _) = node.connect("bob").await;
     let (mut c, _) = node.connect("carol").await;
-    let sub = join_room(&mut a, 1, "room:lobby", "alice").await;
-    join_room(&mut b, 1, "room:lobby", "bob").await;
+    let sub = a.join_room(1, "room:lobby", "alice").await;
+    b.join_room(1, "room:lobby", "bob").await;
     assert_eq!(
         a.recv().await,
         json!({"type": "presence", "channel": "room:lobby", "user": "bob", "event": "join"})
@@ -150,7 +150,7 @@ async fn publishing_without_permission_is_forbidden_and_delivers_nothing() {
     let node = support::start(&[]).await;
     let (mut a, _) = node.connect("alice").await;
     let (mut b, _) = node.connect("bob").await;
-    join_room(&mut a, 1, "room:lobby", "alice").await;
+    a.join_room(1, "room:lobby", "alice").await;
     let t = token_with("mallory", json!({"publish": ["room:own"]}));
     let (mut m, _) = node.connect_token(&t).await;
 
@@ -174,7 +174,7 @@ async fn publishing_without_permission_is_forbidden_and_delivers_nothing() {
     let mut e = node.connect_proto_token(&t).await.0;
     e.send_pb(pb_publish(4, "room:lobby", json_payload("1")))
         .await;
-    let r = pb_reply(&mut e).await;
+    let r = e.next_pb_reply().await;
     assert_eq!((r.id, r.ok), (4, false));
     assert_eq!(r.error.unwrap().code, "forbidden");
 

@@ -1,21 +1,18 @@
 //! `presence` join and leave frames in both encodings.
 
 use super::*;
-
-fn presence(channel: &str, user: &str, event: &str) -> Value {
-    json!({"type": "presence", "channel": channel, "user": user, "event": event})
-}
+use crate::support::presence_frame;
 
 #[tokio::test]
 async fn presence_join_and_leave_json() {
     let node = support::start(&[]).await;
     let (mut a, _) = node.connect("alice").await;
-    join_room(&mut a, 1, "room:p", "alice").await;
+    a.join_room(1, "room:p", "alice").await;
 
     // Bob's first connection joins.
     let (mut b1, _) = node.connect("bob").await;
-    join_room(&mut b1, 1, "room:p", "bob").await;
-    assert_eq!(a.recv().await, presence("room:p", "bob", "join"));
+    b1.join_room(1, "room:p", "bob").await;
+    assert_eq!(a.recv().await, presence_frame("room:p", "bob", "join"));
 
     // His second connection is not a second join, for anyone.
     let (mut b2, _) = node.connect("bob").await;
@@ -35,19 +32,19 @@ async fn presence_join_and_leave_json() {
 
     // The last one going away is.
     b2.close().await;
-    assert_eq!(a.recv().await, presence("room:p", "bob", "leave"));
+    assert_eq!(a.recv().await, presence_frame("room:p", "bob", "leave"));
 
     // Join then unsubscribe: join, leave.
     let (mut c, _) = node.connect("carol").await;
-    join_room(&mut c, 1, "room:p", "carol").await;
-    assert_eq!(a.recv().await, presence("room:p", "carol", "join"));
+    c.join_room(1, "room:p", "carol").await;
+    assert_eq!(a.recv().await, presence_frame("room:p", "carol", "join"));
     c.send(json!({"type": "unsubscribe", "id": 2, "channel": "room:p"}))
         .await;
     assert_eq!(
         c.recv().await,
         json!({"type": "reply", "id": 2, "ok": true})
     );
-    assert_eq!(a.recv().await, presence("room:p", "carol", "leave"));
+    assert_eq!(a.recv().await, presence_frame("room:p", "carol", "leave"));
     c.expect_silence(QUIET).await;
     a.expect_silence(Duration::ZERO).await;
     // Other rooms are not told.
@@ -62,7 +59,7 @@ async fn presence_join_and_leave_proto() {
     pb_join_room(&mut a, 1, "room:p", "alice").await;
 
     let (mut b1, _) = node.connect("bob").await;
-    join_room(&mut b1, 1, "room:p", "bob").await;
+    b1.join_room(1, "room:p", "bob").await;
     let (mut b2, _) = node.connect("bob").await;
     assert_eq!(b2.subscribe(1, "room:p").await["ok"], true);
     assert_eq!(
@@ -120,11 +117,11 @@ async fn feeds_have_no_presence_unless_configured() {
 
     // A namespace listed in --presence-namespaces behaves like a room.
     assert_eq!(a.subscribe(3, "team:t").await["ok"], true);
-    assert_eq!(a.recv().await, presence("team:t", "alice", "join"));
+    assert_eq!(a.recv().await, presence_frame("team:t", "alice", "join"));
     assert_eq!(b.subscribe(3, "team:t").await["ok"], true);
     assert_eq!(
         a.recv_until(|f| f["type"] == "presence").await,
-        presence("team:t", "bob", "join")
+        presence_frame("team:t", "bob", "join")
     );
 }
 

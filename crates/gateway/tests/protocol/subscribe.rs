@@ -92,7 +92,7 @@ async fn subscribe_and_unsubscribe_replies_proto() {
     }))
     .await;
     assert_eq!(
-        pb_reply(&mut a).await,
+        a.next_pb_reply().await,
         pb::Reply {
             id: 12,
             ok: true,
@@ -109,7 +109,7 @@ async fn subscribe_and_unsubscribe_replies_proto() {
         channel: "room:lobby".into(),
     }))
     .await;
-    let r = pb_reply(&mut a).await;
+    let r = a.next_pb_reply().await;
     assert_eq!((r.id, r.ok), (13, false));
     assert_eq!(r.error.unwrap().code, "not_subscribed");
 }
@@ -135,7 +135,7 @@ async fn subscribing_to_user_or_invalid_channels_is_bad_channel() {
     let mut p = node.connect_proto("bob").await;
     assert!(matches!(p.recv_pb().await, Kind::Welcome(_)));
     p.send_pb(pb_subscribe(9, "user:bob")).await;
-    let r = pb_reply(&mut p).await;
+    let r = p.next_pb_reply().await;
     assert_eq!((r.id, r.ok), (9, false));
     assert_eq!(r.error.unwrap().code, "bad_channel");
     p.expect_silence(QUIET).await;
@@ -149,13 +149,10 @@ async fn subscribing_without_permission_is_forbidden() {
     let r = m.subscribe(1, "room:lobby").await;
     assert_eq!(r["ok"], false);
     assert_eq!(r["error"]["code"], "forbidden", "{r}");
-    assert_eq!(
-        join_room(&mut m, 2, "room:open-1", "mallory").await["ok"],
-        true
-    );
+    assert_eq!(m.join_room(2, "room:open-1", "mallory").await["ok"], true);
 
     let (mut a, _) = node.connect("alice").await;
-    join_room(&mut a, 1, "room:lobby", "alice").await;
+    a.join_room(1, "room:lobby", "alice").await;
     a.send(json!({"type": "publish", "id": 2, "channel": "room:lobby", "data": "x"}))
         .await;
     assert_eq!(a.reply(2).await["ok"], true);
@@ -225,7 +222,7 @@ async fn room_subscribe_with_since_replays_proto() {
     }))
     .await;
     assert_eq!(
-        pb_reply(&mut p).await,
+        p.next_pb_reply().await,
         pb::Reply {
             id: 5,
             ok: true,

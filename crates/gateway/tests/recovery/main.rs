@@ -15,8 +15,7 @@
 //! - [`races`]: live messages racing a replay.
 //! - [`metrics`]: recovery results in `/metrics`.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod metrics;
 mod personal;
@@ -151,20 +150,9 @@ async fn expect_own_join(client: &mut Client, user: &str, channel: &str) {
     );
 }
 
-/// Sends a `ping` and waits for its `pong`: everything sent before was handled.
-async fn round_trip(client: &mut Client, id: u64) {
-    client.send(json!({"type": "ping", "id": id})).await;
-    let pong = client.recv().await;
-    assert_eq!(pong, json!({"type": "pong", "id": id}));
-}
-
 /// Starts the test's nodes with `toml` as their `--config` file.
-async fn start_with_config(backplane: Backplane, name: &str, toml: &str) -> Env {
-    let path = std::env::temp_dir().join(format!(
-        "switchboard-recovery-{}-{name}-{backplane:?}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&path, toml).expect("write config");
+async fn start_with_config(backplane: Backplane, toml: &str) -> Env {
+    let path = support::write_config(toml);
     let env = Env::start(backplane, &["--config", path.to_str().expect("utf-8 path")]).await;
     let _ = std::fs::remove_file(&path);
     env

@@ -110,7 +110,7 @@ async fn inbox_delivers_after_the_last_ack(backplane: Backplane) {
     let error = carol.recv().await;
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(error["code"], "bad_channel", "{error}");
-    round_trip(&mut carol, 1).await;
+    carol.round_trip(1).await;
     carol.close().await;
     node.wait_offline("carol").await;
 
@@ -122,7 +122,7 @@ async fn inbox_delivers_after_the_last_ack(backplane: Backplane) {
     carol
         .send(json!({"type": "ack", "channel": "user:carol", "offset": 1, "epoch": epoch}))
         .await;
-    round_trip(&mut carol, 2).await;
+    carol.round_trip(2).await;
     carol.close().await;
     node.wait_offline("carol").await;
 
@@ -132,7 +132,7 @@ async fn inbox_delivers_after_the_last_ack(backplane: Backplane) {
     carol
         .send(json!({"type": "ack", "channel": "user:carol", "offset": 5}))
         .await;
-    round_trip(&mut carol, 3).await;
+    carol.round_trip(3).await;
     carol.close().await;
     node.wait_offline("carol").await;
 

@@ -93,7 +93,6 @@ const RACE_PER_PUBLISHER: u64 = 240;
 async fn live_messages_racing_a_room_resume_are_neither_duplicated_nor_reordered() {
     let env = start_with_config(
         Backplane::Memory,
-        "room-race",
         "rate_limit = 0\n[[history]]\npattern = \"room:hist*\"\nmax_messages = 10000\nmax_age_seconds = 3600\n",
     )
     .await;

@@ -7,7 +7,6 @@ on_memory_and_cluster!(room_with_history_resumes_with_since);
 async fn room_with_history_resumes_with_since(backplane: Backplane) {
     let env = start_with_config(
         backplane,
-        "room-history",
         "[[history]]\npattern = \"room:hist*\"\nmax_messages = 100\nmax_age_seconds = 3600\n",
     )
     .await;
@@ -50,7 +49,6 @@ on_memory_and_cluster!(room_history_trimmed_by_count_is_not_recovered);
 async fn room_history_trimmed_by_count_is_not_recovered(backplane: Backplane) {
     let env = start_with_config(
         backplane,
-        "room-trim",
         "[[history]]\npattern = \"room:hist*\"\nmax_messages = 5\nmax_age_seconds = 3600\n",
     )
     .await;

@@ -10,8 +10,7 @@
 //! - [`tls`]: `rediss://` with the right CA, another CA, no CA.
 //! - [`passwords`]: `requirepass`, an ACL user, a Redis Cluster with a password.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod passwords;
 mod tls;
@@ -23,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{position, Node};
+use support::{free_port, position, Node};
 
 /// A directory of the test's own, removed on drop.
 struct TempDir(PathBuf);
@@ -54,13 +53,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A `redis-server` on `port` with `args` (no persistence); killed on drop.

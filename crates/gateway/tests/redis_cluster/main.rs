@@ -17,8 +17,7 @@
 //! - [`startup`]: `redis-cluster://` URLs the node must refuse at startup (exit 1, a
 //!   clear message, nothing bound), a malformed URL (exit 64) and a wrong password.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod failover;
 mod leases;
@@ -32,17 +31,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::cluster::poll;
-use support::{ApiClient, Node};
+use support::metrics::metric_sum;
+use support::{join_task, ApiClient, Node};
 use switchboard_router::testsuite::redis_cluster::RedisCluster;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Runs blocking work (process control, the cluster's waits) off the runtime's threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    join_task(tokio::task::spawn_blocking(f)).await
 }
 
 /// A Redis Cluster of the test's own: `primaries` × (1 + `replicas`) nodes with `args`.
@@ -143,19 +140,10 @@ impl Readiness {
 /// `switchboard_backplane_shard_reconnects_total` over its shards).
 async fn reconnects(node: &Node) -> (u64, u64) {
     let text = node.metrics_text().await;
-    let mut out = (0, 0);
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let value = value.parse::<f64>().unwrap_or(0.0) as u64;
-        if series == "switchboard_backplane_reconnects_total" {
-            out.0 += value;
-        } else if series.starts_with("switchboard_backplane_shard_reconnects_total{") {
-            out.1 += value;
-        }
-    }
-    out
+    (
+        metric_sum(&text, "switchboard_backplane_reconnects_total", &[]) as u64,
+        metric_sum(&text, "switchboard_backplane_shard_reconnects_total", &[]) as u64,
+    )
 }
 
 /// Seconds since `t`, for `measured:` lines.

@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::json;
 use support::cluster::{Cluster, Store};
+use support::metrics::samples;
 use switchboard_router::testsuite::redis_cluster::slot_of;
 
 use crate::traffic::{Ledger, Plan, Publishers, Recipient};
@@ -35,28 +36,19 @@ fn channels_in(slots: &BTreeSet<u16>, n: usize, make: impl Fn(usize) -> String) 
 /// This node's shard subscriptions, by primary port (from `/metrics`).
 async fn subscriptions(node: &support::Node) -> HashMap<u16, u64> {
     let text = node.metrics_text().await;
-    let label = |line: &str, name: &str| -> Option<String> {
-        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-        Some(line[start..].split('"').next()?.to_owned())
-    };
-    let mut primary_of_shard = HashMap::new();
-    let mut count_of_shard = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let value = line.rsplit(' ').next().unwrap_or("0");
-        if line.starts_with("switchboard_backplane_shard_info{") && value == "1" {
-            let port = label(line, "primary").and_then(|p| p.rsplit(':').next()?.parse().ok());
-            if let (Some(shard), Some(port)) = (label(line, "shard"), port) {
-                primary_of_shard.insert(shard, port);
-            }
-        } else if line.starts_with("switchboard_backplane_shard_subscriptions{") {
-            if let Some(shard) = label(line, "shard") {
-                count_of_shard.insert(shard, value.parse::<f64>().unwrap_or(0.0) as u64);
-            }
-        }
-    }
-    primary_of_shard
+    let count_of_shard: HashMap<String, u64> =
+        samples(&text, "switchboard_backplane_shard_subscriptions")
+            .into_iter()
+            .filter_map(|(labels, value)| Some((labels.get("shard")?.clone(), value as u64)))
+            .collect();
+    samples(&text, "switchboard_backplane_shard_info")
         .into_iter()
-        .map(|(shard, port)| (port, count_of_shard.get(&shard).copied().unwrap_or(0)))
+        .filter(|(_, value)| *value == 1.0)
+        .filter_map(|(labels, _)| {
+            let port = labels.get("primary")?.rsplit(':').next()?.parse().ok()?;
+            let count = count_of_shard.get(labels.get("shard")?).copied();
+            Some((port, count.unwrap_or(0)))
+        })
         .collect()
 }
 

@@ -6,15 +6,9 @@
 
 use super::*;
 
+use support::free_port;
 use support::refused::{assert_refused, run_with_url};
 use switchboard_router::testsuite::redis_server::RedisServer;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 #[tokio::test]
 async fn a_cluster_url_to_a_plain_redis_server_is_refused() {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::cluster::{next_before, Cluster, Next};
-use crate::support::{connect_since, position, ApiClient, Client, Node};
+use crate::support::{connect_since, join_task, position, ApiClient, Client, Node};
 
 /// One publish attempt and how it ended.
 #[derive(Clone, Debug)]
@@ -120,9 +120,7 @@ impl Publishers {
     pub async fn stop(self) {
         self.stop.cancel();
         for t in self.tasks {
-            if let Err(e) = t.await {
-                std::panic::resume_unwind(e.into_panic());
-            }
+            join_task(t).await;
         }
     }
 }
@@ -336,9 +334,7 @@ impl Recipient {
     /// Stops reading and returns everything seen.
     pub async fn stop(self) -> (String, Vec<Seen>) {
         self.stop.cancel();
-        if let Err(e) = self.task.await {
-            std::panic::resume_unwind(e.into_panic());
-        }
+        join_task(self.task).await;
         let seen = self.seen.lock().unwrap().clone();
         (self.user, seen)
     }

@@ -1,4 +1,4 @@
-//! Only the subscriber connection black-holed (support/proxy.rs): the probe detects it,
+//! Only the subscriber connection black-holed (crates/testkit/src/proxy.rs): the probe detects it,
 //! the node reconnects, and repairs from the streams what it missed.
 
 use super::*;

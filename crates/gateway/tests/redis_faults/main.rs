@@ -12,13 +12,12 @@
 //!   `appendfsync always`.
 //! - [`at_scale`]: the same under 500 connections over 3 nodes: resync, no closes.
 //! - [`freeze`]: Redis SIGSTOPped: API latency, pings, broadcast.
-//! - [`blackhole`]: only the subscriber connection black-holed (support/proxy.rs).
+//! - [`blackhole`]: only the subscriber connection black-holed (crates/testkit/src/proxy.rs).
 //! - [`sentinel`]: master + replica + sentinel, master SIGKILLed.
 //! - [`registry`]: a node reaped while its sockets stay open; no ghost connection
 //!   after a freeze.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod at_scale;
 mod blackhole;

@@ -47,7 +47,7 @@ async fn the_rpc_claim_limits_the_methods_a_user_may_call() {
     let (mut p, _) = node.connect_proto_token(&t).await;
     p.send_raw(pb_rpc(4, "orders.delete", json_payload("{}"), None))
         .await;
-    let r = pb_reply(&mut p, 4).await;
+    let r = p.pb_reply(4).await;
     assert!(!r.ok, "{r:?}");
     assert_eq!(r.error.map(|e| e.code).as_deref(), Some("forbidden"));
 

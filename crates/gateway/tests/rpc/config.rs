@@ -6,17 +6,9 @@ use super::*;
 
 /// Runs `switchboard serve` expecting a configuration error; returns the problem lines.
 async fn expect_config_error(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
-    let mut all = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    all.extend_from_slice(args);
     let mut env = env.to_vec();
     env.push(("SWITCHBOARD_JWT_SECRET", support::SECRET));
-    let out = tokio::time::timeout(support::WAIT, support::run_binary(&all, &env))
+    let out = support::serve_to_exit(args, &env, support::WAIT)
         .await
         .expect("switchboard with an invalid config must exit, not serve");
     let stderr = String::from_utf8_lossy(&out.stderr);

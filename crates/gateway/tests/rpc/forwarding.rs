@@ -81,7 +81,7 @@ async fn protobuf_calls_forward_json_data_and_binary_data_as_data_b64() {
         None,
     ))
     .await;
-    let r = pb_reply(&mut p, 1).await;
+    let r = p.pb_reply(1).await;
     assert!(r.ok, "{r:?}");
     assert_eq!(r.error, None, "{r:?}");
     let Some(pb::payload::Kind::Json(text)) = r.data.and_then(|d| d.kind) else {
@@ -102,7 +102,7 @@ async fn protobuf_calls_forward_json_data_and_binary_data_as_data_b64() {
     let bytes: &[u8] = b"\x00\x9f\xffbin\n";
     p.send_raw(pb_rpc(2, "orders.upload", binary_payload(bytes), None))
         .await;
-    let r = pb_reply(&mut p, 2).await;
+    let r = p.pb_reply(2).await;
     assert!(r.ok, "{r:?}");
     let body = up.received()[1].json();
     assert_eq!(body["method"], "orders.upload", "{body}");
@@ -149,7 +149,7 @@ async fn traceparent_is_new_per_call_or_continues_the_clients_trace() {
         Some(&format!("00-{client_trace}-{client_span}-01")),
     ))
     .await;
-    assert!(pb_reply(&mut p, 5).await.ok);
+    assert!(p.pb_reply(5).await.ok);
 
     let got: Vec<(String, String)> = up
         .received()

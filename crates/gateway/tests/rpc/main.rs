@@ -18,8 +18,7 @@
 //! - [`load`]: 1,000 concurrent calls from 100 connections.
 //! - [`config`]: invalid routes exit 64 listing every problem; the flag and env forms.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod access;
 mod balancing;
@@ -30,37 +29,13 @@ mod load;
 mod retries;
 mod upstream;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{Client, Node};
+use support::metrics::{metric_one, metric_sum, samples};
+use support::{binary_payload, json_payload, start_with_config, write_config, Client, Node};
 use switchboard_proto::pb;
-use switchboard_proto::pb::frame::Kind;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Starts a node with `toml` as its `--config` file (and extra flags).
-async fn start_with_config(toml: &str, args: &[&str]) -> Node {
-    let path = write_config(toml);
-    let mut all = vec!["--config", path.to_str().expect("utf-8 path")];
-    all.extend_from_slice(args);
-    let node = support::start(&all).await;
-    let _ = std::fs::remove_file(&path);
-    node
-}
-
-/// Writes `toml` to a fresh file in the temp dir.
-fn write_config(toml: &str) -> std::path::PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "switchboard-rpc-{}-{}.toml",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, toml).expect("write config");
-    path
-}
 
 /// One `[[routes]]` table: `method` → `upstreams`, plus extra `key = value` lines.
 fn route(method: &str, upstreams: &[&str], extra: &[&str]) -> String {
@@ -111,18 +86,6 @@ fn error_code(reply: &Value) -> String {
 
 // --- protobuf -----------------------------------------------------------------------------
 
-fn json_payload(text: &str) -> Option<pb::Payload> {
-    Some(pb::Payload {
-        kind: Some(pb::payload::Kind::Json(text.to_owned())),
-    })
-}
-
-fn binary_payload(bytes: &[u8]) -> Option<pb::Payload> {
-    Some(pb::Payload {
-        kind: Some(pb::payload::Kind::Binary(bytes.to_vec().into())),
-    })
-}
-
 fn varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -156,95 +119,7 @@ fn pb_rpc(id: u64, method: &str, data: Option<pb::Payload>, traceparent: Option<
     Message::Binary(frame.into())
 }
 
-/// The next protobuf `Reply` (other frames skipped).
-async fn pb_reply(client: &mut Client, id: u64) -> pb::Reply {
-    match client
-        .recv_pb_until(|k| matches!(k, Kind::Reply(r) if r.id == id))
-        .await
-    {
-        Kind::Reply(r) => r,
-        _ => unreachable!(),
-    }
-}
-
 // --- metrics ------------------------------------------------------------------------------
-
-/// Every sample of metric `name` in Prometheus text: its labels and value.
-fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, labels) = match series.split_once('{') {
-                Some((m, rest)) => (m, parse_labels(rest.strip_suffix('}')?)),
-                None => (series, BTreeMap::new()),
-            };
-            (metric == name).then(|| (labels, value.trim().parse().expect("metric value")))
-        })
-        .collect()
-}
-
-/// `a="x",b="y"` → {a: x, b: y} (handles `\"` and `\\` escapes).
-fn parse_labels(s: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = s;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, e)) = chars.next() {
-                        value.push(if e == 'n' { '\n' } else { e });
-                    }
-                }
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        labels.insert(key.trim_start_matches(',').trim().to_owned(), value);
-        rest = &after[end..];
-    }
-    labels
-}
-
-/// The sum of the samples of `name` whose labels include every pair of `labels`.
-fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples(text, name)
-        .into_iter()
-        .filter(|(l, _)| {
-            labels
-                .iter()
-                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// The one sample of `name` with exactly these label values (for `labels` keys); panics
-/// with every sample of `name` when there is none.
-fn metric_one(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let all = samples(text, name);
-    let found: Vec<f64> = all
-        .iter()
-        .filter(|(l, _)| {
-            labels
-                .iter()
-                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
-        })
-        .map(|(_, v)| *v)
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one sample of {name} with {labels:?}; all samples: {all:?}"
-    );
-    found[0]
-}
 
 /// Waits (bounded) until the circuit-state gauge of `upstream` on `route` is `state`.
 async fn wait_circuit(node: &Node, route: &str, upstream: &str, state: f64) {

@@ -1,24 +1,13 @@
 //! Bad or partial TLS settings are configuration errors: exit 64 before binding, every
 //! problem reported at once, no key material in the message.
 
-use crate::support::{run_binary, SECRET};
+use crate::support::{serve_to_exit, SECRET};
 use crate::*;
 
 async fn refused(args: &[&str]) -> String {
-    let mut all = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    all.extend_from_slice(args);
-    let out = tokio::time::timeout(
-        WAIT,
-        run_binary(&all, &[("SWITCHBOARD_JWT_SECRET", SECRET)]),
-    )
-    .await
-    .expect("the node must exit, not serve");
+    let out = serve_to_exit(args, &[("SWITCHBOARD_JWT_SECRET", SECRET)], WAIT)
+        .await
+        .expect("the node must exit, not serve");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
     assert!(stderr.contains("invalid configuration"), "{stderr}");

@@ -10,8 +10,7 @@
 //! - [`reload`]: certificate reloads and failed reloads.
 //! - [`config`]: bad or partial settings exit 64 before binding.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 mod config;
 mod memory;

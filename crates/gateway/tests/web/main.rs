@@ -2,8 +2,7 @@
 //! their content types, the development endpoints `/demo/token`, `/demo/history` and
 //! `/demo/presence`, and that none of it exists without `--demo`.
 
-#[path = "../support/mod.rs"]
-mod support;
+use switchboard_testkit as support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -1,4 +1,5 @@
-//! Memory-specific behaviour (the shared suite runs from `tests/memory.rs` and here).
+//! The shared suite on memory (one test per case, in `shared_suite`), and memory-specific
+//! behaviour.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use async_trait::async_trait;
 use switchboard_proto::frames::PresenceEvent;
 
 use super::{MemoryCluster, MemoryRouter};
-use crate::testsuite::{self, conn, json, ClusterFactory, RecordingSink};
+use crate::testsuite::{conn, json, ClusterFactory, RecordingSink};
 use crate::{
     Backplane, History, HistoryPolicies, HistoryPolicy, Presence, PublishRequest, Registry, Router,
     RouterError,
@@ -34,9 +35,12 @@ impl ClusterFactory for Factory {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn shared_suite() {
-    testsuite::run_all(&Factory).await;
+/// The shared behaviour suite on memory, one test per case
+/// (`memory::tests::shared_suite::case_…`).
+mod shared_suite {
+    use super::Factory;
+
+    crate::router_testsuite!(Factory);
 }
 
 const LEASE: Duration = Duration::from_secs(10);

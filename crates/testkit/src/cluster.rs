@@ -13,9 +13,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 // Re-exported where the tests have always found them.
-#[allow(unused_imports)]
-pub use super::redis::{read_entries, redis_cmd, stream_entries, Redis, Resp, Store, StreamEntry};
-use super::{Client, Node};
+pub use crate::redis::{read_entries, redis_cmd, stream_entries, Redis, Resp, Store, StreamEntry};
+use crate::{Client, Node};
 
 /// The events stream key when `--events-stream` is not given.
 pub const DEFAULT_EVENTS_STREAM: &str = "switchboard:events";
@@ -81,7 +80,7 @@ impl Cluster {
     /// Starts one more node of this cluster (not added to `nodes`).
     pub async fn start_node(&self) -> Node {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        super::start(&args).await
+        crate::start(&args).await
     }
 
     /// The ids of the running nodes, in order.
@@ -185,7 +184,7 @@ impl Cluster {
 
 /// Starts a node with an explicit `--node-id` (`support::start` picks a fresh one).
 pub async fn start_named(node_id: &str, args: &[&str]) -> Node {
-    super::spawn_node(node_id, "127.0.0.1:0", args, &[]).await
+    crate::spawn_node(node_id, "127.0.0.1:0", args, &[]).await
 }
 
 /// SIGKILLs a node's process and reaps it.

@@ -7,11 +7,6 @@ use std::time::Duration;
 /// (exit status, stdout, stderr).
 pub async fn run_with_url(url: &str) -> (Option<i32>, String, String) {
     let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
         "--log-level",
         "warn",
         "--redis-url",
@@ -20,12 +15,12 @@ pub async fn run_with_url(url: &str) -> (Option<i32>, String, String) {
         "1000",
     ];
     let env = [
-        ("SWITCHBOARD_JWT_SECRET", super::SECRET),
-        ("SWITCHBOARD_API_KEY", super::API_KEY),
+        ("SWITCHBOARD_JWT_SECRET", crate::SECRET),
+        ("SWITCHBOARD_API_KEY", crate::API_KEY),
     ];
-    let out = tokio::time::timeout(Duration::from_secs(60), super::run_binary(&args, &env))
+    let out = crate::serve_to_exit(&args, &env, Duration::from_secs(60))
         .await
-        .unwrap_or_else(|_| panic!("switchboard with {url} did not exit within 60 s"));
+        .unwrap_or_else(|| panic!("switchboard with {url} did not exit within 60 s"));
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

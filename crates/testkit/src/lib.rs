@@ -1,22 +1,29 @@
-//! Test support: spawns the real `switchboard` binary on port 0, mints tokens, and
-//! drives it with real WebSocket and HTTP clients.
-#![allow(dead_code)]
+//! The gateway's test support, shared by every test binary of `crates/gateway/tests/`
+//! (each one reads `use switchboard_testkit as support;`): spawns the real `switchboard`
+//! binary on port 0, mints tokens, and drives it with real WebSocket and HTTP clients.
+//!
+//! # Layout
+//! - this file: a node ([`start`], [`Node`]), tokens, the WebSocket [`Client`].
+//! - `api`: a keep-alive server-API client, metrics and process memory, `since`.
+//! - [`metrics`]: samples of `/metrics`, their sums and single values.
+//! - [`cluster`]: several nodes on one Redis or a Redis Cluster.
+//! - [`redis`]: the Redis behind a cluster and a tiny RESP client.
+//! - [`proxy`]: a TCP fault proxy in front of Redis.
+//! - [`refused`]: starts that must fail.
+//! - `backends`: the [`backend_tests!`] and [`on_both_redis!`] test macros.
 
 mod api;
+mod backends;
 pub mod cluster;
+pub mod metrics;
 pub mod proxy;
 pub mod redis;
 pub mod refused;
 
-mod backends;
-#[allow(unused_imports)]
-pub(crate) use backends::{backend_tests, on_both_redis};
-
-// Not every test binary uses every helper.
-#[allow(unused_imports)]
 pub use api::{connect_since, position, ApiClient};
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +37,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -52,6 +60,23 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// The `switchboard` binary under test. Cargo builds it into `target/<profile>/` before
+/// it runs the gateway's integration tests, whose binaries are in `target/<profile>/deps/`.
+pub fn gateway_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary runs from target/<profile>/deps/");
+    let bin = profile_dir.join(format!("switchboard{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the gateway's tests with `cargo test -p switchboard-gateway`",
+        bin.display()
+    );
+    bin
 }
 
 /// A running gateway process; killed on drop.
@@ -84,7 +109,7 @@ pub async fn spawn_node(node_id: &str, listen: &str, args: &[&str], env: &[(&str
     // `SWITCHBOARD_TEST_LOG=switchboard=debug,switchboard_router=debug cargo test …`
     // shows the nodes' debug logs (on stderr, with the test's output).
     let log_level = std::env::var("SWITCHBOARD_TEST_LOG").unwrap_or_else(|_| "warn".into());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    let mut cmd = Command::new(gateway_bin());
     cmd.arg("serve")
         .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
         .args(["--node-id", node_id, "--log-level", &log_level])
@@ -128,7 +153,7 @@ pub async fn spawn_node(node_id: &str, listen: &str, args: &[&str], env: &[(&str
 /// Runs the binary to completion with `args` (for config errors and `token`). Killed if
 /// the future is dropped first (a caller's timeout when it serves instead of exiting).
 pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    Command::new(gateway_bin())
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
@@ -372,6 +397,13 @@ impl Client {
         self.reply(id).await
     }
 
+    /// Sends a `ping` and expects its `pong` as the very next frame: everything sent
+    /// before it was handled.
+    pub async fn round_trip(&mut self, id: u64) {
+        self.send(json!({"type": "ping", "id": id})).await;
+        assert_eq!(self.recv().await, json!({"type": "pong", "id": id}));
+    }
+
     /// Waits for the server's close frame; returns its code and reason. Data frames
     /// before it are returned too.
     pub async fn expect_close(&mut self) -> (u16, String, Vec<Message>) {
@@ -492,4 +524,128 @@ impl Client {
             }
         }
     }
+}
+
+// --- Shared by several test binaries ------------------------------------------------
+
+impl Client {
+    /// Subscribes a JSON client as `user` and consumes the reply and its own presence
+    /// `join`; returns the reply.
+    pub async fn join_room(&mut self, id: u64, channel: &str, user: &str) -> Value {
+        let reply = self.subscribe(id, channel).await;
+        assert_eq!(reply["ok"], true, "subscribe {channel}: {reply}");
+        let own = self.recv().await;
+        assert_eq!(own, presence_frame(channel, user, "join"));
+        reply
+    }
+
+    /// The next protobuf frame, which must be a reply.
+    pub async fn next_pb_reply(&mut self) -> switchboard_proto::pb::Reply {
+        match self.recv_pb().await {
+            switchboard_proto::pb::frame::Kind::Reply(r) => r,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    /// The protobuf `Reply` to request `id` (other frames skipped).
+    pub async fn pb_reply(&mut self, id: u64) -> switchboard_proto::pb::Reply {
+        use switchboard_proto::pb::frame::Kind;
+        match self
+            .recv_pb_until(|k| matches!(k, Kind::Reply(r) if r.id == id))
+            .await
+        {
+            Kind::Reply(r) => r,
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// The JSON `presence` frame of `user` on `channel` (`event`: "join" or "leave").
+pub fn presence_frame(channel: &str, user: &str, event: &str) -> Value {
+    json!({"type": "presence", "channel": channel, "user": user, "event": event})
+}
+
+/// A protobuf payload holding JSON text.
+pub fn json_payload(text: &str) -> Option<switchboard_proto::pb::Payload> {
+    use switchboard_proto::pb::{payload::Kind, Payload};
+    Some(Payload {
+        kind: Some(Kind::Json(text.to_owned())),
+    })
+}
+
+/// A protobuf payload holding bytes.
+pub fn binary_payload(bytes: &[u8]) -> Option<switchboard_proto::pb::Payload> {
+    use switchboard_proto::pb::{payload::Kind, Payload};
+    Some(Payload {
+        kind: Some(Kind::Binary(Bytes::copy_from_slice(bytes))),
+    })
+}
+
+/// Any WebSocket frame, exactly as given (tungstenite only masks it).
+pub fn raw_frame(opcode: OpCode, fin: bool, payload: impl Into<Bytes>) -> Message {
+    let header = FrameHeader {
+        is_final: fin,
+        opcode,
+        ..FrameHeader::default()
+    };
+    Message::Frame(Frame::from_payload(header, payload.into()))
+}
+
+/// Awaits a spawned task, re-raising its panic with the original message.
+pub async fn join_task<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match task.await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A free loopback port (bound and released; for a process that must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Writes `toml` to a fresh file in the temp dir (for `--config`).
+pub fn write_config(toml: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "switchboard-test-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+/// Starts a node with `toml` as its `--config` file (and extra flags).
+pub async fn start_with_config(toml: &str, args: &[&str]) -> Node {
+    let path = write_config(toml);
+    let mut all = vec!["--config", path.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let node = start(&all).await;
+    let _ = std::fs::remove_file(&path);
+    node
+}
+
+/// Runs `switchboard serve` on port 0 (public and internal) with `args` and `env` to its
+/// exit, for starts that must fail; `None` when it is still running after `within` (it is
+/// killed then).
+pub async fn serve_to_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    within: Duration,
+) -> Option<std::process::Output> {
+    let mut all = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    all.extend_from_slice(args);
+    tokio::time::timeout(within, run_binary(&all, env))
+        .await
+        .ok()
 }

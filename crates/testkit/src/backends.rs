@@ -10,10 +10,10 @@
 /// ```text
 /// backend_tests!(a_direct_message_crosses_nodes_once: on_one_redis => Redis::One, on_redis_cluster => Redis::Cluster);
 /// ```
-#[allow(unused_macros)]
+#[macro_export]
 macro_rules! backend_tests {
     ($name:ident: $($variant:ident => $backend:expr),+ $(,)?) => {
-        $crate::support::backend_tests!(#[tokio::test] $name: $($variant => $backend),+);
+        $crate::backend_tests!(#[tokio::test] $name: $($variant => $backend),+);
     };
     (#[$attr:meta] $name:ident: $($variant:ident => $backend:expr),+ $(,)?) => {
         mod $name {
@@ -28,19 +28,15 @@ macro_rules! backend_tests {
         }
     };
 }
-#[allow(unused_imports)]
-pub(crate) use backend_tests;
 
 /// [`backend_tests!`] on one `redis-server` (`…::on_one_redis`) and on a Redis Cluster
 /// (`…::on_redis_cluster`): the body takes a [`cluster::Redis`].
-#[allow(unused_macros)]
+#[macro_export]
 macro_rules! on_both_redis {
     ($(#[$attr:meta])? $name:ident) => {
-        $crate::support::backend_tests!($(#[$attr])? $name:
-            on_one_redis => $crate::support::cluster::Redis::One,
-            on_redis_cluster => $crate::support::cluster::Redis::Cluster,
+        $crate::backend_tests!($(#[$attr])? $name:
+            on_one_redis => $crate::cluster::Redis::One,
+            on_redis_cluster => $crate::cluster::Redis::Cluster,
         );
     };
 }
-#[allow(unused_imports)]
-pub(crate) use on_both_redis;

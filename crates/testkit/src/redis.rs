@@ -12,7 +12,7 @@ use std::time::Duration;
 use switchboard_router::testsuite::redis_cluster::{RedisCluster, RespValue};
 use switchboard_router::testsuite::redis_server::RedisServer;
 
-/// Which Redis a test runs on (see [`super::cluster::Cluster::start_on`]).
+/// Which Redis a test runs on (see [`crate::cluster::Cluster::start_on`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Redis {
     /// One `redis-server` of the test's own, without persistence.

@@ -8,7 +8,6 @@
 //!   liveness probe exists for. The `SUBSCRIBE` that trips it is swallowed too.
 //! - [`FaultProxy::heal`]: new connections flow normally again; connections already
 //!   black-holed stay wedged (their owner has to give up on them and reconnect).
-//! - [`FaultProxy::refuse_all`]: closes every connection and closes new ones at once.
 //! - [`FaultProxy::cut_reply_after`]: the next connection to send a given pattern (a
 //!   unique idempotency key, say) has that data delivered to Redis, and then its client
 //!   hears nothing more and is closed: the reply to a command Redis ran is lost.
@@ -34,7 +33,7 @@ struct Conn {
     subscriber: AtomicBool,
     /// Wedged: nothing is forwarded any more, in either direction.
     blackholed: AtomicBool,
-    /// Closes both sockets (refuse_all, proxy dropped).
+    /// Closes both sockets (proxy dropped).
     close: CancellationToken,
     /// Cut: Redis got the pattern; nothing more reaches the client, which is closed.
     cut: AtomicBool,
@@ -43,7 +42,6 @@ struct Conn {
 #[derive(Default)]
 struct Mode {
     blackhole_subscribers: bool,
-    refuse: bool,
     /// Armed [`FaultProxy::cut_reply_after`]: the pattern that cuts the next connection.
     cut_after: Option<Vec<u8>>,
 }
@@ -113,22 +111,10 @@ impl FaultProxy {
         n
     }
 
-    /// New connections (and connections not black-holed yet) flow normally again, and
-    /// new connections are accepted again after [`FaultProxy::refuse_all`]. Connections
-    /// already black-holed stay wedged.
+    /// New connections (and connections not black-holed yet) flow normally again.
+    /// Connections already black-holed stay wedged.
     pub fn heal(&self) {
-        let mut mode = self.state.mode();
-        mode.blackhole_subscribers = false;
-        mode.refuse = false;
-    }
-
-    /// Closes every open connection and closes new ones as soon as they are accepted,
-    /// until [`FaultProxy::heal`].
-    pub fn refuse_all(&self) {
-        self.state.mode().refuse = true;
-        for conn in self.state.conns().drain(..) {
-            conn.close.cancel();
-        }
+        self.state.mode().blackhole_subscribers = false;
     }
 
     /// How many connections are black-holed now (open and wedged).
@@ -178,10 +164,6 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
             _ = state.stop.cancelled() => return,
         };
         state.accepted.fetch_add(1, Ordering::SeqCst);
-        if state.mode().refuse {
-            drop(client);
-            continue;
-        }
         tokio::spawn(proxy_conn(client, state.clone()));
     }
 }

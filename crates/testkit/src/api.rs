@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-use super::{Client, Node, API_KEY, WAIT};
+use crate::{Client, Node, API_KEY, WAIT};
 
 /// `(epoch, offset)` of a welcome, reply or message.
 pub fn position(v: &Value) -> (String, u64) {
@@ -26,7 +26,7 @@ pub fn position(v: &Value) -> (String, u64) {
 /// Connects as `user`, resuming the personal channel from `since` when given (`None`: no
 /// `since` at all); returns the client and its welcome.
 pub async fn connect_since(node: &Node, user: &str, since: Option<(&str, u64)>) -> (Client, Value) {
-    let mut query = format!("token={}", super::token(user));
+    let mut query = format!("token={}", crate::token(user));
     if let Some((epoch, offset)) = since {
         query.push_str(&format!("&since={epoch}:{offset}"));
     }
