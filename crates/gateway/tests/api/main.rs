@@ -1,4 +1,4 @@
-//! The server API of PROTOCOL.md §6 on the internal port, its errors, the protobuf
+//! The server API of docs/protocol.md §6 on the internal port, its errors, the protobuf
 //! variant, and the operational endpoints (`/healthz`, `/readyz`, `/metrics`, §1 and §8).
 //!
 //! # Layout

@@ -1,4 +1,4 @@
-//! The operational endpoints: `/healthz`, `/readyz` and `/metrics` (PROTOCOL.md §1, §8).
+//! The operational endpoints: `/healthz`, `/readyz` and `/metrics` (docs/protocol.md §1, §8).
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! Bad input is a tested path (PROTOCOL.md §4, §7): every error code and close code a
+//! Bad input is a tested path (docs/protocol.md §4, §7): every error code and close code a
 //! single node can produce, each triggered by the input that causes it. Every test also
 //! checks that a bystander in the same room saw nothing of it and that the node still
 //! serves others.

@@ -1,4 +1,4 @@
-//! The upgrade of `GET /ws` over real HTTP (PROTOCOL.md §1, §3, §4): every refusal is an
+//! The upgrade of `GET /ws` over real HTTP (docs/protocol.md §1, §3, §4): every refusal is an
 //! HTTP error with a JSON `{"error","message"}` body before the 101, the JWT matrix,
 //! Origin, subprotocols, the connection caps (per node and per user), metrics of
 //! rejections, and the configuration checks of the binary.

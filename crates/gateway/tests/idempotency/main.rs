@@ -1,4 +1,4 @@
-//! Idempotent publishes (PROTOCOL.md §5, issue 13 item 2), end to end: real nodes on the
+//! Idempotent publishes (docs/protocol.md §5, issue 13 item 2), end to end: real nodes on the
 //! embedded backplane and on a `redis-server` of the test's own, real WebSocket and HTTP
 //! clients. The same key on the same channel (and the same sender's scope) within the
 //! window is answered with the first publish's position and neither stored nor delivered

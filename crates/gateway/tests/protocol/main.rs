@@ -1,4 +1,4 @@
-//! Every frame of PROTOCOL.md §4 in both encodings: JSON text frames
+//! Every frame of docs/protocol.md §4 in both encodings: JSON text frames
 //! (`switchboard.v1.json`) and protobuf binary frames (`switchboard.v1.proto`), plus
 //! delivery across encodings, presence, direct messages and the rejections of §2.
 //!
@@ -35,7 +35,7 @@ use switchboard_proto::pb::frame::Kind;
 /// How long "nothing else arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(200);
 
-/// PROTOCOL.md §5: an epoch is a non-empty string of `[A-Za-z0-9_-]`.
+/// docs/protocol.md §5: an epoch is a non-empty string of `[A-Za-z0-9_-]`.
 fn is_epoch(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()

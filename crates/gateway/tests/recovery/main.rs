@@ -1,4 +1,4 @@
-//! History and recovery (PROTOCOL.md §5): resuming the personal channel with `?since=`,
+//! History and recovery (docs/protocol.md §5): resuming the personal channel with `?since=`,
 //! the inbox and its acks, room history with `subscribe` + `since`, trimming, rooms
 //! without history, and ordering while live messages race a replay.
 //!

@@ -1,4 +1,4 @@
-//! Forwarding to backends (PROTOCOL.md §4b, issue 6): `rpc` frames routed to real HTTP
+//! Forwarding to backends (docs/protocol.md §4b, issue 6): `rpc` frames routed to real HTTP
 //! upstreams started by the tests, in both encodings, with the identity headers and
 //! `traceparent`, the answer mapping, timeouts, retries, balancing, circuit breakers, the
 //! per-connection in-flight cap, cancellation, and the route configuration.
