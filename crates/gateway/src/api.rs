@@ -256,9 +256,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     }
 }
 
-fn answer(format: Format, value: Value, pb: impl FnOnce() -> Vec<u8>) -> ApiResult {
+/// A 200 answer in the request's format; every handler ends with it (hence the `Result`).
+#[allow(clippy::unnecessary_wraps)]
+fn answer(format: Format, value: &Value, pb: impl FnOnce() -> Vec<u8>) -> ApiResult {
     Ok(match format {
-        Format::Json => json_value(StatusCode::OK, &value),
+        Format::Json => json_value(StatusCode::OK, value),
         Format::Proto => protobuf(StatusCode::OK, pb()),
     })
 }

@@ -124,7 +124,7 @@ impl Node {
     pub async fn lock_room(&self, room: &str) -> tokio::sync::MutexGuard<'_, ()> {
         let mut h: u64 = 0xcbf29ce484222325;
         for b in room.bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
         }
         self.room_locks[(h % ROOM_LOCKS as u64) as usize]
             .lock()

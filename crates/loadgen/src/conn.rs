@@ -295,15 +295,12 @@ pub async fn read_loop(
     mut on_text: impl FnMut(&[u8], u64) -> Control,
 ) -> Ended {
     loop {
-        let frame = match read.read_frame(&mut no_obligations).await {
-            Ok(f) => f,
-            Err(_) => {
-                return if locally_closed(writer).await {
-                    Ended::Local
-                } else {
-                    Ended::Abnormal
-                }
-            }
+        let Ok(frame) = read.read_frame(&mut no_obligations).await else {
+            return if locally_closed(writer).await {
+                Ended::Local
+            } else {
+                Ended::Abnormal
+            };
         };
         match frame.opcode {
             OpCode::Text | OpCode::Binary => match on_text(&frame.payload, now_us()) {

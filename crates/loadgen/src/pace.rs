@@ -83,7 +83,9 @@ async fn wait(at_us: u64, now: u64, timer: Timer) {
     let left = Duration::from_micros(at_us - now);
     match timer {
         Timer::Precise => pacer().sleep_until(Instant::now() + left).await,
-        Timer::Spin if left > COARSE_MARGIN => tokio::time::sleep(left - COARSE_MARGIN).await,
+        Timer::Spin if left > COARSE_MARGIN => {
+            tokio::time::sleep(left.saturating_sub(COARSE_MARGIN)).await
+        }
         Timer::Spin => {}
         Timer::Tokio => tokio::time::sleep(left).await,
     }

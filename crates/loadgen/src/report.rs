@@ -183,7 +183,7 @@ pub fn merge(info: &RunInfo, parts: &[Partial], common: &Common) -> Result<Repor
         }
     }
     let setup_s = setup1.saturating_sub(setup0) as f64 / 1e6;
-    let fanout = merge_fanout(parts, &mut m)?;
+    let fanout = merge_fanout(parts, &mut m);
     if let Some(rate) = info.rate_target {
         m.rate_target = rate;
         let send_s = send1.saturating_sub(send0) as f64 / 1e6;
@@ -234,11 +234,9 @@ pub fn merge(info: &RunInfo, parts: &[Partial], common: &Common) -> Result<Repor
 
 /// Fan-out: per message counts summed and last-recipient times maxed over the processes;
 /// `lost` = for every acked message, the subscribers that never got it.
-fn merge_fanout(parts: &[Partial], m: &mut Messages) -> Result<Option<Fanout>, String> {
+fn merge_fanout(parts: &[Partial], m: &mut Messages) -> Option<Fanout> {
     let fs: Vec<&FanoutPartial> = parts.iter().filter_map(|p| p.fanout.as_ref()).collect();
-    let Some(n) = fs.iter().map(|f| f.counts.len()).max() else {
-        return Ok(None);
-    };
+    let n = fs.iter().map(|f| f.counts.len()).max()?;
     let subscribers: u64 = fs.iter().map(|f| f.subscribers).sum();
     let mut counts = vec![0u64; n];
     let mut last = vec![0u64; n];
@@ -268,12 +266,12 @@ fn merge_fanout(parts: &[Partial], m: &mut Messages) -> Result<Option<Fanout>, S
             hist.saturating_record(last[i].max(1));
         }
     }
-    Ok(Some(Fanout {
+    Some(Fanout {
         messages: n as u64,
         complete,
         subscribers,
         last_recipient_us: Stat::of(&hist),
-    }))
+    })
 }
 
 fn checks(r: &Report, c: &Common, expected: u64) -> Vec<Check> {

@@ -10,6 +10,8 @@
 //! - [`codes`]: error codes and WebSocket close codes (docs/protocol.md §4, §7).
 //! - [`clock`]: wall time since the Unix epoch and the process's monotonic clock.
 
+#![warn(unreachable_pub)]
+
 pub mod binary;
 pub mod channel;
 pub mod clock;

@@ -11,6 +11,8 @@
 //! - [`redis`]: the Redis implementation (many processes behave as one).
 //! - `testsuite` (feature `testsuite`): the behaviour suite every implementation must pass.
 
+#![warn(unreachable_pub)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -210,9 +210,8 @@ pub enum Next {
 /// a transport error panics with `who` in the message.
 pub async fn next_before(client: &mut Client, deadline: Instant, who: &str) -> Next {
     loop {
-        let msg = match tokio::time::timeout_at(deadline, client.ws.next()).await {
-            Err(_) => return Next::Deadline,
-            Ok(m) => m,
+        let Ok(msg) = tokio::time::timeout_at(deadline, client.ws.next()).await else {
+            return Next::Deadline;
         };
         match msg {
             Some(Ok(Message::Text(t))) => {

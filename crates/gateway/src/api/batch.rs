@@ -106,7 +106,7 @@ pub(super) async fn batch(node: &Node, body: &[u8], proto: bool, format: Format)
     }
     answer(
         format,
-        json!({ "results": Value::Array(json_results) }),
+        &json!({ "results": Value::Array(json_results) }),
         || {
             pb::BatchResponse {
                 results: pb_results,

@@ -230,7 +230,7 @@ pub(super) async fn publish(node: &Node, body: &[u8], proto: bool, format: Forma
     if !o.duplicate {
         m::hot().publishes.increment(1);
     }
-    answer(format, outcome_json(&o), || outcome_pb(&o).encode_to_vec())
+    answer(format, &outcome_json(&o), || outcome_pb(&o).encode_to_vec())
 }
 
 pub(super) async fn broadcast(node: &Node, body: &[u8], proto: bool, format: Format) -> ApiResult {
@@ -284,7 +284,7 @@ pub(super) async fn broadcast(node: &Node, body: &[u8], proto: bool, format: For
     for (channel, result) in results {
         push_result(&mut json_results, &mut pb_results, channel, result);
     }
-    answer(format, json!({ "results": json_results }), || {
+    answer(format, &json!({ "results": json_results }), || {
         pb::BroadcastResponse {
             results: pb_results,
         }

@@ -29,7 +29,7 @@ pub(super) async fn user(node: &Node, id: &str, format: Format) -> ApiResult {
         .collect();
     answer(
         format,
-        json!({"online": !conns.is_empty(), "connections": list}),
+        &json!({"online": !conns.is_empty(), "connections": list}),
         || {
             pb::UserResponse {
                 online: !conns.is_empty(),
@@ -105,7 +105,7 @@ pub(super) async fn disconnect(
         .router
         .disconnect_user(id, code as u16, &reason)
         .await?;
-    answer(format, json!({"connections": n}), || {
+    answer(format, &json!({"connections": n}), || {
         pb::DisconnectResponse {
             connections: n as u32,
         }
@@ -118,7 +118,7 @@ pub(super) async fn presence(node: &Node, channel: &str, format: Format) -> ApiR
     let p = node.router.presence(channel).await?;
     answer(
         format,
-        json!({"channel": channel, "users": p.users, "connections": p.connections}),
+        &json!({"channel": channel, "users": p.users, "connections": p.connections}),
         || {
             pb::PresenceResponse {
                 channel: channel.to_owned(),
@@ -164,7 +164,7 @@ pub(super) async fn history(
         .collect();
     answer(
         format,
-        json!({"epoch": read.epoch, "offset": read.offset, "recovered": read.recovered, "messages": messages}),
+        &json!({"epoch": read.epoch, "offset": read.offset, "recovered": read.recovered, "messages": messages}),
         || {
             pb::HistoryResponse {
                 epoch: read.epoch.clone(),
@@ -187,7 +187,7 @@ pub(super) async fn nodes(node: &Node, format: Format) -> ApiResult {
         .iter()
         .map(|n| json!({"node": n.node, "connections": n.connections, "draining": n.draining, "since_ms": n.since_ms}))
         .collect();
-    answer(format, json!({"nodes": json_list}), || {
+    answer(format, &json!({"nodes": json_list}), || {
         pb::NodesResponse {
             nodes: list
                 .iter()

@@ -59,7 +59,7 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(failures: u32, open_for: Duration, gauge: metrics::Gauge) -> Breaker {
-        gauge.set(State::Closed as u8 as f64);
+        gauge.set(f64::from(State::Closed as u8));
         Breaker {
             failures: failures.max(1),
             open_for,
@@ -76,7 +76,7 @@ impl Breaker {
         let from = inner.state();
         *inner = to;
         if inner.state() != from {
-            self.gauge.set(inner.state() as u8 as f64);
+            self.gauge.set(f64::from(inner.state() as u8));
         }
     }
 

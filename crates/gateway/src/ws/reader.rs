@@ -235,8 +235,9 @@ fn from_error(e: WebSocketError) -> End {
         WebSocketError::FrameTooLarge => {
             End::Close(CloseRequest::new(close::MESSAGE_TOO_BIG, "message too big"))
         }
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => End::Eof,
-        WebSocketError::ConnectionClosed => End::Eof,
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::IoError(_)
+        | WebSocketError::ConnectionClosed => End::Eof,
         other => protocol(&other.to_string()),
     }
 }

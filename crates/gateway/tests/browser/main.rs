@@ -109,7 +109,8 @@ impl Scenario {
             .arg(CHROMIUM)
             .arg("--timeout-ms")
             .arg(
-                (SCENARIO_TIMEOUT - Duration::from_secs(5))
+                SCENARIO_TIMEOUT
+                    .saturating_sub(Duration::from_secs(5))
                     .as_millis()
                     .to_string(),
             )

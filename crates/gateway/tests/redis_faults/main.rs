@@ -108,9 +108,8 @@ enum Next {
 /// The next JSON frame before `deadline` (WebSocket pings and pongs skipped).
 async fn next_before(client: &mut Client, deadline: Instant) -> Next {
     loop {
-        let msg = match tokio::time::timeout_at(deadline, client.ws.next()).await {
-            Err(_) => return Next::Deadline,
-            Ok(m) => m,
+        let Ok(msg) = tokio::time::timeout_at(deadline, client.ws.next()).await else {
+            return Next::Deadline;
         };
         match msg {
             Some(Ok(Message::Text(t))) => {
@@ -250,14 +249,13 @@ fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
         "+" => Resp::Text(rest.to_owned()),
         "-" => Resp::Error(rest.to_owned()),
         ":" => Resp::Int(n()),
-        "$" if n() < 0 => Resp::Nil,
+        "$" | "*" if n() < 0 => Resp::Nil,
         "$" => {
             let mut buf = vec![0u8; n() as usize + 2];
             r.read_exact(&mut buf)?;
             buf.truncate(buf.len() - 2);
             Resp::Text(String::from_utf8_lossy(&buf).into_owned())
         }
-        "*" if n() < 0 => Resp::Nil,
         "*" => Resp::Array((0..n()).map(|_| read_resp(r)).collect::<Result<_, _>>()?),
         _ => Resp::Error(format!("unparsable reply {line:?}")),
     })

@@ -32,7 +32,7 @@ impl Bits {
         self.0
             .iter()
             .enumerate()
-            .map(|(i, w)| (w & !other.0.get(i).copied().unwrap_or(0)).count_ones() as u64)
+            .map(|(i, w)| u64::from((w & !other.0.get(i).copied().unwrap_or(0)).count_ones()))
             .sum()
     }
 }

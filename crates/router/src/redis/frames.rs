@@ -16,7 +16,7 @@ use switchboard_proto::{pb, Message};
 
 /// A decoded backplane frame.
 #[derive(Debug)]
-pub enum Inbound {
+pub(super) enum Inbound {
     Deliver(Arc<Message>),
     Presence {
         channel: String,
@@ -35,13 +35,13 @@ pub enum Inbound {
 }
 
 /// The offset in a delivery or a publish answer: `N` or a stream entry id `0-N`.
-pub fn offset(token: &[u8]) -> Option<u64> {
+pub(super) fn offset(token: &[u8]) -> Option<u64> {
     let digits = token.strip_prefix(b"0-").unwrap_or(token);
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Decodes a frame; `None` for anything malformed (counted and dropped by the caller).
-pub fn decode(bytes: &[u8]) -> Option<Inbound> {
+pub(super) fn decode(bytes: &[u8]) -> Option<Inbound> {
     use pb::backplane_frame::Kind;
     if let Some(rest) = bytes.strip_prefix(b"D") {
         let space = rest.iter().position(|&b| b == b' ')?;
@@ -76,14 +76,14 @@ fn encode(kind: pb::backplane_frame::Kind) -> Bytes {
     Bytes::from(pb::BackplaneFrame { kind: Some(kind) }.encode_to_vec())
 }
 
-pub fn probe(node: &str, seq: u64) -> Bytes {
+pub(super) fn probe(node: &str, seq: u64) -> Bytes {
     encode(pb::backplane_frame::Kind::Probe(pb::Probe {
         node: node.to_owned(),
         seq,
     }))
 }
 
-pub fn disconnect(user: &str, code: u16, reason: &str) -> Bytes {
+pub(super) fn disconnect(user: &str, code: u16, reason: &str) -> Bytes {
     encode(pb::backplane_frame::Kind::Disconnect(pb::DisconnectUser {
         user: user.to_owned(),
         code: u32::from(code),
@@ -93,7 +93,7 @@ pub fn disconnect(user: &str, code: u16, reason: &str) -> Bytes {
 
 /// A message without its epoch and offset: what a stream stores, and what the publish
 /// scripts complete.
-pub fn message_template(m: &Message) -> Bytes {
+pub(super) fn message_template(m: &Message) -> Bytes {
     let mut pb = pb::Message::from(m);
     pb.epoch.clear();
     pb.offset = 0;
@@ -102,14 +102,14 @@ pub fn message_template(m: &Message) -> Bytes {
 
 /// A delivery frame as the publish scripts build it.
 #[cfg(test)]
-pub fn delivery(template: &[u8], epoch: &str, offset: &str) -> Vec<u8> {
+pub(super) fn delivery(template: &[u8], epoch: &str, offset: &str) -> Vec<u8> {
     let mut out = format!("D{epoch} {offset} ").into_bytes();
     out.extend_from_slice(template);
     out
 }
 
 /// A message read back from its stored form (a stream entry, a live frame).
-pub fn stored_message(template: &[u8], epoch: &str, offset: u64) -> Result<Message, String> {
+pub(super) fn stored_message(template: &[u8], epoch: &str, offset: u64) -> Result<Message, String> {
     let mut pb = pb::Message::decode(template).map_err(|e| e.to_string())?;
     pb.epoch = epoch.to_owned();
     pb.offset = offset;

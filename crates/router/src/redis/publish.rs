@@ -315,4 +315,4 @@ pub(super) async fn publish_many(
 }
 
 /// Publishes acknowledged without a replica's confirmation (see the module docs).
-pub static UNREPLICATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub(super) static UNREPLICATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -374,7 +374,7 @@ return out
 "#;
 
 /// The scripts, with the prelude.
-pub struct Scripts {
+pub(super) struct Scripts {
     pub publish: Script,
     pub number: Script,
     /// `publish` and `number` with an idempotency key (KEYS: theirs, then the key;
@@ -396,7 +396,7 @@ pub struct Scripts {
 }
 
 impl Scripts {
-    pub fn new() -> Scripts {
+    pub(super) fn new() -> Scripts {
         let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         // The publish scripts run per message: no prelude (its helper closures cost an
         // allocation each per call), the deadline check inlined.

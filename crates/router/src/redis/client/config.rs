@@ -40,9 +40,10 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The rustls configuration is built from `ca_file`.
         f.debug_struct("Tls")
             .field("ca_file", &self.ca_file)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,6 +73,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("database", &self.database)
             .field("tls", &self.tls)
             .field("timeout", &self.timeout)
+            .field("batch", &self.batch)
+            .field("name", &self.name)
             .finish()
     }
 }

@@ -370,14 +370,13 @@ impl Client {
         let Ok(addr) = self.route(cmd) else {
             return (self.call(cmd).await, None);
         };
-        let conn = match tokio::time::timeout(
+        let Ok(Ok(conn)) = tokio::time::timeout(
             self.inner.config.timeout,
             self.conn_on(&addr, Lane::Replicated),
         )
         .await
-        {
-            Ok(Ok(c)) => c,
-            _ => return (self.call(cmd).await, None),
+        else {
+            return (self.call(cmd).await, None);
         };
         let (written, replicated) = conn.call_replicated(cmd, acks, wait_ms).await;
         match written {

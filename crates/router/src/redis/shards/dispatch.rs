@@ -120,9 +120,10 @@ pub(super) fn pop_pending(sub: &mut Sub, live: &str, subscribe: bool) -> bool {
     let Some(front) = sub.pending.front_mut() else {
         return false;
     };
-    let list = match (front, subscribe) {
-        (Pending::Subscribe(l), true) | (Pending::Unsubscribe(l, _), false) => l,
-        _ => return false,
+    let ((Pending::Subscribe(list), true) | (Pending::Unsubscribe(list, _), false)) =
+        (front, subscribe)
+    else {
+        return false;
     };
     let Some(pos) = list.iter().position(|c| c == live) else {
         return false;

@@ -149,7 +149,7 @@ impl Inner {
 }
 
 impl Shards {
-    pub fn new(
+    pub(super) fn new(
         client: Client,
         keys: Keys,
         node: String,
@@ -176,7 +176,7 @@ impl Shards {
 
     /// Opens a subscriber per shard, starts the reconcile and probe tasks and waits until
     /// a probe made the round trip through every shard (fails fast otherwise).
-    pub async fn start(&self, sink: Arc<dyn NodeSink>) -> Result<(), Error> {
+    pub(super) async fn start(&self, sink: Arc<dyn NodeSink>) -> Result<(), Error> {
         let _ = self.inner.sink.set(sink);
         reconcile(&self.inner).await;
         tokio::spawn(reconcile_loop(self.inner.clone()));
@@ -196,15 +196,15 @@ impl Shards {
     }
 
     /// Starts the probe watchdog (after `start`).
-    pub fn spawn_watchdog(&self) {
+    pub(super) fn spawn_watchdog(&self) {
         tokio::spawn(watchdog(self.inner.clone()));
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(super) fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::SeqCst)
     }
 
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.inner.stopped.cancel();
         let subs: Vec<Conn> = self
             .inner
@@ -219,7 +219,7 @@ impl Shards {
     }
 
     /// Subscribes the shard channel `live` and waits until Redis confirmed it.
-    pub async fn subscribe(&self, live: &str) -> Result<(), Error> {
+    pub(super) async fn subscribe(&self, live: &str) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.inner.lock();
@@ -249,18 +249,18 @@ impl Shards {
     }
 
     /// [`Shards::subscribe`] for an owned name (to collect many futures).
-    pub async fn subscribe_owned(&self, live: String) -> Result<(), Error> {
+    pub(super) async fn subscribe_owned(&self, live: String) -> Result<(), Error> {
         self.subscribe(&live).await
     }
 
     /// Stops receiving the shard channel `live` (Redis confirms in the background).
-    pub fn unsubscribe(&self, live: &str) {
+    pub(super) fn unsubscribe(&self, live: &str) {
         self.unsubscribe_inner(live);
     }
 
     /// Stops receiving the shard channel `live` and waits until Redis confirmed it (at
     /// most the command timeout).
-    pub async fn unsubscribe_confirmed(&self, live: &str) {
+    pub(super) async fn unsubscribe_confirmed(&self, live: &str) {
         if let Some(rx) = self.unsubscribe_inner(live) {
             let _ = tokio::time::timeout(self.inner.timeout, rx).await;
         }
@@ -292,7 +292,7 @@ impl Shards {
     }
 
     /// Every shard of the current slot map with its subscriber's state.
-    pub fn status(&self) -> Vec<ShardStatus> {
+    pub(super) fn status(&self) -> Vec<ShardStatus> {
         let topology = self.inner.client.topology();
         let st = self.inner.lock();
         let mut counts: HashMap<u64, usize> = HashMap::new();

@@ -45,7 +45,7 @@ impl ClusterNode {
 }
 
 /// Parses a `CLUSTER NODES` reply; `None` when it is not one.
-pub fn parse_nodes(text: &str) -> Option<Vec<ClusterNode>> {
+pub(super) fn parse_nodes(text: &str) -> Option<Vec<ClusterNode>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(parse_line)
@@ -84,7 +84,7 @@ fn parse_line(line: &str) -> Option<ClusterNode> {
 }
 
 /// `CLUSTER NODES` as `port` sees it.
-pub fn nodes_seen_by(port: u16) -> Result<Vec<ClusterNode>, String> {
+pub(super) fn nodes_seen_by(port: u16) -> Result<Vec<ClusterNode>, String> {
     let reply = cmd_once(port, &["CLUSTER", "NODES"]).map_err(|e| format!("node {port}: {e}"))?;
     match reply {
         RespValue::Bulk(b) => parse_nodes(&String::from_utf8_lossy(&b))
@@ -94,7 +94,7 @@ pub fn nodes_seen_by(port: u16) -> Result<Vec<ClusterNode>, String> {
 }
 
 /// One `field:value` of an INFO-style reply (`CLUSTER INFO`, `INFO replication`).
-pub fn info_field(port: u16, args: &[&str], field: &str) -> Result<String, String> {
+pub(super) fn info_field(port: u16, args: &[&str], field: &str) -> Result<String, String> {
     let reply = cmd_once(port, args).map_err(|e| format!("node {port}: {e}"))?;
     let RespValue::Bulk(b) = reply else {
         return Err(format!("node {port}: {args:?} answered {reply:?}"));
@@ -110,7 +110,7 @@ pub fn info_field(port: u16, args: &[&str], field: &str) -> Result<String, Strin
 /// role and primary of every live node; every slot is served by a live node; no live node
 /// sees another live node failing or disconnected; no slot is being migrated; every live
 /// replica's replication link is up. Err says the first thing that is not so.
-pub fn check_settled(live: &[u16]) -> Result<(), String> {
+pub(super) fn check_settled(live: &[u16]) -> Result<(), String> {
     if live.is_empty() {
         return Err("no live node".into());
     }
