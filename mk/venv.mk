@@ -5,10 +5,7 @@ VENV_BIN := $(CURDIR)/$(VENV)/bin
 
 $(VENV)/.installed: requirements-dev.txt
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
-	@python3 -m venv $(VENV) 2>/dev/null || { \
-		echo "installing python3-venv (apt-get)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
-		python3 -m venv $(VENV); }
+	@python3 -m venv $(VENV) 2>/dev/null || { $(call apt_install,false,python3-venv); python3 -m venv $(VENV); }
 	$(VENV_BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
