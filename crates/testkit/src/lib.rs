@@ -28,7 +28,7 @@ pub use client::{Client, Refused, Ws};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -50,20 +50,8 @@ pub const API_KEY: &str = "test-api-key-0123456789";
 /// How long any single expected event may take.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// Milliseconds since the Unix epoch (compare with a message's `ts`).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+/// The gateway's clock (`now_ms` compares with a message's `ts`).
+pub use switchboard_proto::clock::{now_ms, now_secs};
 
 /// The `switchboard` binary under test. Cargo builds it into `target/<profile>/` before
 /// it runs the gateway's integration tests, whose binaries are in `target/<profile>/deps/`.
