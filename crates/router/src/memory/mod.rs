@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - this file: [`MemoryCluster`], [`MemoryRouter`] and the trait glue (validation, locking).
-//! - `state`: the shared state and every rule (leases, purge, routing, history, presence).
+//! - `state`: the shared state and every rule (leases, purge, routing, presence);
+//!   `state/streams`: its channel streams (publish, history, epochs, acks).
 //! - `idempotency`: the keys of idempotent publishes and their windows.
 //!
 //! All state sits behind one mutex that is never held across an `.await`. Sinks are called
