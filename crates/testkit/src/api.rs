@@ -47,9 +47,14 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// Calls the server API with the test key. Returns status and JSON body.
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let req = http::Request::builder()
+    /// A JSON request to the server API with the test key.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> http::Result<http::Request<Full<Bytes>>> {
+        http::Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.internal))
             .header("authorization", format!("Bearer {API_KEY}"))
@@ -57,7 +62,11 @@ impl ApiClient {
             .body(Full::new(
                 body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
             ))
-            .unwrap();
+    }
+
+    /// Calls the server API with the test key. Returns status and JSON body.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let req = self.request(method, path, body).unwrap();
         let res = tokio::time::timeout(WAIT, self.client.request(req))
             .await
             .expect("http request timed out")
@@ -78,14 +87,8 @@ impl ApiClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), String> {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.internal))
-            .header("authorization", format!("Bearer {API_KEY}"))
-            .header("content-type", "application/json")
-            .body(Full::new(
-                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
-            ))
+        let req = self
+            .request(method, path, body)
             .map_err(|e| e.to_string())?;
         let res = self.client.request(req).await.map_err(|e| e.to_string())?;
         let status = res.status().as_u16();

@@ -185,16 +185,7 @@ impl Node {
 
     /// Connects as `sub` (JSON) and returns the client with its welcome frame.
     pub async fn connect(&self, sub: &str) -> (Client, Value) {
-        let mut c = self
-            .connect_query(&format!("token={}", token(sub)), &[])
-            .await
-            .expect("connect");
-        let welcome = c.recv().await;
-        assert_eq!(
-            welcome["type"], "welcome",
-            "first frame must be welcome: {welcome}"
-        );
-        (c, welcome)
+        self.connect_token(&token(sub)).await
     }
 
     /// Connects with `query` and extra headers; `Err` holds a refused upgrade.
