@@ -157,24 +157,11 @@ async fn the_cap_is_cluster_wide(redis: Redis) {
 /// Runs `switchboard serve` on port 0 with `flags` and `env` to its exit (killed, and
 /// the test failed, if it serves instead): (exit status, stdout, stderr).
 async fn serve_until_exit(flags: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args(flags)
-        .env_clear()
-        .env("SWITCHBOARD_JWT_SECRET", support::SECRET)
-        .envs(env.iter().copied())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(support::WAIT, run)
+    let mut all = vec![("SWITCHBOARD_JWT_SECRET", support::SECRET)];
+    all.extend_from_slice(env);
+    let out = support::serve_to_exit(flags, &all, support::WAIT)
         .await
-        .unwrap_or_else(|_| panic!("{flags:?} {env:?}: the node started instead of exiting"))
-        .expect("run switchboard");
+        .unwrap_or_else(|| panic!("{flags:?} {env:?}: the node started instead of exiting"));
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
